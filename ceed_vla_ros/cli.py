@@ -1,0 +1,53 @@
+"""``ceed-vla <subcommand>``: one entry point for every offline tool of the package.
+
+Subcommands live next to the concept they serve; each module exposes
+``add_cli_arguments(parser)`` and ``cli_main(args) -> int``. Modules are imported lazily so that
+``ceed-vla --help`` stays fast and a broken optional dependency only affects its own subcommand.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+
+# name -> (module, one-line help). Keep alphabetical within each group.
+COMMANDS: dict[str, tuple[str, str]] = {
+}
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="ceed-vla",
+        description="CEED-VLA tools: checkpoints, decoding benchmarks, simulation, training, evaluation.",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="<subcommand>")
+    for name, (module_name, help_text) in COMMANDS.items():
+        sub_parser = sub.add_parser(name, help=help_text, description=help_text)
+        sub_parser.set_defaults(_module=module_name)
+        # Arguments are added lazily in main() for the chosen subcommand only.
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    parser = build_parser()
+    if not argv or argv[0] in ("-h", "--help") or argv[0] not in COMMANDS:
+        if argv and argv[0] not in ("-h", "--help") and not argv[0].startswith("-"):
+            parser.error(f"unknown subcommand {argv[0]!r}; choose from: {', '.join(COMMANDS)}")
+        parser.parse_args(argv or ["--help"])
+        return 0
+    name = argv[0]
+    module = importlib.import_module(COMMANDS[name][0])
+    sub_parser = argparse.ArgumentParser(prog=f"ceed-vla {name}", description=COMMANDS[name][1])
+    module.add_cli_arguments(sub_parser)
+    args = sub_parser.parse_args(argv[1:])
+    try:
+        return int(module.cli_main(args) or 0)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
