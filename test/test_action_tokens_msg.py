@@ -97,16 +97,19 @@ def test_action_tokens_cross_processes_intact(wait_until):
         qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE,
                          durability=QoSDurabilityPolicy.VOLATILE)
         node.create_subscription(ActionTokens, "/actions", received.append, qos)
-        publisher = subprocess.Popen([sys.executable, "-c", PUBLISHER_SCRIPT, json.dumps(EXPECTED)])
+        # -P: the child must import the installed package, not a source tree in the working directory
+        publisher = subprocess.Popen([sys.executable, "-P", "-c", PUBLISHER_SCRIPT, json.dumps(EXPECTED)],
+                                     stderr=subprocess.PIPE, text=True)
         try:
-            got_one = wait_until(lambda: rclpy.spin_once(node, timeout_sec=0.05) or bool(received), 20.0)
+            wait_until(lambda: rclpy.spin_once(node, timeout_sec=0.05) or bool(received)
+                       or publisher.poll() is not None, 20.0)
         finally:
             publisher.kill()
-            publisher.wait(timeout=10)
+            _, publisher_errors = publisher.communicate(timeout=10)
         node.destroy_node()
     finally:
         rclpy.shutdown()
-    assert got_one, "no ActionTokens message arrived from the publisher process within 20 s"
+    assert received, f"no ActionTokens message arrived within 20 s; publisher said: {publisher_errors}"
     plain = message_to_plain(received[0])
     assert plain.pop("step_dt") == EXPECTED["step_dt"]
     assert abs(plain.pop("decode_time_ms") - EXPECTED["decode_time_ms"]) < 1e-6  # float32 field
