@@ -25,7 +25,7 @@ export MUJOCO_GL ?= egl
 
 install: $(PKG_STAMP)
 
-$(DEPS_STAMP): requirements.txt
+$(DEPS_STAMP): requirements.txt requirements-core.txt
 	@test -x $(PY) || { echo "== creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
 	@echo "== installing torch==$(TORCH_VERSION) (CPU build) first, then requirements.txt"
 	$(PIP) install -q torch==$(TORCH_VERSION)
