@@ -1,0 +1,1 @@
+"""CEED-VLA training: teacher behaviour cloning, Jacobi-trajectory collection, consistency distillation."""
