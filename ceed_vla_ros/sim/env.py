@@ -1,0 +1,409 @@
+"""Language-conditioned tabletop tasks for the 4-joint arm of :mod:`ceed_vla_ros.sim.mjcf`.
+
+Tasks (``task=``):
+
+* ``"reach"`` - instruction ``"reach the <colour> cube"``. Success: the tool tip (lowest point of
+  the pusher) is within ``reach_threshold`` (default 0.03 m) of the centre of the named cube's
+  top face (cube centre + ``CUBE_HALF`` along world z).
+* ``"push"`` - instruction ``"push the <colour> cube to the goal"``. A yellow goal disc is placed
+  at a random position per seed, 0.10-0.18 m from the named cube in a random direction, such that
+  the pusher's approach point behind the cube and the goal are reachable and the straight push
+  corridor is clear of the other cubes. Success: the horizontal distance between the named cube's
+  centre and the goal centre is at most ``push_threshold`` (default 0.04 m = the disc radius).
+
+Layout: the three cubes (6 cm, axis-aligned) are placed at random non-overlapping positions
+(centres >= 0.11 m apart) at 0.20-0.42 m from the arm base within +-0.95 rad of the +x axis;
+the arm starts every episode at ``HOME_QPOS`` (tool retracted above the base).
+
+Control (mirrors a ros2_control forward position controller): the action is an ABSOLUTE joint
+position target vector of shape ``(4,)`` in ``JOINT_NAMES`` order. :meth:`TabletopArmEnv.step`
+first limits the change relative to the previously applied target to ``+-max_joint_step`` rad per
+joint (the velocity limit; the previous target at reset is the home pose), then clips to the joint
+limits, applies it to the position actuators and integrates ``dt = 0.1`` s of physics (10 substeps
+of 0.01 s). The applied target is reported in ``info["joint_target"]``.
+
+Observation (the only thing a policy may use), see :class:`Observation`:
+``{"image": (H, W, 3) uint8 RGB, "joint_positions": (4,) float64 rad, "instruction": str}``.
+
+Privileged state (object poses, goal, tool tip, the named cube's pixel position, ...) is returned
+separately as ``info`` by :meth:`~TabletopArmEnv.step` and by :meth:`~TabletopArmEnv.privileged`;
+it is meant for scripted experts, evaluation and auxiliary training targets, NEVER as a policy
+input.
+
+Determinism: a given ``seed`` always yields the same layout, colour, goal and (on the same machine
+and MuJoCo build) bit-identical images and states for the same action sequence.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, NamedTuple, TypedDict
+
+import mujoco
+import numpy as np
+
+from ceed_vla_ros.sim.mjcf import (
+    CAMERA_NAME,
+    CUBE_COLOURS,
+    CUBE_HALF,
+    GOAL_BODY,
+    GOAL_RADIUS,
+    HOME_QPOS,
+    JOINT_LIMITS,
+    JOINT_NAMES,
+    PHYSICS_TIMESTEP,
+    TOOL_TIP_SITE,
+    build_scene_xml,
+    cube_body_name,
+)
+
+TASKS: tuple[str, ...] = ("reach", "push")
+DEFAULT_INSTRUCTIONS: dict[str, str] = {
+    "reach": "reach the {colour} cube",
+    "push": "push the {colour} cube to the goal",
+}
+DEFAULT_HORIZONS: dict[str, int] = {"reach": 40, "push": 100}
+COLOURS: tuple[str, ...] = tuple(CUBE_COLOURS)
+
+CONTROL_DT = 0.1
+"""Seconds simulated by one :meth:`TabletopArmEnv.step` (one policy/control step)."""
+
+# Cube placement: polar coordinates around the arm base (the reachable workspace on the table).
+_CUBE_RADIUS_RANGE = (0.2, 0.42)
+_CUBE_ANGLE_LIMIT = 0.95  # rad either side of +x
+_MIN_CUBE_SPACING = 0.11  # centre-to-centre, > cube diagonal so cubes never overlap
+# Goal placement for the push task, relative to the named cube.
+_GOAL_DISTANCE_RANGE = (0.1, 0.18)
+_GOAL_RADIUS_RANGE = (0.18, 0.44)
+_PUSH_CLEARANCE = 0.1  # other cubes keep this far from the push corridor (start - approach .. goal)
+_PUSH_APPROACH = 0.08  # the pusher starts this far behind the cube centre
+
+
+class Observation(TypedDict):
+    """What a policy sees: camera image, measured joint positions and the instruction."""
+
+    image: np.ndarray  # (H, W, 3) uint8 RGB, row 0 at the top
+    joint_positions: np.ndarray  # (4,) float64, rad, JOINT_NAMES order
+    instruction: str
+
+
+class StepResult(NamedTuple):
+    """Result of :meth:`TabletopArmEnv.step`; unpacks as ``obs, success, done, info``.
+
+    ``done`` is true on success (when ``terminate_on_success``) or when the horizon is reached.
+    ``info`` is privileged state (see :meth:`TabletopArmEnv.privileged`): not for policies.
+    """
+
+    obs: Observation
+    success: bool
+    done: bool
+    info: dict[str, Any]
+
+
+def _segment_point_distance(a: np.ndarray, b: np.ndarray, p: np.ndarray) -> float:
+    ab = b - a
+    t = float(np.clip(np.dot(p - a, ab) / max(float(np.dot(ab, ab)), 1e-12), 0.0, 1.0))
+    return float(np.linalg.norm(a + t * ab - p))
+
+
+class TabletopArmEnv:
+    """Tabletop arm with three coloured cubes; language-conditioned reach and push tasks.
+
+    Args:
+        task: ``"reach"`` or ``"push"``.
+        image_size: width and height of the rendered square RGB image.
+        seed: seed of the episode stream; ``reset(seed=...)`` overrides it per episode.
+        horizon: steps per episode (default: 40 for reach = 4 s, 100 for push = 10 s).
+        instruction_template: format string with a ``{colour}`` field (default per task in
+            ``DEFAULT_INSTRUCTIONS``).
+        max_joint_step: largest change of the joint target per step, rad (velocity limit:
+            ``max_joint_step / dt`` rad/s).
+        terminate_on_success: end the episode at the first successful step.
+        reach_threshold: reach success distance (m), see module docstring.
+        push_threshold: push success distance (m), see module docstring.
+    """
+
+    def __init__(
+        self,
+        task: str = "reach",
+        image_size: int = 64,
+        seed: int | None = None,
+        *,
+        horizon: int | None = None,
+        instruction_template: str | None = None,
+        max_joint_step: float = 0.2,
+        terminate_on_success: bool = True,
+        reach_threshold: float = 0.03,
+        push_threshold: float = GOAL_RADIUS,
+    ) -> None:
+        if task not in TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        if image_size < 8:
+            raise ValueError(f"image_size must be at least 8, got {image_size}")
+        self.task = task
+        self.image_size = int(image_size)
+        self.horizon = int(horizon if horizon is not None else DEFAULT_HORIZONS[task])
+        self.instruction_template = instruction_template or DEFAULT_INSTRUCTIONS[task]
+        self.max_joint_step = float(max_joint_step)
+        self.terminate_on_success = bool(terminate_on_success)
+        self.reach_threshold = float(reach_threshold)
+        self.push_threshold = float(push_threshold)
+
+        self.dt = CONTROL_DT
+        self.joint_names: tuple[str, ...] = JOINT_NAMES
+        self.joint_limits = np.array(JOINT_LIMITS, dtype=np.float64)  # (4, 2): lower, upper
+        self.n_substeps = int(round(CONTROL_DT / PHYSICS_TIMESTEP))
+
+        xml = build_scene_xml(with_goal=task == "push", offscreen_size=max(256, self.image_size))
+        self.model = mujoco.MjModel.from_xml_string(xml)
+        """Privileged: the MuJoCo model (for experts and tools, not policies)."""
+        self.data = mujoco.MjData(self.model)
+        """Privileged: the MuJoCo state (for experts and tools, not policies)."""
+        self._renderer: mujoco.Renderer | None = mujoco.Renderer(
+            self.model, self.image_size, self.image_size
+        )
+
+        self._arm_qpos_adr = np.array([self.model.joint(n).qposadr[0] for n in JOINT_NAMES])
+        self._cube_qpos_adr = {
+            c: int(self.model.joint(cube_body_name(c)).qposadr[0]) for c in COLOURS
+        }
+        self._cube_body_id = {c: int(self.model.body(cube_body_name(c)).id) for c in COLOURS}
+        self._tip_site_id = int(self.model.site(TOOL_TIP_SITE).id)
+        self._camera_id = int(self.model.camera(CAMERA_NAME).id)
+        self._goal_mocap_id = (
+            int(self.model.body(GOAL_BODY).mocapid[0]) if task == "push" else None
+        )
+
+        self._rng = np.random.default_rng(seed)
+        self.colour: str = COLOURS[0]
+        self.instruction: str = ""
+        self.goal_position: np.ndarray | None = None
+        self.step_count = 0
+        self._joint_target = np.array(HOME_QPOS, dtype=np.float64)
+        self._image = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
+        self._needs_reset = True
+
+    # ------------------------------------------------------------------ episode control
+    def reset(self, seed: int | None = None, colour: str | None = None) -> Observation:
+        """Start an episode: random cube layout (and goal), named colour, home arm pose.
+
+        Args:
+            seed: reseed the episode stream; the same seed gives the same episode. ``None``
+                continues the stream started by the constructor seed (or the last reset seed).
+            colour: the named cube (``"red"``, ``"green"`` or ``"blue"``); random if ``None``.
+        """
+        if colour is not None and colour not in COLOURS:
+            raise ValueError(f"unknown colour {colour!r}; choose from {COLOURS}")
+        if seed is not None:
+            self._rng = np.random.default_rng(seed)
+        rng = self._rng
+
+        mujoco.mj_resetData(self.model, self.data)
+        self.data.qpos[self._arm_qpos_adr] = HOME_QPOS
+        self._joint_target = np.array(HOME_QPOS, dtype=np.float64)
+        self.data.ctrl[:] = self._joint_target
+
+        while True:
+            cubes = self._sample_cube_layout(rng)
+            self.colour = colour if colour is not None else COLOURS[int(rng.integers(len(COLOURS)))]
+            if self.task != "push":
+                self.goal_position = None
+                break
+            goal = self._sample_goal(rng, cubes)
+            if goal is not None:
+                self.goal_position = np.array([goal[0], goal[1], 0.0])
+                break
+
+        for c, xy in cubes.items():
+            adr = self._cube_qpos_adr[c]
+            self.data.qpos[adr : adr + 3] = (xy[0], xy[1], CUBE_HALF)
+            self.data.qpos[adr + 3 : adr + 7] = (1.0, 0.0, 0.0, 0.0)
+        if self._goal_mocap_id is not None:
+            self.data.mocap_pos[self._goal_mocap_id] = self.goal_position
+        mujoco.mj_forward(self.model, self.data)
+
+        self.instruction = self.instruction_template.format(colour=self.colour)
+        self.step_count = 0
+        self._needs_reset = False
+        self._image = self._render_image()
+        return self._observation()
+
+    def step(self, joint_target: np.ndarray) -> StepResult:
+        """Apply one absolute joint-position target and simulate ``dt`` seconds.
+
+        The target is limited to ``+-max_joint_step`` around the previous applied target, then
+        clipped to the joint limits (see module docstring).
+        """
+        if self._needs_reset:
+            raise RuntimeError("call reset() before step() (episode finished or never started)")
+        target = np.asarray(joint_target, dtype=np.float64).reshape(-1)
+        if target.shape != (len(JOINT_NAMES),):
+            raise ValueError(f"joint_target must have shape (4,), got {np.shape(joint_target)}")
+        if not np.all(np.isfinite(target)):
+            raise ValueError("joint_target contains non-finite values")
+        self._joint_target = self.clip_joint_target(target, self._joint_target)
+        self.data.ctrl[:] = self._joint_target
+        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self.step_count += 1
+        self._image = self._render_image()
+
+        success = self.success()
+        done = (success and self.terminate_on_success) or self.step_count >= self.horizon
+        self._needs_reset = done
+        return StepResult(self._observation(), success, done, self.privileged())
+
+    def clip_joint_target(self, target: np.ndarray, previous_target: np.ndarray) -> np.ndarray:
+        """Velocity-limit ``target`` around ``previous_target``, then clip to the joint limits."""
+        step = np.clip(target - previous_target, -self.max_joint_step, self.max_joint_step)
+        return np.clip(previous_target + step, self.joint_limits[:, 0], self.joint_limits[:, 1])
+
+    def success(self) -> bool:
+        """Whether the current state satisfies the task's success test."""
+        cube = self.cube_position(self.colour)
+        if self.task == "reach":
+            top = cube + np.array([0.0, 0.0, CUBE_HALF])
+            return bool(np.linalg.norm(self.tool_tip_position() - top) <= self.reach_threshold)
+        assert self.goal_position is not None
+        return bool(np.linalg.norm(cube[:2] - self.goal_position[:2]) <= self.push_threshold)
+
+    def render(self) -> np.ndarray:
+        """Camera image of the current state, ``(H, W, 3)`` uint8 RGB (a copy)."""
+        return self._image.copy()
+
+    def close(self) -> None:
+        """Release the renderer (GL context). The environment cannot render afterwards."""
+        if self._renderer is not None:
+            self._renderer.close()
+            self._renderer = None
+
+    def __enter__(self) -> TabletopArmEnv:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------ state accessors
+    @property
+    def joint_positions(self) -> np.ndarray:
+        """Measured arm joint positions (rad), ``(4,)``."""
+        return self.data.qpos[self._arm_qpos_adr].copy()
+
+    @property
+    def joint_target(self) -> np.ndarray:
+        """The last applied (clipped) joint target (rad), ``(4,)``; the home pose after reset."""
+        return self._joint_target.copy()
+
+    def cube_position(self, colour: str) -> np.ndarray:
+        """Privileged: world position of the centre of the ``colour`` cube, ``(3,)``."""
+        return self.data.xpos[self._cube_body_id[colour]].copy()
+
+    def tool_tip_position(self) -> np.ndarray:
+        """Privileged: world position of the tool tip site, ``(3,)``."""
+        return self.data.site_xpos[self._tip_site_id].copy()
+
+    def project_to_pixel(self, point: np.ndarray) -> np.ndarray:
+        """Project a world point into the camera image: ``(u, v)`` = (column, row) in pixels.
+
+        Continuous coordinates: pixel ``(i, j)`` covers ``[j, j + 1) x [i, i + 1)``, so the
+        pixel containing the point is ``(int(v), int(u))``. Row 0 is the top of the image.
+        """
+        cam_pos = self.data.cam_xpos[self._camera_id]
+        cam_rot = self.data.cam_xmat[self._camera_id].reshape(3, 3)  # columns: camera x, y, z
+        x, y, z = cam_rot.T @ (np.asarray(point, dtype=np.float64) - cam_pos)
+        fovy = math.radians(self.model.cam_fovy[self._camera_id])
+        focal = 0.5 * self.image_size / math.tan(fovy / 2)
+        half = 0.5 * self.image_size
+        return np.array([half + focal * x / -z, half - focal * y / -z])
+
+    def privileged(self) -> dict[str, Any]:
+        """Privileged state (NOT a policy input): for experts, evaluation and auxiliary losses.
+
+        Keys: ``task``, ``colour`` (named cube), ``step``, ``success``, ``joint_target`` (last
+        applied target), ``tool_tip_position`` (3,), ``cube_positions`` {colour: (3,)},
+        ``cube_quaternions`` {colour: (4,) wxyz}, ``target_position`` (named cube centre, (3,)),
+        ``target_pixel`` (its ``(u, v)`` image position, see :meth:`project_to_pixel`),
+        ``goal_position`` ((3,) for push, ``None`` for reach).
+        """
+        cube_positions = {c: self.cube_position(c) for c in COLOURS}
+        target = cube_positions[self.colour]
+        return {
+            "task": self.task,
+            "colour": self.colour,
+            "step": self.step_count,
+            "success": self.success(),
+            "joint_target": self.joint_target,
+            "tool_tip_position": self.tool_tip_position(),
+            "cube_positions": cube_positions,
+            "cube_quaternions": {
+                c: self.data.xquat[self._cube_body_id[c]].copy() for c in COLOURS
+            },
+            "target_position": target,
+            "target_pixel": self.project_to_pixel(target),
+            "goal_position": None if self.goal_position is None else self.goal_position.copy(),
+        }
+
+    def config(self) -> dict[str, Any]:
+        """Constructor settings plus fixed constants, JSON-serialisable (recorded in datasets)."""
+        return {
+            "task": self.task,
+            "image_size": self.image_size,
+            "horizon": self.horizon,
+            "instruction_template": self.instruction_template,
+            "max_joint_step": self.max_joint_step,
+            "terminate_on_success": self.terminate_on_success,
+            "reach_threshold": self.reach_threshold,
+            "push_threshold": self.push_threshold,
+            "dt": self.dt,
+            "physics_timestep": PHYSICS_TIMESTEP,
+            "joint_names": list(self.joint_names),
+            "joint_limits": self.joint_limits.tolist(),
+            "home_qpos": list(HOME_QPOS),
+        }
+
+    # ------------------------------------------------------------------ internals
+    def _observation(self) -> Observation:
+        return Observation(
+            image=self._image.copy(),
+            joint_positions=self.joint_positions,
+            instruction=self.instruction,
+        )
+
+    def _render_image(self) -> np.ndarray:
+        if self._renderer is None:
+            raise RuntimeError("environment is closed")
+        self._renderer.update_scene(self.data, camera=self._camera_id)
+        return self._renderer.render()
+
+    @staticmethod
+    def _sample_cube_layout(rng: np.random.Generator) -> dict[str, np.ndarray]:
+        """Non-overlapping cube centres (xy) in the reachable annulus in front of the arm."""
+        while True:
+            radius = rng.uniform(*_CUBE_RADIUS_RANGE, size=len(COLOURS))
+            angle = rng.uniform(-_CUBE_ANGLE_LIMIT, _CUBE_ANGLE_LIMIT, size=len(COLOURS))
+            xy = np.stack([radius * np.cos(angle), radius * np.sin(angle)], axis=1)
+            gaps = [np.linalg.norm(xy[i] - xy[j]) for i in range(3) for j in range(i + 1, 3)]
+            if min(gaps) >= _MIN_CUBE_SPACING:
+                return dict(zip(COLOURS, xy))
+
+    def _sample_goal(
+        self, rng: np.random.Generator, cubes: dict[str, np.ndarray]
+    ) -> np.ndarray | None:
+        """A goal for the named cube whose push corridor is reachable and free of other cubes."""
+        start = cubes[self.colour]
+        others = [xy for c, xy in cubes.items() if c != self.colour]
+        for _ in range(20):
+            distance = rng.uniform(*_GOAL_DISTANCE_RANGE)
+            heading = rng.uniform(-math.pi, math.pi)
+            direction = np.array([math.cos(heading), math.sin(heading)])
+            goal = start + distance * direction
+            approach = start - _PUSH_APPROACH * direction
+            goal_radius, approach_radius = np.linalg.norm(goal), np.linalg.norm(approach)
+            if not _GOAL_RADIUS_RANGE[0] <= goal_radius <= _GOAL_RADIUS_RANGE[1]:
+                continue
+            if abs(math.atan2(goal[1], goal[0])) > _CUBE_ANGLE_LIMIT:
+                continue
+            if not _GOAL_RADIUS_RANGE[0] - 0.03 <= approach_radius <= _GOAL_RADIUS_RANGE[1]:
+                continue
+            if all(_segment_point_distance(approach, goal, o) >= _PUSH_CLEARANCE for o in others):
+                return goal
+        return None

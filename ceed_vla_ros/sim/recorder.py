@@ -1,0 +1,400 @@
+"""Demonstration datasets: one HDF5 file per dataset, a writer, a reader, training samples and
+the ``ceed-vla record`` subcommand.
+
+HDF5 layout (format version 1; never pickled, strings are UTF-8 variable-length):
+
+``/`` attributes
+    ``format`` = ``"ceed_vla_ros.sim.demonstrations"``, ``format_version`` = 1,
+    ``env_config`` (JSON of :meth:`TabletopArmEnv.config`), ``package_version``,
+    ``num_episodes``.
+
+``/episodes/<k>`` (one group per episode, ``k`` zero-padded to 6 digits, in recording order)
+    datasets, ``T`` = number of control steps, row ``t`` = the observation at step ``t`` and the
+    action taken from it:
+
+    * ``images`` (T, H, W, 3) uint8 RGB - observation image (chunked per frame, compressed),
+    * ``joint_positions`` (T, 4) float64 - MEASURED joint positions in the observation (rad),
+    * ``joint_target`` (T, 4) float64 - absolute joint target applied at step t (after the env's
+      velocity limit and joint-limit clipping),
+    * ``action_delta`` (T, 4) float64 - ``joint_target[t] - joint_positions[t]``: the target
+      relative to the joints measured at observation time (``target = joint_positions + delta``),
+    * ``target_pixel`` (T, 2) float64 - privileged: (u, v) = (column, row) image position of the
+      named cube's centre (auxiliary training target only, never a policy input),
+    * ``tool_tip_position`` (T, 3) float64 - privileged: tool tip in world coordinates (m);
+
+    attributes: ``task``, ``instruction``, ``colour``, ``seed`` (int), ``success`` (bool: the
+    episode ended successfully), ``num_steps``, ``dt``, ``image_size``, ``joint_names``, and
+    ``goal_position`` (3 floats; push only).
+
+Training samples (:func:`iter_training_samples`): for every step ``t`` of an episode, the image,
+the joint positions, the instruction and an action chunk ``actions[t : t + k]``. Past the episode
+end the chunk is padded with a HOLD action: zeros for ``action_delta`` (target = the measured
+joints, i.e. stay) and the last target repeated for ``joint_target``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import h5py
+import numpy as np
+
+from ceed_vla_ros import __version__
+from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.expert import Expert, make_expert
+
+FORMAT_NAME = "ceed_vla_ros.sim.demonstrations"
+FORMAT_VERSION = 1
+ACTION_KEYS: tuple[str, ...] = ("action_delta", "joint_target")
+_STEP_ARRAYS: tuple[str, ...] = (
+    "images",
+    "joint_positions",
+    "joint_target",
+    "action_delta",
+    "target_pixel",
+    "tool_tip_position",
+)
+
+
+@dataclass
+class Episode:
+    """One demonstration; array row ``t`` = observation ``t`` and the action taken from it."""
+
+    images: np.ndarray  # (T, H, W, 3) uint8
+    joint_positions: np.ndarray  # (T, 4) float64, measured
+    joint_target: np.ndarray  # (T, 4) float64, applied absolute target
+    action_delta: np.ndarray  # (T, 4) float64, joint_target - joint_positions
+    target_pixel: np.ndarray  # (T, 2) float64, privileged
+    tool_tip_position: np.ndarray  # (T, 3) float64, privileged
+    task: str
+    instruction: str
+    colour: str
+    seed: int
+    success: bool
+    dt: float
+    image_size: int
+    joint_names: tuple[str, ...]
+    goal_position: np.ndarray | None = None  # (3,), push only
+
+    @property
+    def num_steps(self) -> int:
+        return int(self.images.shape[0])
+
+
+@dataclass(frozen=True)
+class TrainingSample:
+    """One behaviour-cloning sample; ``target_pixel`` is a privileged auxiliary target only."""
+
+    image: np.ndarray  # (H, W, 3) uint8
+    joint_positions: np.ndarray  # (4,)
+    instruction: str
+    actions: np.ndarray  # (k, 4) action chunk, hold-padded past the episode end
+    target_pixel: np.ndarray  # (2,)
+
+
+@dataclass(frozen=True)
+class RecordSummary:
+    """Outcome of :func:`record_dataset`."""
+
+    path: Path
+    episodes: int
+    attempts: int
+    successes: int
+    steps: int
+    seconds: float
+    file_bytes: int
+
+    @property
+    def success_rate(self) -> float:
+        return self.successes / self.attempts if self.attempts else 0.0
+
+
+def record_episode(env: TabletopArmEnv, expert: Expert, seed: int) -> Episode:
+    """Roll out ``expert`` in ``env`` for one episode seeded with ``seed`` and record it."""
+    obs = env.reset(seed=seed)
+    info = env.privileged()
+    steps: dict[str, list[np.ndarray]] = {key: [] for key in _STEP_ARRAYS}
+    done, success = False, False
+    while not done:
+        steps["images"].append(obs["image"])
+        steps["joint_positions"].append(obs["joint_positions"])
+        steps["target_pixel"].append(info["target_pixel"])
+        steps["tool_tip_position"].append(info["tool_tip_position"])
+        next_obs, success, done, next_info = env.step(expert.act(obs, info))
+        steps["joint_target"].append(next_info["joint_target"])
+        steps["action_delta"].append(next_info["joint_target"] - obs["joint_positions"])
+        obs, info = next_obs, next_info
+    arrays = {key: np.stack(values) for key, values in steps.items()}
+    return Episode(
+        **arrays,
+        task=env.task,
+        instruction=env.instruction,
+        colour=env.colour,
+        seed=int(seed),
+        success=bool(success),
+        dt=env.dt,
+        image_size=env.image_size,
+        joint_names=tuple(env.joint_names),
+        goal_position=None if env.goal_position is None else env.goal_position.copy(),
+    )
+
+
+class DatasetWriter:
+    """Appends episodes to a new HDF5 dataset file (see the module docstring for the layout).
+
+    Args:
+        path: output file; parent directories are created.
+        env_config: the environment configuration, stored as JSON in the root attributes.
+        compression: ``"lzf"`` (fast, default), ``"gzip"`` or ``None`` for the image arrays.
+        overwrite: replace an existing file instead of raising ``FileExistsError``.
+    """
+
+    def __init__(
+        self,
+        path: str | Path,
+        env_config: dict[str, Any],
+        *,
+        compression: str | None = "lzf",
+        overwrite: bool = False,
+    ) -> None:
+        self.path = Path(path)
+        if self.path.exists() and not overwrite:
+            raise FileExistsError(f"{self.path} exists (pass overwrite=True / --overwrite)")
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        self.compression = compression
+        self._file = h5py.File(self.path, "w")
+        self._file.attrs["format"] = FORMAT_NAME
+        self._file.attrs["format_version"] = FORMAT_VERSION
+        self._file.attrs["env_config"] = json.dumps(env_config, sort_keys=True)
+        self._file.attrs["package_version"] = __version__
+        self._file.attrs["num_episodes"] = 0
+        self._episodes = self._file.create_group("episodes")
+        self.num_episodes = 0
+
+    def add_episode(self, episode: Episode) -> int:
+        """Write ``episode``; return its index."""
+        index = self.num_episodes
+        group = self._episodes.create_group(f"{index:06d}")
+        frame_chunk = (1, *episode.images.shape[1:])
+        group.create_dataset(
+            "images", data=episode.images, chunks=frame_chunk, compression=self.compression
+        )
+        for key in _STEP_ARRAYS[1:]:
+            group.create_dataset(key, data=np.asarray(getattr(episode, key), dtype=np.float64))
+        attrs = group.attrs
+        attrs["task"] = episode.task
+        attrs["instruction"] = episode.instruction
+        attrs["colour"] = episode.colour
+        attrs["seed"] = episode.seed
+        attrs["success"] = episode.success
+        attrs["num_steps"] = episode.num_steps
+        attrs["dt"] = episode.dt
+        attrs["image_size"] = episode.image_size
+        attrs["joint_names"] = list(episode.joint_names)
+        if episode.goal_position is not None:
+            attrs["goal_position"] = np.asarray(episode.goal_position, dtype=np.float64)
+        self.num_episodes += 1
+        self._file.attrs["num_episodes"] = self.num_episodes
+        return index
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> DatasetWriter:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+class DatasetReader:
+    """Random access and iteration over the episodes of a dataset file."""
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        self._file = h5py.File(self.path, "r")
+        attrs = self._file.attrs
+        if attrs.get("format") != FORMAT_NAME:
+            raise ValueError(f"{self.path} is not a {FORMAT_NAME} file")
+        self.format_version = int(attrs["format_version"])
+        if self.format_version != FORMAT_VERSION:
+            raise ValueError(
+                f"{self.path}: format version {self.format_version}, expected {FORMAT_VERSION}"
+            )
+        self.env_config: dict[str, Any] = json.loads(attrs["env_config"])
+        self._keys = sorted(self._file["episodes"].keys())
+
+    def __len__(self) -> int:
+        return len(self._keys)
+
+    def __getitem__(self, index: int) -> Episode:
+        group = self._file["episodes"][self._keys[index]]
+        attrs = group.attrs
+        arrays = {key: group[key][()] for key in _STEP_ARRAYS}
+        return Episode(
+            **arrays,
+            task=str(attrs["task"]),
+            instruction=str(attrs["instruction"]),
+            colour=str(attrs["colour"]),
+            seed=int(attrs["seed"]),
+            success=bool(attrs["success"]),
+            dt=float(attrs["dt"]),
+            image_size=int(attrs["image_size"]),
+            joint_names=tuple(str(n) for n in attrs["joint_names"]),
+            goal_position=np.asarray(attrs["goal_position"]) if "goal_position" in attrs else None,
+        )
+
+    def __iter__(self) -> Iterator[Episode]:
+        for index in range(len(self)):
+            yield self[index]
+
+    def close(self) -> None:
+        if self._file.id.valid:
+            self._file.close()
+
+    def __enter__(self) -> DatasetReader:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        self.close()
+
+
+def read_episodes(path: str | Path) -> Iterator[Episode]:
+    """Yield every episode of the dataset at ``path`` in recording order."""
+    with DatasetReader(path) as reader:
+        yield from reader
+
+
+def action_chunks(episode: Episode, chunk_size: int, action: str = "action_delta") -> np.ndarray:
+    """``(T, chunk_size, 4)``: row ``t`` holds ``actions[t : t + chunk_size]``, hold-padded.
+
+    Padding past the end: zeros for ``action_delta``, the last target for ``joint_target``.
+    """
+    if action not in ACTION_KEYS:
+        raise ValueError(f"action must be one of {ACTION_KEYS}, got {action!r}")
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    values = np.asarray(getattr(episode, action))
+    hold = np.zeros_like(values[-1]) if action == "action_delta" else values[-1]
+    padded = np.concatenate([values, np.repeat(hold[None], chunk_size - 1, axis=0)])
+    index = np.arange(episode.num_steps)[:, None] + np.arange(chunk_size)[None, :]
+    return padded[index]
+
+
+def iter_training_samples(
+    episodes: Iterable[Episode], chunk_size: int, action: str = "action_delta"
+) -> Iterator[TrainingSample]:
+    """One :class:`TrainingSample` per step of every episode (see :func:`action_chunks`)."""
+    for episode in episodes:
+        chunks = action_chunks(episode, chunk_size, action)
+        for t in range(episode.num_steps):
+            yield TrainingSample(
+                image=episode.images[t],
+                joint_positions=episode.joint_positions[t],
+                instruction=episode.instruction,
+                actions=chunks[t],
+                target_pixel=episode.target_pixel[t],
+            )
+
+
+def record_dataset(
+    task: str,
+    episodes: int,
+    out: str | Path,
+    *,
+    seed: int = 0,
+    image_size: int = 64,
+    horizon: int | None = None,
+    only_successful: bool = False,
+    compression: str | None = "lzf",
+    overwrite: bool = False,
+    progress: bool = True,
+) -> RecordSummary:
+    """Record ``episodes`` expert demonstrations into ``out``; attempt ``i`` uses seed ``seed+i``.
+
+    With ``only_successful`` failed attempts are dropped and further seeds are tried until
+    ``episodes`` successes are written (at most ``2 * episodes + 10`` attempts).
+    """
+    from tqdm import tqdm
+
+    start = time.perf_counter()
+    max_attempts = 2 * episodes + 10 if only_successful else episodes
+    attempts = successes = steps = 0
+    with (
+        TabletopArmEnv(task=task, image_size=image_size, horizon=horizon) as env,
+        DatasetWriter(out, env.config(), compression=compression, overwrite=overwrite) as writer,
+        tqdm(total=episodes, unit="ep", disable=not progress, desc=f"record {task}") as bar,
+    ):
+        expert = make_expert(env)
+        while writer.num_episodes < episodes and attempts < max_attempts:
+            episode = record_episode(env, expert, seed=seed + attempts)
+            attempts += 1
+            successes += episode.success
+            if only_successful and not episode.success:
+                continue
+            writer.add_episode(episode)
+            steps += episode.num_steps
+            bar.update(1)
+            bar.set_postfix(success=f"{successes / attempts:.0%}")
+        written = writer.num_episodes
+    return RecordSummary(
+        path=Path(out),
+        episodes=written,
+        attempts=attempts,
+        successes=successes,
+        steps=steps,
+        seconds=time.perf_counter() - start,
+        file_bytes=Path(out).stat().st_size,
+    )
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    """Arguments of ``ceed-vla record``."""
+    parser.add_argument("--task", choices=TASKS, default="reach", help="task to demonstrate")
+    parser.add_argument("--episodes", type=int, required=True, help="episodes to write")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
+    parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
+    parser.add_argument("--image-size", type=int, default=64, help="square image size (px)")
+    parser.add_argument("--horizon", type=int, default=None, help="steps per episode")
+    parser.add_argument(
+        "--only-successful", action="store_true", help="drop failed attempts, try more seeds"
+    )
+    parser.add_argument(
+        "--compression", choices=("lzf", "gzip", "none"), default="lzf", help="image compression"
+    )
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    """Run ``ceed-vla record``; print a summary; return 1 if fewer episodes than asked."""
+    if args.episodes < 1:
+        raise SystemExit("--episodes must be >= 1")
+    try:
+        summary = record_dataset(
+            args.task,
+            args.episodes,
+            args.out,
+            seed=args.seed,
+            image_size=args.image_size,
+            horizon=args.horizon,
+            only_successful=args.only_successful,
+            compression=None if args.compression == "none" else args.compression,
+            overwrite=args.overwrite,
+        )
+    except FileExistsError as error:
+        print(f"error: {error}")
+        return 1
+    print(
+        f"wrote {summary.episodes} {args.task} episodes to {summary.path} "
+        f"({summary.file_bytes / 1e6:.1f} MB) in {summary.seconds:.1f} s: "
+        f"expert success {summary.successes}/{summary.attempts} ({summary.success_rate:.1%}), "
+        f"{summary.steps} steps ({summary.steps / max(summary.seconds, 1e-9):.0f} steps/s)"
+    )
+    return 0 if summary.episodes == args.episodes else 1
