@@ -5,7 +5,8 @@ CMakeLists.txt is driven by pip: the msg/ interfaces are generated and compiled 
 Kilted wheels from PyPI that are installed in the active environment (so build with
 ``pip install --no-build-isolation .``), then
 
-- the generated Python message package (``ceed_vla_ros/msg`` + its typesupport extension modules)
+- the generated Python interface packages (``ceed_vla_ros/msg``, ``ceed_vla_ros/srv`` + their
+  typesupport extension modules)
   is added to the hand-written ``ceed_vla_ros`` package,
 - the generated C libraries go to ``<prefix>/lib`` (the ROS wheels' bootstrapper puts that directory
   on LD_LIBRARY_PATH), and the ament index entries, msg definitions, package.xml, launch/ and
@@ -93,8 +94,10 @@ class BuildPyWithInterfaces(build_py):
         super().run()
         generated = staged_site_packages() / PACKAGE
         target = Path(self.build_lib) / PACKAGE
-        shutil.copytree(generated / "msg", target / "msg", dirs_exist_ok=True,
-                        ignore=shutil.ignore_patterns("__pycache__", "*.c"))
+        for interface_kind in ("msg", "srv"):
+            if (generated / interface_kind).is_dir():
+                shutil.copytree(generated / interface_kind, target / interface_kind, dirs_exist_ok=True,
+                                ignore=shutil.ignore_patterns("__pycache__", "*.c"))
         for extension in generated.glob(f"{PACKAGE}_s__*.so"):
             shutil.copy2(extension, target / extension.name)
 
@@ -112,8 +115,10 @@ class InstallDataWithInterfaces(install_data):
             entries = [str(p) for p in index_dir.iterdir() if p.name == PACKAGE]
             if entries:
                 self.data_files.append((f"share/ament_index/resource_index/{index_dir.name}", entries))
-        generated_msg = stage / "share" / PACKAGE / "msg"
-        self.data_files.append((f"share/{PACKAGE}/msg", sorted(str(p) for p in generated_msg.iterdir())))
+        for interface_kind in ("msg", "srv"):
+            generated = stage / "share" / PACKAGE / interface_kind
+            if generated.is_dir():
+                self.data_files.append((f"share/{PACKAGE}/{interface_kind}", sorted(str(p) for p in generated.iterdir())))
         super().run()
 
 

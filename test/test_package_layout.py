@@ -73,7 +73,7 @@ def test_package_xml_declares_every_ros_package_the_code_imports():
     missing = {ROS_IMPORTS[m] for m in imported_top_level_modules(REPO / "ceed_vla_ros") if m in ROS_IMPORTS}
     assert missing - runtime == set()
     # and the message dependencies of msg/ are build+exec dependencies
-    used_in_msgs = {m.group(1) for f in (REPO / "msg").glob("*.msg")
+    used_in_msgs = {m.group(1) for f in list((REPO / "msg").glob("*.msg")) + list((REPO / "srv").glob("*.srv"))
                     for m in re.finditer(r"^\s*([a-z_]+)/\w+", f.read_text(), re.M)}
     assert used_in_msgs <= declared(("depend",))
 
@@ -131,8 +131,9 @@ def test_colcon_install_layout(colcon_style_install):
     share = prefix / "share" / "ceed_vla_ros"
     assert (prefix / "share/ament_index/resource_index/packages/ceed_vla_ros").exists()
     assert (share / "package.xml").read_text() == (REPO / "package.xml").read_text()
-    msg_sources = sorted(p.name for p in (REPO / "msg").glob("*.msg"))
-    assert sorted(p.name for p in (share / "msg").glob("*.msg")) == msg_sources
+    for kind in ("msg", "srv"):
+        sources = sorted(p.name for p in (REPO / kind).glob(f"*.{kind}"))
+        assert sorted(p.name for p in (share / kind).glob(f"*.{kind}")) == sources
     for folder in ("launch", "config"):
         for source in (REPO / folder).rglob("*"):
             if source.is_file():
@@ -144,6 +145,7 @@ def test_colcon_install_layout(colcon_style_install):
     for source in (REPO / "ceed_vla_ros").rglob("*.py"):
         assert (python_package / source.relative_to(REPO / "ceed_vla_ros")).exists(), source
     assert (python_package / "msg" / "__init__.py").exists()
+    assert (python_package / "srv" / "__init__.py").exists()
 
 
 @pytest.mark.parametrize("name", sorted(executables()))
