@@ -13,6 +13,9 @@ import sys
 
 # name -> (module, one-line help). Keep alphabetical within each group.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bench": ("ceed_vla_ros.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
+    "info": ("ceed_vla_ros.checkpoint", "Show a checkpoint's metadata, parameter count and size on disk."),
+    "record": ("ceed_vla_ros.sim.recorder", "Record scripted-expert demonstrations to HDF5."),
 }
 
 

@@ -1,0 +1,210 @@
+"""``ceed-vla bench``: HF generate vs our AR, Jacobi and early-exit decoding, side by side.
+
+Default: a randomly initialised tiny model, one block of 7 dims x chunk 5 = 35 action tokens,
+batch 1 on this CPU. On a random (untrained, undistilled) model Jacobi typically needs about n
+iterations to converge, so it is slower than AR here; only a consistency-distilled model converges
+in a few iterations. The table reports that as measured.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import os
+import platform
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from transformers.utils import logging as hf_logging
+
+from ceed_vla_ros.action_tokenizer import NormStats
+from ceed_vla_ros.checkpoint import (
+    CheckpointError,
+    CheckpointMetadata,
+    build_tokenizer,
+    encode_prompt,
+    load_checkpoint,
+    load_checkpoint_path,
+    make_model_config,
+    new_model,
+)
+from ceed_vla_ros.decoding import HFCausalLMAdapter, TokenRange, decode
+from ceed_vla_ros.model import CeedVlaForActionPrediction
+from ceed_vla_ros.policy import preprocess_images
+
+
+@dataclass
+class BenchRow:
+    """Timing of one decoding method over the repeats."""
+
+    method: str
+    forward_passes: float
+    iterations: float
+    converged: float
+    median_ms: float
+    p90_ms: float
+    matches_ar: float
+
+
+def run_benchmark(
+    model: CeedVlaForActionPrediction,
+    input_ids: torch.Tensor,
+    inputs: Mapping[str, torch.Tensor],
+    block_len: int,
+    allowed: TokenRange,
+    *,
+    repeats: int,
+    early_exit_steps: list[int],
+    seed: int,
+) -> list[BenchRow]:
+    """Time HF generate, AR, Jacobi and early exit at each k on one prompt; rows in that order."""
+    lm = HFCausalLMAdapter(model)
+    suppress = [i for i in range(model.config.text_config.vocab_size) if not allowed.start <= i < allowed.stop]
+    generator = torch.Generator()
+
+    def hf_generate() -> tuple[torch.Tensor, int, int, bool]:
+        with torch.inference_mode():
+            out = model.generate(
+                input_ids,
+                **inputs,
+                max_new_tokens=block_len,
+                do_sample=False,
+                suppress_tokens=suppress,
+                eos_token_id=None,
+            )
+        return out[0, input_ids.shape[1] :].cpu(), block_len, block_len - 1, True
+
+    def ours(mode: str, k: int | None = None) -> Callable[[], tuple[torch.Tensor, int, int, bool]]:
+        def run() -> tuple[torch.Tensor, int, int, bool]:
+            result = decode(
+                lm, input_ids, inputs, mode=mode, block_len=block_len, allowed=allowed,
+                early_exit_steps=k, generator=generator,
+            )
+            return result.tokens, result.stats.forward_passes, result.stats.iterations, result.stats.converged
+        return run
+
+    reference = ours("ar")()[0]
+    methods: list[tuple[str, Callable]] = [("HF generate (greedy)", hf_generate), ("ours: AR", ours("ar"))]
+    methods.append(("ours: Jacobi", ours("jacobi")))
+    methods += [(f"ours: early exit k={k}", ours("early_exit", k)) for k in early_exit_steps]
+    # Round robin (every repeat runs every method once) so load changes on a shared CPU hit all alike.
+    samples: dict[str, list[tuple[float, torch.Tensor, int, int, bool]]] = {name: [] for name, _ in methods}
+    for name, run in methods:
+        run()  # warm-up
+    for repeat in range(repeats):
+        for name, run in methods:
+            generator.manual_seed(seed + repeat)
+            start = time.perf_counter()
+            tokens, passes, iterations, converged = run()
+            samples[name].append(((time.perf_counter() - start) * 1000.0, tokens, passes, iterations, converged))
+    rows = []
+    for name, _ in methods:
+        times, tokens, passes, iterations, converged = zip(*samples[name])
+        rows.append(
+            BenchRow(
+                method=name,
+                forward_passes=float(np.mean(passes)),
+                iterations=float(np.mean(iterations)),
+                converged=float(np.mean(converged)),
+                median_ms=float(np.median(times)),
+                p90_ms=float(np.percentile(times, 90)),
+                matches_ar=float(np.mean([torch.equal(t, reference) for t in tokens])),
+            )
+        )
+    return rows
+
+
+def format_table(rows: list[BenchRow]) -> str:
+    """Markdown table; speed-up is HF generate's median divided by the row's median."""
+    base = rows[0].median_ms
+    lines = [
+        "| method | forward passes | iterations | converged | median ms | p90 ms | speed-up vs HF generate | tokens == AR |",
+        "|---|---:|---:|---:|---:|---:|---:|---:|",
+    ]
+    for row in rows:
+        lines.append(
+            f"| {row.method} | {row.forward_passes:.1f} | {row.iterations:.1f} | {row.converged:.0%} | "
+            f"{row.median_ms:.1f} | {row.p90_ms:.1f} | {base / row.median_ms:.2f}x | {row.matches_ar:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+def _random_setup(args: argparse.Namespace):
+    dims = args.action_dims
+    metadata = CheckpointMetadata(
+        name="bench-random",
+        action_space="joint_delta",
+        joint_names=[f"joint{i}" for i in range(dims)],
+        action_dims=dims,
+        chunk_len=args.chunk_len,
+        dt=0.1,
+        action_norm=NormStats((-1.0,) * dims, (1.0,) * dims, (True,) * dims),
+        proprio_names=[f"joint{i}" for i in range(dims)],
+        proprio_norm=NormStats((-1.0,) * dims, (1.0,) * dims, (True,) * dims),
+    )
+    instruction = "pick up the red cube and place it in the bowl"
+    tokenizer = build_tokenizer([instruction], metadata.n_bins, metadata.prompt_template)
+    config = make_model_config(tokenizer, metadata, hidden_size=args.hidden, num_layers=args.layers)
+    model = new_model(config, args.seed)
+    metadata = dataclasses.replace(metadata, vocab_size=len(tokenizer))
+    ids = torch.tensor([encode_prompt(tokenizer, metadata, config, instruction)])
+    return model, metadata, ids, f"random model, hidden {args.hidden}, {args.layers} layers"
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--checkpoint", help="benchmark this checkpoint (path containing '/' or a name) instead")
+    parser.add_argument("--model-dir", default=os.environ.get("CEED_VLA_MODEL_DIR", "models"))
+    parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    parser.add_argument("--repeats", type=int, default=20, help="timed runs per method (after one warm-up)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random model, image and Jacobi init")
+    parser.add_argument("--action-dims", type=int, default=7, help="random model: action dims (default 7)")
+    parser.add_argument("--chunk-len", type=int, default=5, help="random model: actions per chunk (default 5)")
+    parser.add_argument("--hidden", type=int, default=128, help="random model: hidden size")
+    parser.add_argument("--layers", type=int, default=4, help="random model: decoder layers")
+    parser.add_argument(
+        "--early-exit-steps", type=int, nargs="+", default=[1, 2, 4, 8], help="early-exit caps to time"
+    )
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    """Print the benchmark table (markdown)."""
+    hf_logging.disable_progress_bar()
+    torch.set_num_threads(args.threads)
+    torch.manual_seed(args.seed)
+    if args.checkpoint:
+        try:
+            if os.sep in args.checkpoint:
+                checkpoint = load_checkpoint_path(args.checkpoint)
+            else:
+                checkpoint = load_checkpoint(args.model_dir, args.checkpoint)
+        except CheckpointError as error:
+            print(f"error: {error}")
+            return 1
+        model, metadata = checkpoint.model, checkpoint.metadata
+        ids = torch.tensor([checkpoint.prompt_ids("pick up the red cube")])
+        label = f"checkpoint {metadata.checkpoint_id}"
+    else:
+        model, metadata, ids, label = _random_setup(args)
+    rng = np.random.default_rng(args.seed)
+    image = rng.integers(0, 256, (metadata.image.height, metadata.image.width, 3), dtype=np.uint8)
+    inputs = {"pixel_values": preprocess_images(image, metadata.image)}
+    if metadata.proprio_dim:
+        inputs["proprio"] = torch.as_tensor(rng.uniform(-1, 1, (1, metadata.proprio_dim)), dtype=torch.float32)
+    vocab_size = model.config.text_config.vocab_size
+    allowed = TokenRange(vocab_size - metadata.n_bins, vocab_size)
+    rows = run_benchmark(
+        model, ids, inputs, metadata.block_len, allowed,
+        repeats=args.repeats, early_exit_steps=args.early_exit_steps, seed=args.seed,
+    )
+    params = sum(p.numel() for p in model.parameters())
+    print(
+        f"{label}, {params / 1e6:.2f}M parameters; block {metadata.action_dims} dims x chunk {metadata.chunk_len} = "
+        f"{metadata.block_len} tokens; prompt {ids.shape[1]} positions; {args.threads} thread(s); "
+        f"{args.repeats} repeats; torch {torch.__version__}; {platform.processor() or platform.machine()}"
+    )
+    print("forward passes include the prefill; argmax restricted to the action tokens in every method.\n")
+    print(format_table(rows))
+    return 0

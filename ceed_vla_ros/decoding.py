@@ -1,0 +1,358 @@
+"""Greedy AR, Jacobi and early-exit Jacobi decoding of one action-token block, model-agnostic.
+
+The decoders only talk to a :class:`BlockLM` (prefill a prompt into a KV cache, run a block of
+tokens on top of the cache, crop the cache back). :class:`HFCausalLMAdapter` implements it for any
+transformers causal LM whose forward takes ``input_ids``, extra prompt inputs (``pixel_values``,
+``proprio``, ...), ``cache`` and ``use_cache`` -- our :class:`~ceed_vla_ros.model.CeedVlaForActionPrediction`,
+a LLaVA-style VLA or a plain Llama alike.
+
+Modes (all greedy, batch size 1):
+
+* ``ar``: prefill, then one forward per token with the KV cache. Equals HF ``generate`` greedy.
+* ``jacobi``: prefill once; position 0 = greedy token after the prompt; positions 1..n-1 = an
+  initial guess; each iteration runs the whole block in ONE forward on top of the cached prefix,
+  takes the argmax at every position and shifts it by one (position i predicts i+1), position 0
+  fixed; the cache is cropped back to the prefix after every iteration. It stops at a fixed point
+  or after ``max_iterations``.
+* ``early_exit``: ``jacobi`` capped at ``early_exit_steps`` iterations; returns the current block,
+  converged or not (exactly the k-th Jacobi iterate, or the fixed point if reached earlier).
+
+Convergence test: after an iteration, let ``s`` be the length of the common prefix of the new and
+the previous block. The first ``s + 1`` tokens are then final (each is the greedy continuation of
+an unchanged, final prefix), so when ``s + 1 >= n`` the block is the fixed point and the one extra
+iteration that would merely confirm it is skipped. After iteration t at least t + 1 tokens are
+final, so Jacobi needs at most n - 1 iterations (n forward passes including the prefill; AR also
+needs n).
+
+Allowed-token range: with ``allowed=TokenRange(start, stop)`` every argmax (including the first
+token from the prefill) is taken over ids ``[start, stop)`` only, e.g. the action tokens. The
+Jacobi fixed point is then the greedy AR output under the same restriction, so Jacobi == AR still
+holds when both use the same range (HF ``generate`` matches with ``suppress_tokens`` = all ids
+outside the range).
+
+Numerics: a block forward and a token-by-token forward compute the same logits through
+differently-shaped matmuls, which in fp32 can differ in the last bits. The Jacobi fixed point
+equals AR token-for-token unless two logits at some position are tied to within that rounding
+(~1e-6 relative), where the argmax may pick the other token. ``torch.argmax`` breaks exact ties by
+the lowest id in both paths.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import Any, Literal, Protocol
+
+import torch
+from transformers import DynamicCache
+
+DecodeMode = Literal["ar", "jacobi", "early_exit"]
+DECODE_MODES: tuple[str, ...] = ("ar", "jacobi", "early_exit")
+INIT_STRATEGIES: tuple[str, ...] = ("random_prompt_tokens", "warm_start")
+
+
+class BlockLM(Protocol):
+    """What the decoders need from a model. Batch size 1; ``cache`` is opaque to the decoders."""
+
+    def prefill(self, input_ids: torch.Tensor, inputs: Mapping[str, torch.Tensor]) -> tuple[Any, torch.Tensor]:
+        """Run the prompt (1, L) (+ extra inputs) into a new cache; return (cache, logits (V,) of the last position)."""
+
+    def forward_block(self, block_ids: torch.Tensor, cache: Any) -> torch.Tensor:
+        """Run block ids (1, n) on top of the cache (which grows by n); return logits (n, V)."""
+
+    def cache_length(self, cache: Any) -> int:
+        """Number of positions held by the cache."""
+
+    def crop_cache(self, cache: Any, length: int) -> None:
+        """Drop every cached position from ``length`` on."""
+
+
+class HFCausalLMAdapter:
+    """:class:`BlockLM` over a transformers causal LM using a ``DynamicCache``.
+
+    The prompt inputs (e.g. ``pixel_values``, ``proprio``) are passed to the model's forward on the
+    prefill only, the way LLaVA-style models expect them.
+    """
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        self.model = model
+        self._cache_config = model.config.get_text_config()
+
+    def prefill(self, input_ids: torch.Tensor, inputs: Mapping[str, torch.Tensor]) -> tuple[DynamicCache, torch.Tensor]:
+        cache = DynamicCache(config=self._cache_config)
+        out = self.model(input_ids=input_ids, **inputs, cache=cache, use_cache=True, logits_to_keep=1)
+        return cache, out.logits[0, -1]
+
+    def forward_block(self, block_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
+        return self.model(input_ids=block_ids, cache=cache, use_cache=True).logits[0]
+
+    def cache_length(self, cache: DynamicCache) -> int:
+        return cache.get_seq_length()
+
+    def crop_cache(self, cache: DynamicCache, length: int) -> None:
+        # transformers 5: crop takes the (negative) number of positions to remove.
+        cache.crop(length - cache.get_seq_length())
+
+
+@dataclass(frozen=True)
+class TokenRange:
+    """Half-open id range ``[start, stop)`` the argmax is restricted to."""
+
+    start: int
+    stop: int
+
+    def __post_init__(self) -> None:
+        if not 0 <= self.start < self.stop:
+            raise ValueError(f"invalid token range [{self.start}, {self.stop})")
+
+
+@dataclass
+class DecodeStats:
+    """What one decode call did.
+
+    Attributes:
+        mode: ``ar``, ``jacobi`` or ``early_exit``.
+        block_len: tokens decoded (n).
+        forward_passes: model forwards INCLUDING the prefill (AR: n; Jacobi: 1 + iterations).
+        iterations: Jacobi iterations (block forwards); for ``ar`` the n - 1 single-token steps.
+        converged: the block is the exact greedy fixed point (always true for ``ar``).
+        tokens_fixed_per_iteration: per iteration, how many more leading tokens became final
+            (the first token is final after the prefill; the entries sum to n - 1 on convergence).
+        wall_time_ms: wall time of the call including the prefill.
+        early_exit_steps: the iteration cap in ``early_exit`` mode, else None.
+    """
+
+    mode: str
+    block_len: int
+    forward_passes: int
+    iterations: int
+    converged: bool
+    tokens_fixed_per_iteration: list[int] = field(default_factory=list)
+    wall_time_ms: float = 0.0
+    early_exit_steps: int | None = None
+
+
+@dataclass
+class DecodeResult:
+    """Decoded block (n,) int64 on CPU, stats, and (if requested) the Jacobi trajectory.
+
+    ``trajectory`` = [Y^0 (initial block, position 0 already set), Y^1, ..., Y^last], each (n,).
+    """
+
+    tokens: torch.Tensor
+    stats: DecodeStats
+    trajectory: list[torch.Tensor] | None = None
+
+
+def _argmax(logits: torch.Tensor, allowed: TokenRange | None) -> torch.Tensor:
+    if allowed is None:
+        return logits.argmax(dim=-1)
+    return logits[..., allowed.start : allowed.stop].argmax(dim=-1) + allowed.start
+
+
+def init_random_prompt_tokens(
+    input_ids: torch.Tensor, block_len: int, generator: torch.Generator | None = None
+) -> torch.Tensor:
+    """Initial block drawn uniformly from the prompt's own token ids (the CEED-VLA / CLLM choice)."""
+    prompt = input_ids.reshape(-1)
+    index = torch.randint(0, prompt.numel(), (block_len,), generator=generator)
+    return prompt[index].clone()
+
+
+def init_warm_start(
+    previous_tokens: torch.Tensor,
+    steps_executed: int,
+    action_dims: int,
+    fill: Literal["repeat_last", "random"] = "repeat_last",
+    allowed: TokenRange | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """Initial block from the previous chunk, shifted by the chunk steps already executed.
+
+    The previous block's actions from step ``steps_executed`` on move to the front; the freed tail
+    is filled by repeating the last action (``repeat_last``) or with random ids from ``allowed``
+    (``random``; requires ``allowed``).
+    """
+    previous = previous_tokens.reshape(-1)
+    block_len = previous.numel()
+    if block_len % action_dims:
+        raise ValueError(f"block of {block_len} tokens is not a whole number of {action_dims}-dim actions")
+    if steps_executed < 0:
+        raise ValueError(f"steps_executed must be >= 0, got {steps_executed}")
+    shift = min(steps_executed * action_dims, block_len)
+    kept = previous[shift:]
+    missing = block_len - kept.numel()
+    if missing == 0:
+        return kept.clone()
+    if fill == "repeat_last":
+        last_action = previous[block_len - action_dims :]
+        tail = last_action.repeat(missing // action_dims)
+    elif fill == "random":
+        if allowed is None:
+            raise ValueError("fill='random' needs the allowed token range")
+        tail = torch.randint(allowed.start, allowed.stop, (missing,), generator=generator, dtype=previous.dtype)
+    else:
+        raise ValueError(f"unknown fill {fill!r}; choose repeat_last or random")
+    return torch.cat((kept, tail))
+
+
+@torch.inference_mode()
+def decode(
+    lm: BlockLM,
+    input_ids: torch.Tensor,
+    inputs: Mapping[str, torch.Tensor] | None = None,
+    *,
+    mode: DecodeMode = "jacobi",
+    block_len: int,
+    allowed: TokenRange | None = None,
+    initial_block: torch.Tensor | None = None,
+    max_iterations: int | None = None,
+    early_exit_steps: int | None = None,
+    generator: torch.Generator | None = None,
+    record_trajectory: bool = False,
+) -> DecodeResult:
+    """Prefill ``input_ids`` (1, L) with ``inputs`` and decode one block; see :func:`decode_from_prefix`."""
+    start = time.perf_counter()
+    cache, last_logits = lm.prefill(input_ids, inputs or {})
+    result = decode_from_prefix(
+        lm,
+        cache,
+        last_logits,
+        mode=mode,
+        block_len=block_len,
+        allowed=allowed,
+        initial_block=initial_block,
+        prompt_ids=input_ids,
+        max_iterations=max_iterations,
+        early_exit_steps=early_exit_steps,
+        generator=generator,
+        record_trajectory=record_trajectory,
+    )
+    result.stats.forward_passes += 1
+    result.stats.wall_time_ms = (time.perf_counter() - start) * 1000.0
+    return result
+
+
+@torch.inference_mode()
+def decode_from_prefix(
+    lm: BlockLM,
+    cache: Any,
+    last_logits: torch.Tensor,
+    *,
+    mode: DecodeMode = "jacobi",
+    block_len: int,
+    allowed: TokenRange | None = None,
+    initial_block: torch.Tensor | None = None,
+    prompt_ids: torch.Tensor | None = None,
+    max_iterations: int | None = None,
+    early_exit_steps: int | None = None,
+    generator: torch.Generator | None = None,
+    record_trajectory: bool = False,
+) -> DecodeResult:
+    """Decode one block on top of an already prefilled cache; the cache is left at the prefix length.
+
+    Args:
+        lm: the model behind the :class:`BlockLM` protocol.
+        cache, last_logits: what ``lm.prefill`` returned (the cache may be reused for more calls).
+        mode: ``ar``, ``jacobi`` or ``early_exit``.
+        block_len: tokens to decode (n >= 1).
+        allowed: restrict every argmax to this id range (e.g. the action tokens).
+        initial_block: Jacobi initial guess (n ids; position 0 is overwritten). If None, ids drawn
+            from ``prompt_ids`` with ``generator`` (``random_prompt_tokens``).
+        prompt_ids: the prompt ids, needed only for the default initial block.
+        max_iterations: Jacobi cap (default and maximum useful value: n).
+        early_exit_steps: iteration cap of ``early_exit`` mode (required there, >= 1).
+        generator: random source of the default initial block.
+        record_trajectory: keep every Jacobi iterate in ``DecodeResult.trajectory``.
+
+    Returns:
+        :class:`DecodeResult`; ``stats.forward_passes`` and ``wall_time_ms`` exclude the prefill
+        here (``decode`` adds it).
+    """
+    if mode not in DECODE_MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(DECODE_MODES)}")
+    if block_len < 1:
+        raise ValueError(f"block_len must be >= 1, got {block_len}")
+    start = time.perf_counter()
+    first = _argmax(last_logits, allowed).reshape(1)
+    if mode == "ar":
+        result = _decode_ar(lm, cache, first, block_len, allowed)
+    else:
+        if mode == "early_exit":
+            if early_exit_steps is None or early_exit_steps < 1:
+                raise ValueError("early_exit mode needs early_exit_steps >= 1")
+            cap = early_exit_steps
+        else:
+            cap = block_len if max_iterations is None else max_iterations
+        if initial_block is None:
+            if prompt_ids is None:
+                raise ValueError("give initial_block or prompt_ids for the random_prompt_tokens initialisation")
+            initial_block = init_random_prompt_tokens(prompt_ids, block_len, generator)
+        if initial_block.numel() != block_len:
+            raise ValueError(f"initial_block has {initial_block.numel()} tokens, expected {block_len}")
+        block = initial_block.reshape(-1).to(device=first.device, dtype=first.dtype).clone()
+        block[0] = first[0]
+        result = _decode_jacobi(lm, cache, block, cap, allowed, record_trajectory)
+        result.stats.mode = mode
+        result.stats.early_exit_steps = early_exit_steps if mode == "early_exit" else None
+    result.stats.wall_time_ms = (time.perf_counter() - start) * 1000.0
+    return result
+
+
+def _decode_ar(
+    lm: BlockLM, cache: Any, first: torch.Tensor, block_len: int, allowed: TokenRange | None
+) -> DecodeResult:
+    prefix_len = lm.cache_length(cache)
+    tokens = [first]
+    for _ in range(block_len - 1):
+        logits = lm.forward_block(tokens[-1].reshape(1, 1), cache)
+        tokens.append(_argmax(logits[-1], allowed).reshape(1))
+    lm.crop_cache(cache, prefix_len)
+    stats = DecodeStats(
+        mode="ar",
+        block_len=block_len,
+        forward_passes=block_len - 1,
+        iterations=block_len - 1,
+        converged=True,
+        tokens_fixed_per_iteration=[1] * (block_len - 1),
+    )
+    return DecodeResult(tokens=torch.cat(tokens).cpu(), stats=stats)
+
+
+def _decode_jacobi(
+    lm: BlockLM,
+    cache: Any,
+    block: torch.Tensor,
+    max_iterations: int,
+    allowed: TokenRange | None,
+    record_trajectory: bool,
+) -> DecodeResult:
+    n = block.numel()
+    prefix_len = lm.cache_length(cache)
+    trajectory = [block.cpu()] if record_trajectory else None
+    fixed: list[int] = []
+    final_len = 1  # position 0 comes from the prefill
+    iterations = 0
+    while final_len < n and iterations < max_iterations:
+        logits = lm.forward_block(block.reshape(1, n), cache)
+        lm.crop_cache(cache, prefix_len)
+        new_block = torch.cat((block[:1], _argmax(logits[:-1], allowed)))
+        iterations += 1
+        changed = (new_block != block).nonzero()
+        common = int(changed[0, 0]) if changed.numel() else n
+        new_final_len = min(n, max(common + 1, final_len + 1))
+        fixed.append(new_final_len - final_len)
+        final_len = new_final_len
+        block = new_block
+        if trajectory is not None:
+            trajectory.append(block.cpu())
+    stats = DecodeStats(
+        mode="jacobi",
+        block_len=n,
+        forward_passes=iterations,
+        iterations=iterations,
+        converged=final_len >= n,
+        tokens_fixed_per_iteration=fixed,
+    )
+    return DecodeResult(tokens=block.cpu(), stats=stats, trajectory=trajectory)

@@ -1,0 +1,273 @@
+"""AR / Jacobi / early-exit decoding against HF generate and an uncached reference implementation."""
+
+import os
+
+import numpy as np
+import pytest
+import torch
+from transformers import LlamaConfig
+
+from ceed_vla_ros import cli
+from ceed_vla_ros.action_tokenizer import NormStats
+from ceed_vla_ros.checkpoint import CheckpointMetadata, build_tiny_checkpoint
+from ceed_vla_ros.decoding import (
+    HFCausalLMAdapter,
+    TokenRange,
+    decode,
+    decode_from_prefix,
+    init_random_prompt_tokens,
+    init_warm_start,
+)
+from ceed_vla_ros.model import CeedVlaConfig, CeedVlaForActionPrediction
+from ceed_vla_ros.policy import CeedVlaPolicy, preprocess_images
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+torch.set_num_threads(1)
+VOCAB = 96
+ACTIONS = TokenRange(32, VOCAB)
+
+
+def make_case(seed: int, hidden: int = 32, prompt_words: int = 6):
+    """A random tiny model, prompt ids and prompt inputs, all from ``seed``."""
+    torch.manual_seed(seed)
+    text = LlamaConfig(
+        vocab_size=VOCAB, hidden_size=hidden, intermediate_size=2 * hidden, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=4, pad_token_id=0, bos_token_id=None, eos_token_id=None,
+    )
+    config = CeedVlaConfig(
+        text_config=text, image_size=16, vision_channels=[8], vision_strides=[2], num_keypoints=4,
+        vision_mlp_hidden=16, num_image_tokens=2, proprio_dim=2, image_token_id=4, proprio_token_id=5,
+    )
+    model = CeedVlaForActionPrediction(config).eval()
+    words = torch.randint(6, 32, (prompt_words,)).tolist()
+    ids = torch.tensor([model.prefix_token_ids() + words])
+    inputs = {"pixel_values": torch.randn(1, 3, 16, 16), "proprio": torch.randn(1, 2)}
+    return model, ids, inputs
+
+
+def argmax(logits: torch.Tensor, allowed: TokenRange | None) -> torch.Tensor:
+    if allowed is None:
+        return logits.argmax(-1)
+    return logits[..., allowed.start : allowed.stop].argmax(-1) + allowed.start
+
+
+@torch.no_grad()
+def reference_jacobi(model, ids, inputs, initial_block, allowed, max_iterations):
+    """Jacobi by full recomputation of [prompt + block] every iteration: no KV cache at all.
+
+    Returns every iterate until the block stops changing (exact fixed point) or the cap.
+    """
+    prompt_len = ids.shape[1]
+    first = argmax(model(input_ids=ids, **inputs).logits[0, -1], allowed)
+    block = initial_block.clone()
+    block[0] = first
+    trajectory = [block]
+    for _ in range(max_iterations):
+        logits = model(input_ids=torch.cat((ids, block[None]), dim=1), **inputs).logits[0]
+        new_block = torch.cat((block[:1], argmax(logits[prompt_len - 1 + 1 : prompt_len - 1 + block.numel()], allowed)))
+        if torch.equal(new_block, block):
+            break
+        block = new_block
+        trajectory.append(block)
+    return trajectory
+
+
+def hf_greedy(model, ids, inputs, n, allowed):
+    suppress = None if allowed is None else [i for i in range(VOCAB) if not allowed.start <= i < allowed.stop]
+    out = model.generate(ids, **inputs, max_new_tokens=n, do_sample=False, suppress_tokens=suppress)
+    return out[0, ids.shape[1] :]
+
+
+CASES = [(seed, n, allowed) for seed in range(8) for n, allowed in ((1, None), (7, ACTIONS), (12, None), (35, ACTIONS))]
+
+
+@pytest.mark.parametrize("seed,n,allowed", CASES)
+def test_jacobi_equals_ar_equals_hf_generate(seed, n, allowed):
+    model, ids, inputs = make_case(seed, hidden=32 if seed % 2 else 64, prompt_words=3 + seed)
+    lm = HFCausalLMAdapter(model)
+    generator = torch.Generator().manual_seed(seed)
+    ar = decode(lm, ids, inputs, mode="ar", block_len=n, allowed=allowed)
+    jacobi = decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=allowed, generator=generator)
+    expected = hf_greedy(model, ids, inputs, n, allowed)
+    assert torch.equal(ar.tokens, expected)
+    assert torch.equal(jacobi.tokens, expected)
+    assert jacobi.stats.converged
+    assert jacobi.stats.iterations <= max(n - 1, 0)
+    assert jacobi.stats.forward_passes == jacobi.stats.iterations + 1
+    assert ar.stats.forward_passes == n
+    assert sum(jacobi.stats.tokens_fixed_per_iteration) == n - 1
+    if allowed is not None:
+        assert bool(((jacobi.tokens >= allowed.start) & (jacobi.tokens < allowed.stop)).all())
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_jacobi_trajectory_matches_uncached_reference(seed):
+    """Every iterate equals full recomputation without a cache (catches a missing cache crop)."""
+    model, ids, inputs = make_case(seed)
+    n = 10
+    initial = init_random_prompt_tokens(ids, n, torch.Generator().manual_seed(seed))
+    allowed = ACTIONS if seed % 2 else None
+    result = decode(HFCausalLMAdapter(model), ids, inputs, mode="jacobi", block_len=n, allowed=allowed,
+                    initial_block=initial, record_trajectory=True)
+    reference = reference_jacobi(model, ids, inputs, initial, allowed, max_iterations=n)
+    ours = result.trajectory
+    # Ours skips the iteration that only confirms the fixed point; otherwise the iterates are identical.
+    assert len(ours) in (len(reference), len(reference) - 1) or len(reference) == 1
+    for ours_block, reference_block in zip(ours, reference):
+        assert torch.equal(ours_block, reference_block)
+    assert torch.equal(result.tokens, reference[-1])
+
+
+class AdapterWithoutCrop(HFCausalLMAdapter):
+    """The reference-code pitfall: stale block keys/values left in the cache."""
+
+    def crop_cache(self, cache, length):
+        pass
+
+
+def test_reference_comparison_detects_a_missing_crop():
+    mismatches = 0
+    for seed in range(4):
+        model, ids, inputs = make_case(seed)
+        initial = init_random_prompt_tokens(ids, 10, torch.Generator().manual_seed(seed))
+        broken = decode(AdapterWithoutCrop(model), ids, inputs, mode="jacobi", block_len=10, initial_block=initial,
+                        record_trajectory=True)
+        reference = reference_jacobi(model, ids, inputs, initial, None, max_iterations=10)
+        mismatches += any(not torch.equal(a, b) for a, b in zip(broken.trajectory, reference))
+        mismatches += not torch.equal(broken.tokens, reference[-1])
+    assert mismatches > 0
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_early_exit_returns_the_kth_jacobi_iterate(seed):
+    model, ids, inputs = make_case(seed)
+    lm = HFCausalLMAdapter(model)
+    n = 9
+    initial = init_random_prompt_tokens(ids, n, torch.Generator().manual_seed(seed))
+    full = decode(lm, ids, inputs, mode="jacobi", block_len=n, initial_block=initial, record_trajectory=True)
+    trajectory = full.trajectory
+    for k in range(1, n + 2):
+        result = decode(lm, ids, inputs, mode="early_exit", block_len=n, initial_block=initial, early_exit_steps=k)
+        expected = trajectory[min(k, len(trajectory) - 1)]
+        assert torch.equal(result.tokens, expected), k
+        assert result.stats.iterations == min(k, full.stats.iterations)
+        assert result.stats.early_exit_steps == k
+        assert result.stats.converged == (k >= full.stats.iterations)
+
+
+def test_max_iterations_caps_jacobi_without_convergence():
+    model, ids, inputs = make_case(1)
+    result = decode(HFCausalLMAdapter(model), ids, inputs, mode="jacobi", block_len=20, max_iterations=2,
+                    initial_block=torch.full((20,), 7))
+    assert result.stats.iterations == 2 and not result.stats.converged
+
+
+def test_decoding_twice_from_the_same_prefix_is_identical():
+    model, ids, inputs = make_case(5)
+    lm = HFCausalLMAdapter(model)
+    cache, last_logits = lm.prefill(ids, inputs)
+    prefix_len = lm.cache_length(cache)
+    initial = init_random_prompt_tokens(ids, 12, torch.Generator().manual_seed(0))
+    results = []
+    for mode in ("jacobi", "ar", "jacobi", "early_exit", "ar"):
+        results.append(decode_from_prefix(lm, cache, last_logits, mode=mode, block_len=12, initial_block=initial,
+                                          early_exit_steps=3))
+        assert lm.cache_length(cache) == prefix_len
+    assert torch.equal(results[0].tokens, results[2].tokens)
+    assert torch.equal(results[0].tokens, results[1].tokens)
+    assert torch.equal(results[1].tokens, results[4].tokens)
+    again = decode(lm, ids, inputs, mode="jacobi", block_len=12, initial_block=initial)
+    assert torch.equal(again.tokens, results[0].tokens)
+
+
+def test_warm_start_initial_block():
+    previous = torch.arange(100, 112)  # 4 actions x 3 dims
+    assert init_warm_start(previous, 1, 3).tolist() == list(range(103, 112)) + [109, 110, 111]
+    assert init_warm_start(previous, 0, 3).tolist() == list(range(100, 112))
+    assert init_warm_start(previous, 9, 3).tolist() == [109, 110, 111] * 4
+    random_tail = init_warm_start(previous, 2, 3, "random", ACTIONS, torch.Generator().manual_seed(0))
+    assert random_tail[:6].tolist() == list(range(106, 112))
+    assert bool(((random_tail[6:] >= ACTIONS.start) & (random_tail[6:] < ACTIONS.stop)).all())
+    with pytest.raises(ValueError, match="whole number"):
+        init_warm_start(previous, 1, 5)
+
+
+def test_random_prompt_init_is_seedable_and_drawn_from_the_prompt():
+    ids = torch.tensor([[4, 4, 9, 17, 23]])
+    a = init_random_prompt_tokens(ids, 30, torch.Generator().manual_seed(3))
+    b = init_random_prompt_tokens(ids, 30, torch.Generator().manual_seed(3))
+    assert torch.equal(a, b)
+    assert set(a.tolist()) <= {4, 9, 17, 23}
+
+
+def test_warm_start_converges_to_the_same_block():
+    model, ids, inputs = make_case(2)
+    lm = HFCausalLMAdapter(model)
+    first = decode(lm, ids, inputs, mode="jacobi", block_len=12, allowed=ACTIONS, generator=torch.Generator())
+    warm = decode(lm, ids, inputs, mode="jacobi", block_len=12, allowed=ACTIONS,
+                  initial_block=init_warm_start(first.tokens, 0, 3))
+    assert torch.equal(warm.tokens, first.tokens)
+    assert warm.stats.iterations <= 1  # already the fixed point: one forward proves it
+
+
+def test_bad_arguments():
+    model, ids, inputs = make_case(0)
+    lm = HFCausalLMAdapter(model)
+    with pytest.raises(ValueError, match="unknown mode"):
+        decode(lm, ids, inputs, mode="beam", block_len=4)
+    with pytest.raises(ValueError, match="early_exit_steps"):
+        decode(lm, ids, inputs, mode="early_exit", block_len=4)
+    with pytest.raises(ValueError, match="initial_block has"):
+        decode(lm, ids, inputs, mode="jacobi", block_len=4, initial_block=torch.zeros(3, dtype=torch.long))
+
+
+@pytest.fixture(scope="module")
+def tiny_checkpoint(tmp_path_factory):
+    metadata = CheckpointMetadata(
+        name="tiny", action_space="joint_delta", joint_names=["a", "b", "c"], action_dims=3, chunk_len=4, dt=0.1,
+        action_norm=NormStats((-0.1,) * 3, (0.1,) * 3, (True, True, False)),
+        proprio_names=["a", "b", "c"], proprio_norm=NormStats((-2.0,) * 3, (2.0,) * 3, (True,) * 3),
+    )
+    path = tmp_path_factory.mktemp("models") / "tiny"
+    return build_tiny_checkpoint(path, metadata, seed=0, instructions=["reach the red cube"], hidden_size=32,
+                                 vision_channels=(8, 16), vision_strides=(2, 2), num_keypoints=8)
+
+
+def test_policy_predicts_a_chunk_in_every_mode(tiny_checkpoint):
+    policy = CeedVlaPolicy(tiny_checkpoint, mode="jacobi", seed=0)
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    joints = np.array([0.1, -0.3, 1.0])
+    ar = policy.predict(image, joints, "reach the red cube", mode="ar")
+    jacobi = policy.predict(image, joints, "reach the red cube")
+    early = policy.predict(image, joints, "reach the red cube", mode="early_exit", early_exit_steps=2)
+    warm = policy.predict(image, joints, "reach the red cube", init="warm_start", steps_executed=1)
+    assert ar.actions.shape == (4, 3) and ar.tokens.shape == (12,)
+    assert torch.equal(ar.tokens, jacobi.tokens) and torch.equal(ar.tokens, warm.tokens)
+    assert early.stats.iterations <= 2 and early.stats.early_exit_steps == 2
+    assert np.all(np.abs(ar.actions[:, :2]) <= 0.1 + 1e-9) and np.all(np.abs(ar.actions[:, 2]) <= 1.0)
+    assert np.allclose(policy.action_tokenizer.decode(ar.tokens.numpy()), ar.actions)
+
+
+def test_preprocess_images_resize_crop_and_channel_order(tiny_checkpoint):
+    spec = tiny_checkpoint.metadata.image
+    image = np.zeros((48, 64, 3), dtype=np.uint8)
+    image[..., 0] = 255
+    pixels = preprocess_images(image, spec)
+    assert pixels.shape == (1, 3, spec.height, spec.width)
+    assert torch.allclose(pixels[0, 0], torch.ones(())) and torch.allclose(pixels[0, 1], -torch.ones(()))
+    bgr = preprocess_images(image, type(spec)(height=spec.height, width=spec.width, channel_order="bgr", crop="center_square"))
+    assert torch.allclose(bgr[0, 2], torch.ones(()))
+    with pytest.raises(ValueError, match="uint8"):
+        preprocess_images(image.astype(np.float32), spec)
+
+
+def test_bench_smoke(capsys):
+    rc = cli.main(["bench", "--repeats", "1", "--hidden", "32", "--layers", "1", "--chunk-len", "2",
+                   "--action-dims", "3", "--early-exit-steps", "1", "2"])
+    out = capsys.readouterr().out
+    assert rc == 0
+    table = [line for line in out.splitlines() if line.startswith("| ")]
+    assert [line.split("|")[1].strip() for line in table[1:]] == [
+        "HF generate (greedy)", "ours: AR", "ours: Jacobi", "ours: early exit k=1", "ours: early exit k=2",
+    ]
+    assert all(line.split("|")[-2].strip() == "100%" for line in table[1:4])  # generate, AR, Jacobi agree
