@@ -148,6 +148,7 @@ setup(
         (f"share/{PACKAGE}", ["package.xml"]),
         *tree_data_files("launch"),
         *tree_data_files("config"),
+        *tree_data_files("models"),
     ],
     entry_points={"console_scripts": read_executables()},
     cmdclass={"build_py": BuildPyWithInterfaces, "install_data": InstallDataWithInterfaces},

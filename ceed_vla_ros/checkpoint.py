@@ -515,6 +515,23 @@ def build_tiny_checkpoint(
     return Checkpoint(path=Path(path), model=model, tokenizer=tokenizer, metadata=saved)
 
 
+def load_metadata(model_dir: str | Path, name: str) -> CheckpointMetadata:
+    """Only the metadata of checkpoint ``name`` (no weights): what the camera node and the arm
+    driver need. Raises CheckpointError like :func:`load_checkpoint`."""
+    file = resolve_checkpoint_path(model_dir, name) / METADATA_FILE
+    if not file.is_file():
+        raise CheckpointError(f"{file}: missing")
+    return _read_metadata(file)
+
+
+def list_checkpoints(model_dir: str | Path) -> list[str]:
+    """Names of the folders in ``model_dir`` that hold a metadata file (not validated)."""
+    root = Path(model_dir)
+    if not root.is_dir():
+        return []
+    return sorted(p.name for p in root.iterdir() if (p / METADATA_FILE).is_file() and NAME_PATTERN.match(p.name))
+
+
 def _read_json(file: Path) -> dict:
     try:
         data = json.loads(file.read_text())

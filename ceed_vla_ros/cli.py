@@ -14,7 +14,11 @@ import sys
 # name -> (module, one-line help). Keep alphabetical within each group.
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("ceed_vla_ros.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
+        "ceed_vla_ros.distill.trajectories",
+        "Collect a teacher's Jacobi trajectories over demonstrations (distillation data).",
+    ),
     "info": ("ceed_vla_ros.checkpoint", "Show a checkpoint's metadata, parameter count and size on disk."),
+    "launch": ("ceed_vla_ros.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.sim.recorder", "Record scripted-expert demonstrations to HDF5."),
 }
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import time
@@ -38,3 +39,134 @@ def repo_root() -> Path:
 def wait_until() -> Callable[[Callable[[], bool], float], bool]:
     """Bounded polling (DDS discovery between processes can take seconds): never a fixed sleep."""
     return _wait_until
+
+
+# -- ROS node processes -----------------------------------------------------------------------------
+SIM_JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(tmp_path_factory) -> Path:
+    """A model dir with one small random checkpoint, ``tiny_sim``, shaped like the sim arm's."""
+    from ceed_vla_ros.action_tokenizer import NormStats
+    from ceed_vla_ros.checkpoint import CheckpointMetadata, build_tiny_checkpoint
+
+    model_dir = tmp_path_factory.mktemp("models")
+    metadata = CheckpointMetadata(
+        name="tiny_sim",
+        action_space="joint_delta",
+        joint_names=list(SIM_JOINTS),
+        action_dims=4,
+        chunk_len=4,
+        dt=0.1,
+        action_norm=NormStats(q01=(-0.3,) * 4, q99=(0.3,) * 4, mask=(True,) * 4),
+        proprio_names=list(SIM_JOINTS),
+        proprio_norm=NormStats(q01=(-2.0,) * 4, q99=(2.0,) * 4, mask=(True,) * 4),
+    )
+    build_tiny_checkpoint(model_dir / "tiny_sim", metadata, seed=0,
+                          instructions=["reach the red cube", "reach the green cube", "reach the blue cube",
+                                        "push the red cube to the goal"],
+                          hidden_size=32, num_layers=2)
+    return model_dir
+
+
+class NodeProcess:
+    """An installed node executable in its own process; output kept for assertions."""
+
+    def __init__(self, executable: str, ros_args: list[str], env: dict | None = None) -> None:
+        import subprocess
+        import sys
+        import tempfile
+
+        self.log = tempfile.TemporaryFile(mode="w+")
+        command = [str(Path(sys.executable).parent / executable), "--ros-args", *ros_args]
+        self.process = subprocess.Popen(command, stdout=self.log, stderr=subprocess.STDOUT, text=True,
+                                        env={**os.environ, **(env or {})})
+
+    def output(self) -> str:
+        self.log.flush()
+        self.log.seek(0)
+        return self.log.read()
+
+    def alive(self) -> bool:
+        return self.process.poll() is None
+
+    def stop(self, sig=None) -> int:
+        import signal
+        import subprocess
+
+        if self.process.poll() is None:
+            self.process.send_signal(sig or signal.SIGINT)
+            try:
+                self.process.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                self.process.kill()
+                self.process.wait()
+        return self.process.returncode
+
+
+@contextlib.contextmanager
+def _node_starter():
+    started: list[NodeProcess] = []
+
+    def start(executable: str, ros_args: list[str], env: dict | None = None) -> NodeProcess:
+        node = NodeProcess(executable, ros_args, env)
+        started.append(node)
+        return node
+
+    try:
+        yield start
+    finally:
+        for node in started:
+            node.stop()
+
+
+@pytest.fixture
+def start_node():
+    """start_node(executable, ros_args) -> NodeProcess; every process is stopped after the test."""
+    with _node_starter() as start:
+        yield start
+
+
+@pytest.fixture(scope="module")
+def module_start_node():
+    """Like start_node, for processes shared by the tests of one module."""
+    with _node_starter() as start:
+        yield start
+
+
+@contextlib.contextmanager
+def spinning_probe_node(name: str):
+    """An rclpy node in the test process (own context), spun by a background executor."""
+    import threading
+
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    node = rclpy.create_node(name, context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+    thread = threading.Thread(target=executor.spin, daemon=True)
+    thread.start()
+    try:
+        yield node
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.shutdown(context=context)
+        thread.join(timeout=5)
+
+
+@pytest.fixture
+def ros_node():
+    with spinning_probe_node(f"test_probe_{os.getpid()}") as node:
+        yield node
+
+
+@pytest.fixture(scope="module")
+def module_ros_node():
+    """Like ros_node, shared by the tests of one module (with a node process started once)."""
+    with spinning_probe_node(f"test_probe_{os.getpid()}") as node:
+        yield node

@@ -1,0 +1,200 @@
+"""The one source of truth for bring-up: which nodes start, with which parameter file and arguments.
+
+``launch/*.launch.py`` (``ros2 launch`` on a ROS 2 computer) and ``ceed-vla launch <setup>`` (the
+runner for environments without ``ros2 launch``) both build their nodes from :data:`SETUPS`, so they
+start the same executables with the same parameter files, remappings and overrides.
+
+A launch argument sets one or more node parameters, or remaps a topic. Its default is the value in
+the setup's parameter file, so an argument left alone changes nothing.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from ceed_vla_ros.paths import share_directory
+
+
+@dataclass(frozen=True)
+class LaunchArgument:
+    """``name:=value`` on the command line; sets ``parameters`` [(node, parameter)] or a remap."""
+
+    name: str
+    description: str
+    parameters: tuple[tuple[str, str], ...] = ()
+    remap: tuple[str, str] | None = None  # (node, topic name inside the node)
+    remap_default: str = ""
+
+    def __post_init__(self) -> None:
+        if bool(self.parameters) == (self.remap is not None):
+            raise ValueError(f"launch argument {self.name}: give parameters or a remap, not both or neither")
+
+
+@dataclass(frozen=True)
+class NodeLaunch:
+    executable: str
+    name: str
+
+
+@dataclass(frozen=True)
+class Setup:
+    name: str
+    description: str
+    params_file: str  # inside config/
+    nodes: tuple[NodeLaunch, ...]
+    arguments: tuple[LaunchArgument, ...] = field(default=())
+
+    def params_path(self, config_dir: Path | None = None) -> Path:
+        return (config_dir or share_directory() / "config") / self.params_file
+
+
+CAMERA = NodeLaunch("camera_subscriber", "camera_subscriber")
+POLICY = NodeLaunch("policy_node", "policy")
+DRIVER = NodeLaunch("arm_driver", "arm_driver")
+SIM_ARM = NodeLaunch("sim_arm", "sim_arm")
+
+_COMMON_ARGUMENTS = (
+    LaunchArgument("model_dir", "shared model directory (empty: $CEED_VLA_MODEL_DIR or the shipped models/)",
+                   parameters=(("camera_subscriber", "model_dir"), ("policy", "model_dir"), ("arm_driver", "model_dir"))),
+    LaunchArgument("checkpoint", "checkpoint name inside model_dir",
+                   parameters=(("camera_subscriber", "checkpoint"), ("policy", "checkpoint"))),
+    LaunchArgument("instruction", "task instruction (empty: follow /ceed_vla/instruction)",
+                   parameters=(("policy", "instruction"),)),
+    LaunchArgument("decoding_mode", "ar | jacobi | early_exit", parameters=(("policy", "decoding_mode"),)),
+    LaunchArgument("early_exit_steps", "Jacobi iterations in early_exit mode",
+                   parameters=(("policy", "early_exit_steps"),)),
+    LaunchArgument("camera_topic", "sensor_msgs/Image topic of the camera",
+                   remap=("camera_subscriber", "image"), remap_default="/camera/image_raw"),
+    LaunchArgument("controller_interface", "forward_position | joint_trajectory",
+                   parameters=(("arm_driver", "command_interface"),)),
+    LaunchArgument("enable_actuation", "send joint commands to the arm (true | false)",
+                   parameters=(("arm_driver", "enable_actuation"),)),
+)
+
+SETUPS: dict[str, Setup] = {
+    "sim_arm": Setup(
+        name="sim_arm",
+        description="MuJoCo arm + camera subscriber + policy + arm driver, all on this computer",
+        params_file="sim_arm.yaml",
+        nodes=(SIM_ARM, CAMERA, POLICY, DRIVER),
+        arguments=_COMMON_ARGUMENTS + (
+            LaunchArgument("task", "reach | push", parameters=(("sim_arm", "task"),)),
+            LaunchArgument("seed", "layout seed of the first episode", parameters=(("sim_arm", "seed"),)),
+        ),
+    ),
+    "real_arm": Setup(
+        name="real_arm",
+        description="camera subscriber + policy + arm driver for a ros2_control arm and a camera driver you start",
+        params_file="real_arm.yaml",
+        nodes=(CAMERA, POLICY, DRIVER),
+        arguments=_COMMON_ARGUMENTS,
+    ),
+}
+
+
+def get_setup(name: str) -> Setup:
+    try:
+        return SETUPS[name]
+    except KeyError:
+        raise ValueError(f"unknown setup {name!r}; choose from {', '.join(SETUPS)}") from None
+
+
+def read_parameters(path: Path) -> dict[str, dict[str, Any]]:
+    """``{node: {parameter: value}}`` of a ROS 2 parameter file."""
+    data = yaml.safe_load(path.read_text()) or {}
+    return {node: dict((body or {}).get("ros__parameters", {})) for node, body in data.items()}
+
+
+def argument_default(setup: Setup, argument: LaunchArgument, config_dir: Path | None = None) -> str:
+    """The value the parameter file already gives (as a launch-argument string)."""
+    if argument.remap is not None:
+        return argument.remap_default
+    node, parameter = argument.parameters[0]
+    value = read_parameters(setup.params_path(config_dir)).get(node, {}).get(parameter, "")
+    return _to_argument_string(value)
+
+
+def _to_argument_string(value: Any) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)
+
+
+def parse_assignments(items: list[str], setup: Setup) -> dict[str, str]:
+    """``["name:=value", ...]`` -> {name: value}; unknown names are an error."""
+    known = {argument.name for argument in setup.arguments}
+    values = {}
+    for item in items:
+        name, sep, value = item.partition(":=")
+        if not sep:
+            raise ValueError(f"launch arguments look like name:=value, got {item!r}")
+        if name not in known:
+            raise ValueError(f"unknown launch argument {name!r} for {setup.name}; known: {', '.join(sorted(known))}")
+        values[name] = value
+    return values
+
+
+def node_ros_arguments(setup: Setup, node: NodeLaunch, values: dict[str, str],
+                       config_dir: Path | None = None) -> list[str]:
+    """``--ros-args`` of one node: its name, the parameter file, then argument overrides/remaps.
+
+    Only arguments given in ``values`` are added (the parameter file already holds the defaults).
+    """
+    args = ["--ros-args", "-r", f"__node:={node.name}", "--params-file", str(setup.params_path(config_dir))]
+    for argument in setup.arguments:
+        if argument.name not in values:
+            continue
+        value = values[argument.name]
+        if argument.remap is not None:
+            if argument.remap[0] == node.name:
+                args += ["-r", f"{argument.remap[1]}:={value}"]
+            continue
+        for target_node, parameter in argument.parameters:
+            if target_node == node.name:
+                # a YAML-quoted string keeps "" and text that looks like a number a string
+                args += ["-p", f"{parameter}:={_yaml_value(value, setup, target_node, parameter, config_dir)}"]
+    return args
+
+
+def _yaml_value(value: str, setup: Setup, node: str, parameter: str, config_dir: Path | None) -> str:
+    """``value`` written so that the parameter keeps the type the parameter file gives it."""
+    declared = read_parameters(setup.params_path(config_dir)).get(node, {}).get(parameter)
+    if isinstance(declared, str):
+        return yaml.safe_dump(value, default_style='"').strip()
+    return value
+
+
+def launch_description(setup_name: str):
+    """A ``launch.LaunchDescription`` for ``ros2 launch`` (imports launch/launch_ros lazily)."""
+    from launch import LaunchDescription
+    from launch.actions import DeclareLaunchArgument
+    from launch.substitutions import LaunchConfiguration
+    from launch_ros.actions import Node
+    from launch_ros.parameter_descriptions import ParameterValue
+
+    setup = get_setup(setup_name)
+    params_file = setup.params_path()
+    declared_types = read_parameters(params_file)
+    actions: list[Any] = [
+        DeclareLaunchArgument(argument.name, default_value=argument_default(setup, argument),
+                              description=argument.description)
+        for argument in setup.arguments
+    ]
+    for node in setup.nodes:
+        overrides = {}
+        remappings = []
+        for argument in setup.arguments:
+            if argument.remap is not None and argument.remap[0] == node.name:
+                remappings.append((argument.remap[1], LaunchConfiguration(argument.name)))
+            for target_node, parameter in argument.parameters:
+                if target_node == node.name:
+                    value_type = type(declared_types.get(node.name, {}).get(parameter, ""))
+                    overrides[parameter] = ParameterValue(LaunchConfiguration(argument.name), value_type=value_type)
+        actions.append(Node(package="ceed_vla_ros", executable=node.executable, name=node.name,
+                            parameters=[str(params_file), overrides], remappings=remappings, output="screen",
+                            emulate_tty=True))
+    return LaunchDescription(actions)

@@ -1,0 +1,245 @@
+"""Arm driver node: /actions -> joint commands for a ros2_control controller, at a high rate, safely.
+
+Thin wiring over :class:`ceed_vla_ros.arm_control.ArmDriverCore` (chunk scheduling, interpolation,
+watchdog, e-stop, limits) and the checkpoints' metadata (action tokenizer, action space).
+
+Subscribes
+    ``/actions`` (ceed_vla_ros/ActionTokens): decoded chunks. Refused, with a throttled warning:
+    an unknown checkpoint id, joint names or action space that do not fit, ids that are not action
+    tokens, a wrong length, stale / duplicate / out-of-order / future stamps.
+    ``/joint_states`` (sensor_msgs/JointState): measured positions (by joint name).
+    ``~/estop`` (std_msgs/Bool): ``true`` latches the e-stop (``false`` does NOT clear it).
+Services
+    ``~/estop`` (std_srvs/Trigger): latch the e-stop. ``~/reset_estop`` (std_srvs/Trigger): clear it;
+    motion resumes only with actions decoded after the reset.
+Publishes (``command_interface``)
+    ``forward_position``: std_msgs/Float64MultiArray on ``forward_command_topic`` (a
+    forward_command_controller's ``~/commands``), one position per joint, every control period.
+    ``joint_trajectory``: trajectory_msgs/JointTrajectory on ``trajectory_topic`` (a
+    joint_trajectory_controller's ``~/joint_trajectory``), one point one control period ahead.
+    ``~/holding`` (std_msgs/Bool): true while the driver holds the arm (no actions, watchdog,
+    e-stop, chunk used up), published on change.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+from builtin_interfaces.msg import Duration
+from rclpy.node import Node
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Bool, Float64MultiArray
+from std_srvs.srv import Trigger
+from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
+
+from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
+from ceed_vla_ros.checkpoint import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
+from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
+from ceed_vla_ros.paths import resolve_model_dir
+
+COMMAND_INTERFACES = ("forward_position", "joint_trajectory")
+WARN_PERIOD_S = 2.0
+
+
+def _non_empty_list(value) -> str | None:
+    return None if len(value) > 0 else "must not be empty"
+
+
+PARAMETERS = (
+    Param("model_dir", "", "shared model directory holding the checkpoints whose actions are accepted "
+          "(empty: $CEED_VLA_MODEL_DIR or the shipped models/)", read_only=True),
+    Param("joint_names", ["joint1"], "joints in command order (must match the checkpoint's joint names)",
+          read_only=True, check=_non_empty_list),
+    Param("position_lower", [-1.0], "lower position limit per joint (rad)", read_only=True),
+    Param("position_upper", [1.0], "upper position limit per joint (rad)", read_only=True),
+    Param("max_velocity", [0.5], "velocity limit per joint (rad/s)", read_only=True),
+    Param("control_rate_hz", 200.0, "command rate", minimum=10.0, maximum=2000.0, read_only=True),
+    Param("watchdog_timeout_s", 0.5, "hold the arm when no fresh action arrived for this long",
+          minimum=0.02, maximum=10.0),
+    Param("enable_actuation", False, "send commands at all (false: compute and log only)"),
+    Param("command_interface", "forward_position", "controller interface", choices=COMMAND_INTERFACES,
+          read_only=True),
+    Param("forward_command_topic", "/forward_position_controller/commands",
+          "Float64MultiArray command topic of a forward position controller", read_only=True),
+    Param("trajectory_topic", "/joint_trajectory_controller/joint_trajectory",
+          "JointTrajectory topic of a joint_trajectory_controller", read_only=True),
+)
+
+
+class ArmDriverNode(Node):
+    def __init__(self) -> None:
+        super().__init__("arm_driver")
+        declare_parameters(self, PARAMETERS, on_accepted=self._on_parameters_changed)
+        values = parameter_values(self, PARAMETERS)
+        try:
+            limits = JointLimits(
+                names=tuple(values["joint_names"]),
+                lower=tuple(values["position_lower"]),
+                upper=tuple(values["position_upper"]),
+                max_velocity=tuple(values["max_velocity"]),
+            )
+        except ValueError as error:
+            raise StartupError(f"joint limits: {error}") from error
+        self.joint_names = list(limits.names)
+        self.model_dir = resolve_model_dir(values["model_dir"])
+        self.control_period_s = 1.0 / values["control_rate_hz"]
+        self.core = ArmDriverCore(limits=limits, control_period_s=self.control_period_s,
+                                  watchdog_timeout_s=values["watchdog_timeout_s"],
+                                  enable_actuation=values["enable_actuation"])
+        self._lock = threading.Lock()
+        self._metadata_by_id: dict[str, CheckpointMetadata] = {}
+        self._last_scan = -1e9
+        self._last_sequence: int | None = None
+        self._holding: bool | None = None
+        self._last_warning: dict[str, float] = {}
+        self.refused = 0
+        self._scan_checkpoints()
+
+        self.command_interface = values["command_interface"]
+        if self.command_interface == "forward_position":
+            self.command_publisher = self.create_publisher(Float64MultiArray, values["forward_command_topic"], 10)
+        else:
+            self.command_publisher = self.create_publisher(JointTrajectory, values["trajectory_topic"], 10)
+        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self.holding_publisher = self.create_publisher(Bool, "~/holding", latched)
+        self.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, 50)
+        self.create_subscription(Bool, "~/estop", self._on_estop_topic, 10)
+        self.create_service(Trigger, "~/estop", self._on_estop_service)
+        self.create_service(Trigger, "~/reset_estop", self._on_reset_service)
+        self.create_timer(self.control_period_s, self._on_control_timer)
+        self.get_logger().info(
+            f"{len(self.joint_names)} joints at {values['control_rate_hz']:.0f} Hz via {self.command_interface}; "
+            f"actuation {'ENABLED' if values['enable_actuation'] else 'disabled'}; "
+            f"checkpoints known: {', '.join(sorted(self._metadata_by_id)) or 'none yet'}")
+
+    # -- checkpoints -------------------------------------------------------------------------------
+    def _scan_checkpoints(self) -> None:
+        """Index the metadata of every checkpoint in model_dir by checkpoint id (no weights loaded)."""
+        self._last_scan = self._now()
+        for name in list_checkpoints(self.model_dir):
+            try:
+                metadata = load_metadata(self.model_dir, name)
+            except CheckpointError as error:
+                self.get_logger().warning(f"ignoring checkpoint {name}: {error}", throttle_duration_sec=30.0)
+                continue
+            self._metadata_by_id[metadata.checkpoint_id] = metadata
+
+    def _metadata_for(self, checkpoint_id: str) -> CheckpointMetadata | None:
+        metadata = self._metadata_by_id.get(checkpoint_id)
+        if metadata is None and self._now() - self._last_scan > 1.0:
+            self._scan_checkpoints()  # a checkpoint added to the model dir since the last scan
+            metadata = self._metadata_by_id.get(checkpoint_id)
+        return metadata
+
+    # -- callbacks ---------------------------------------------------------------------------------
+    def _now(self) -> float:
+        return self.get_clock().now().nanoseconds * 1e-9
+
+    def _refuse(self, reason: str) -> None:
+        """Log a refusal; each kind of reason (its first words) at most once per WARN_PERIOD_S."""
+        self.refused += 1
+        kind = " ".join(reason.split()[:2])
+        now = time.monotonic()
+        if now - self._last_warning.get(kind, -1e9) >= WARN_PERIOD_S:
+            self._last_warning[kind] = now
+            self.get_logger().warning(f"refused /actions ({self.refused} so far): {reason}")
+
+    def _on_actions(self, msg: ActionTokens) -> None:
+        metadata = self._metadata_for(msg.checkpoint_id)
+        if metadata is None:
+            return self._refuse(f"unknown checkpoint id {msg.checkpoint_id!r} (not in {self.model_dir})")
+        if list(metadata.joint_names) != self.joint_names:
+            return self._refuse(f"checkpoint {metadata.name} drives joints {metadata.joint_names}, "
+                                f"this driver {self.joint_names}")
+        if msg.action_dims != metadata.action_dims or msg.chunk_length != metadata.chunk_len:
+            return self._refuse(f"shape {msg.chunk_length}x{msg.action_dims} differs from checkpoint "
+                                f"{metadata.chunk_len}x{metadata.action_dims}")
+        try:
+            actions = metadata.action_tokenizer().decode(np.asarray(msg.token_ids, dtype=np.int64))
+        except ValueError as error:
+            return self._refuse(str(error))
+        if self._last_sequence is not None and msg.sequence == self._last_sequence:
+            return self._refuse(f"duplicate sequence {msg.sequence}")
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        with self._lock:
+            accepted, reason = self.core.on_chunk(stamp, actions, metadata.action_space, msg.step_dt, self._now())
+        if not accepted:
+            return self._refuse(reason)
+        self._last_sequence = msg.sequence
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        index = {name: i for i, name in enumerate(msg.name)}
+        if any(name not in index for name in self.joint_names) or len(msg.position) != len(msg.name):
+            self.get_logger().warning(f"joint state without all of {self.joint_names}: ignored",
+                                      throttle_duration_sec=WARN_PERIOD_S)
+            return
+        positions = np.array([msg.position[index[name]] for name in self.joint_names])
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        try:
+            with self._lock:
+                self.core.on_joint_state(stamp, positions)
+        except ValueError as error:
+            self.get_logger().warning(f"joint state ignored: {error}", throttle_duration_sec=WARN_PERIOD_S)
+
+    def _on_estop_topic(self, msg: Bool) -> None:
+        if msg.data:
+            self._latch_estop("topic")
+
+    def _latch_estop(self, source: str) -> None:
+        with self._lock:
+            self.core.trigger_estop()
+        self.get_logger().error(f"E-STOP latched ({source}); holding until ~/reset_estop")
+
+    def _on_estop_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        self._latch_estop("service")
+        response.success, response.message = True, "e-stop latched"
+        return response
+
+    def _on_reset_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
+        with self._lock:
+            was_latched = self.core.estopped
+            self.core.reset_estop()
+        self.get_logger().warning("e-stop reset: waiting for fresh actions" if was_latched else "e-stop was not latched")
+        response.success, response.message = True, "e-stop cleared" if was_latched else "e-stop was not latched"
+        return response
+
+    def _on_parameters_changed(self, parameters) -> None:
+        for parameter in parameters:
+            with self._lock:
+                if parameter.name == "enable_actuation":
+                    self.core.enable_actuation = bool(parameter.value)
+                elif parameter.name == "watchdog_timeout_s":
+                    self.core.watchdog_timeout_s = float(parameter.value)
+
+    def _on_control_timer(self) -> None:
+        now = self._now()
+        with self._lock:
+            command = self.core.step(now)
+        if command.holding != self._holding:
+            self._holding = command.holding
+            self.holding_publisher.publish(Bool(data=command.holding))
+            log = self.get_logger().info if command.holding else self.get_logger().debug
+            log(f"{'holding' if command.holding else 'moving'}: {command.reason}")
+        if command.positions is None:
+            return
+        if self.command_interface == "forward_position":
+            self.command_publisher.publish(Float64MultiArray(data=command.positions.tolist()))
+        else:
+            nanoseconds = int(self.control_period_s * 1e9)
+            point = JointTrajectoryPoint(positions=command.positions.tolist(),
+                                         time_from_start=Duration(sec=0, nanosec=nanoseconds))
+            self.command_publisher.publish(JointTrajectory(joint_names=self.joint_names, points=[point]))
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(ArmDriverNode, args, description=__doc__, params=PARAMETERS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,123 @@
+"""Camera subscriber node: camera images -> checked, converted, cropped/resized frames for the policy.
+
+Subscribes each topic of ``image_topics`` (sensor_msgs/Image, SensorData QoS; relative names, so
+``-r image:=/my/camera`` remaps them) and republishes every usable frame, as rgb8 at the size the
+checkpoint's metadata asks for, with its ORIGINAL header (stamp and frame), on ``/ceed_vla/image``
+(the first topic) and ``/ceed_vla/image_<i>`` (topic i > 0). The policy keeps only the newest.
+
+Frames with an unsupported encoding (anything but rgb8, bgr8, rgba8, bgra8, mono8) or inconsistent
+sizes are dropped with a throttled warning; the node keeps running. Conversion uses the ROS 2
+cv_bridge where it is importable and the equivalent numpy path otherwise.
+"""
+
+from __future__ import annotations
+
+import cv2
+import numpy as np
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from ceed_vla_ros.checkpoint import CheckpointError, ImageSpec, load_metadata
+from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb, rgb_to_image_fields
+from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
+from ceed_vla_ros.paths import resolve_model_dir
+
+try:  # the ROS 2 cv_bridge of a ROS install; the PyPI "cv-bridge" (ROS 1 copy) is not used
+    from cv_bridge import CvBridge
+except ImportError:
+    CvBridge = None
+
+OUTPUT_TOPIC = "/ceed_vla/image"
+WARN_PERIOD_S = 2.0
+
+
+def crop_and_resize(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
+    """The checkpoint's crop, then a resize to its size (area averaging when shrinking)."""
+    if spec.crop == "center_square":
+        height, width = rgb.shape[:2]
+        side = min(height, width)
+        top, left = (height - side) // 2, (width - side) // 2
+        rgb = rgb[top:top + side, left:left + side]
+    if rgb.shape[:2] != (spec.height, spec.width):
+        shrinking = rgb.shape[0] >= spec.height and rgb.shape[1] >= spec.width
+        rgb = cv2.resize(rgb, (spec.width, spec.height),
+                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
+    return np.ascontiguousarray(rgb)
+
+
+PARAMETERS = (
+    Param("image_topics", ["image"], "camera topics to subscribe (relative names can be remapped)",
+          read_only=True, check=lambda v: None if len(v) > 0 else "must not be empty"),
+    Param("model_dir", "", "shared model directory (empty: $CEED_VLA_MODEL_DIR or the shipped models/)",
+          read_only=True),
+    Param("checkpoint", "sim_student", "checkpoint whose metadata gives the crop and size"),
+)
+
+
+class CameraSubscriberNode(Node):
+    def __init__(self) -> None:
+        super().__init__("camera_subscriber")
+        declare_parameters(self, PARAMETERS, on_accepted=self._on_parameters_changed)
+        values = parameter_values(self, PARAMETERS)
+        self.model_dir = resolve_model_dir(values["model_dir"])
+        self.add_on_set_parameters_callback(self._check_checkpoint_change)
+        try:
+            self.spec = load_metadata(self.model_dir, values["checkpoint"]).image
+        except CheckpointError as error:
+            raise StartupError(str(error)) from error
+        self.bridge = CvBridge() if CvBridge is not None else None
+        self.dropped = 0
+        self.forwarded = 0
+        self._publishers = []
+        for index, topic in enumerate(values["image_topics"]):
+            output = OUTPUT_TOPIC if index == 0 else f"{OUTPUT_TOPIC}_{index}"
+            publisher = self.create_publisher(Image, output, qos_profile_sensor_data)
+            self._publishers.append(publisher)
+            self.create_subscription(Image, topic, lambda msg, p=publisher: self._on_image(msg, p),
+                                     qos_profile_sensor_data)
+            self.get_logger().info(f"{self.resolve_topic_name(topic)} -> {output} "
+                                   f"({self.spec.width}x{self.spec.height}, crop {self.spec.crop})")
+
+    def _check_checkpoint_change(self, parameters: list[Parameter]):
+        from rcl_interfaces.msg import SetParametersResult
+
+        for parameter in parameters:
+            if parameter.name == "checkpoint":
+                try:
+                    load_metadata(self.model_dir, parameter.value)
+                except CheckpointError as error:
+                    return SetParametersResult(successful=False, reason=f"checkpoint: {error}")
+        return SetParametersResult(successful=True)
+
+    def _on_parameters_changed(self, parameters: list[Parameter]) -> None:
+        for parameter in parameters:
+            if parameter.name == "checkpoint":
+                self.spec = load_metadata(self.model_dir, parameter.value).image
+
+    def to_rgb(self, msg: Image) -> np.ndarray:
+        rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)  # validates
+        if self.bridge is not None and msg.encoding != "rgb8":
+            rgb = np.asarray(self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+        return rgb
+
+    def _on_image(self, msg: Image, publisher) -> None:
+        try:
+            rgb = crop_and_resize(self.to_rgb(msg), self.spec)
+        except ImageConversionError as error:
+            self.dropped += 1
+            self.get_logger().warning(f"frame dropped ({self.dropped} so far): {error}",
+                                      throttle_duration_sec=WARN_PERIOD_S)
+            return
+        out = Image(header=msg.header, **rgb_to_image_fields(rgb, "rgb8"))
+        publisher.publish(out)
+        self.forwarded += 1
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(CameraSubscriberNode, args, description=__doc__, params=PARAMETERS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

@@ -1,0 +1,143 @@
+"""Declared, documented, validated node parameters.
+
+Each node lists its parameters as :class:`Param` entries. :func:`declare_parameters` declares them
+with a ParameterDescriptor (description, numeric range, read-only flag) and installs one
+set-parameters callback that rejects a bad value with a reason and keeps the old one. rclpy itself
+enforces types, ranges and read-only; the callback adds choices and per-parameter checks.
+"""
+
+from __future__ import annotations
+
+import sys
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+
+Check = Callable[[Any], "str | None"]  # returns the reason a value is refused, or None
+
+
+class StartupError(Exception):
+    """A node cannot start (bad start-up parameters, no usable checkpoint); the message says why."""
+
+
+@dataclass(frozen=True)
+class Param:
+    name: str
+    default: Any
+    description: str
+    minimum: float | None = None
+    maximum: float | None = None
+    choices: tuple[str, ...] | None = None
+    read_only: bool = False
+    check: Check | None = None
+
+    def descriptor(self) -> ParameterDescriptor:
+        description = self.description
+        if self.choices:
+            description += f" (one of: {', '.join(self.choices)})"
+        if self.read_only:
+            description += " [read-only: set it at start-up]"
+        descriptor = ParameterDescriptor(description=description, read_only=self.read_only)
+        if self.minimum is not None or self.maximum is not None:
+            if isinstance(self.default, bool) or not isinstance(self.default, (int, float)):
+                raise TypeError(f"parameter {self.name}: a range needs a numeric default")
+            if isinstance(self.default, int):
+                descriptor.integer_range = [IntegerRange(from_value=int(self.minimum), to_value=int(self.maximum), step=0)]
+            else:
+                descriptor.floating_point_range = [
+                    FloatingPointRange(from_value=float(self.minimum), to_value=float(self.maximum), step=0.0)]
+        if self.choices:
+            descriptor.additional_constraints = "one of: " + ", ".join(self.choices)
+        return descriptor
+
+    def refusal(self, value: Any) -> str | None:
+        if self.choices and value not in self.choices:
+            return f"{self.name}: {value!r} is not one of {', '.join(self.choices)}"
+        if self.check is not None:
+            reason = self.check(value)
+            if reason:
+                return f"{self.name}: {reason}"
+        return None
+
+
+def declare_parameters(node: Node, params: Sequence[Param],
+                       on_accepted: Callable[[list[Parameter]], None] | None = None) -> None:
+    """Declare ``params`` on ``node`` and validate every later change.
+
+    ``on_accepted`` (optional) runs after a change is accepted, with the new parameters; it must
+    not fail (do slow work in the background).
+    """
+    by_name = {p.name: p for p in params}
+    for param in params:
+        node.declare_parameter(param.name, param.default, param.descriptor())
+        reason = param.refusal(node.get_parameter(param.name).value)
+        if reason:
+            raise StartupError(f"invalid start-up parameter: {reason}")
+
+    def validate(changes: list[Parameter]) -> SetParametersResult:
+        for change in changes:
+            param = by_name.get(change.name)
+            if param is None:
+                continue
+            reason = param.refusal(change.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    node.add_on_set_parameters_callback(validate)
+    if on_accepted is not None:
+        node.add_post_set_parameters_callback(on_accepted)
+
+
+def parameter_values(node: Node, params: Sequence[Param]) -> dict[str, Any]:
+    return {p.name: node.get_parameter(p.name).value for p in params}
+
+
+def usage(description: str, params: Sequence[Param]) -> str:
+    """``--help`` text: the node's description and its parameters."""
+    lines = [description.strip(), "", "usage: <executable> [--ros-args -p name:=value ...]", "", "parameters:"]
+    for param in params:
+        limits = ""
+        if param.minimum is not None or param.maximum is not None:
+            limits = f" [{param.minimum} .. {param.maximum}]"
+        lines.append(f"  {param.name} (default {param.default!r}){limits}: {param.descriptor().description}")
+    return "\n".join(lines)
+
+
+def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *, description: str = "",
+             params: Sequence[Param] = (), executor_threads: int = 2) -> int:
+    """init rclpy, spin the node on a multi-threaded executor, shut down cleanly on Ctrl-C.
+
+    ``--help`` / ``-h`` before ``--ros-args`` prints :func:`usage` and exits.
+    """
+    argv = sys.argv if args is None else args
+    own_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    if "--help" in own_args or "-h" in own_args:
+        print(usage(description, params))
+        return 0
+
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+
+    rclpy.init(args=argv)
+    node = None
+    try:
+        node = node_factory()
+        executor = MultiThreadedExecutor(num_threads=executor_threads)
+        executor.add_node(node)
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    except StartupError as error:
+        print(f"cannot start: {error}", file=sys.stderr, flush=True)
+        return 1
+    finally:
+        if node is not None:
+            node.destroy_node()
+        if rclpy.ok():
+            rclpy.shutdown()
+    return 0

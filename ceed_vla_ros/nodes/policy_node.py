@@ -1,0 +1,261 @@
+"""Policy node: newest camera frame + joint state + instruction -> action tokens on /actions.
+
+Thin wiring over :class:`ceed_vla_ros.policy.CeedVlaPolicy` (early-exit Jacobi decoding). Decoding
+runs on a worker thread of its own; callbacks only store the newest frame (keep-latest: a slow
+policy skips frames, it never builds a backlog).
+
+Subscribes
+    ``/ceed_vla/image`` (sensor_msgs/Image, from the camera subscriber; ``image_topic``).
+    ``/joint_states`` (sensor_msgs/JointState): proprioception at the image stamp.
+    ``/ceed_vla/instruction`` (std_msgs/String): the instruction, unless the ``instruction``
+    parameter is set.
+Publishes
+    ``/actions`` (ceed_vla_ros/ActionTokens), stamped with the image's stamp and frame.
+Parameters (``ros2 param set /policy <name> <value>``)
+    see :data:`PARAMETERS`; ``decoding_mode``, ``early_exit_steps``, ``init_strategy``,
+    ``instruction`` and ``max_image_age_s`` apply from the next chunk. A new ``checkpoint`` is loaded
+    and warmed up in the background and swapped in atomically; one that fails to load is reverted
+    and the running one keeps going.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+
+import numpy as np
+import torch
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+
+from ceed_vla_ros.arm_control import JointStateHistory
+from ceed_vla_ros.checkpoint import CheckpointError, load_checkpoint, load_metadata
+from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
+from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb
+from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
+from ceed_vla_ros.paths import resolve_model_dir
+from ceed_vla_ros.policy import CeedVlaPolicy
+
+MAX_INSTRUCTION_CHARS = 512
+WARN_PERIOD_S = 2.0
+
+
+def instruction_problem(text: str) -> str | None:
+    """Why an instruction cannot be used (None if it can); empty is allowed (= none)."""
+    if len(text) > MAX_INSTRUCTION_CHARS:
+        return f"longer than {MAX_INSTRUCTION_CHARS} characters ({len(text)})"
+    if any(not ch.isprintable() for ch in text):
+        return "contains control or non-printable characters"
+    return None
+
+
+PARAMETERS = (
+    Param("model_dir", "", "shared model directory (empty: $CEED_VLA_MODEL_DIR or the shipped models/)",
+          read_only=True),
+    Param("checkpoint", "sim_student", "checkpoint name inside model_dir; changing it loads the new one "
+          "in the background and swaps it in"),
+    Param("instruction", "", "task instruction; empty: follow the instruction topic",
+          check=instruction_problem),
+    Param("decoding_mode", "early_exit", "ar: one forward per token; jacobi: until the fixed point; "
+          "early_exit: Jacobi capped at early_exit_steps", choices=DECODE_MODES),
+    Param("early_exit_steps", 2, "Jacobi iterations in early_exit mode", minimum=1, maximum=256),
+    Param("init_strategy", "random_prompt_tokens", "initial Jacobi block", choices=INIT_STRATEGIES),
+    Param("max_image_age_s", 0.5, "skip frames older than this (camera stall protection)",
+          minimum=0.01, maximum=60.0),
+    Param("num_threads", 1, "torch CPU threads for decoding", minimum=1, maximum=64, read_only=True),
+    Param("image_topic", "/ceed_vla/image", "preprocessed camera frames", read_only=True),
+    Param("instruction_topic", "/ceed_vla/instruction", "instruction topic", read_only=True),
+    Param("seed", 0, "seed of the random initial Jacobi blocks", minimum=0, maximum=2**31 - 1, read_only=True),
+)
+
+
+class PolicyNode(Node):
+    def __init__(self) -> None:
+        super().__init__("policy")
+        declare_parameters(self, PARAMETERS, on_accepted=self._on_parameters_changed)
+        values = parameter_values(self, PARAMETERS)
+        torch.set_num_threads(values["num_threads"])
+        self.model_dir = resolve_model_dir(values["model_dir"])
+        self.add_on_set_parameters_callback(self._check_checkpoint_change)
+        self._lock = threading.Lock()  # guards the policy swap and the settings below
+        self._frame_ready = threading.Condition()
+        self._newest_frame: Image | None = None
+        self._topic_instruction = ""
+        self._settings = values
+        self._sequence = 0
+        self._previous_stamp: float | None = None
+        self._joint_states = JointStateHistory()
+        self._stopping = threading.Event()
+        try:
+            self._policy = self._build_policy(values["checkpoint"])
+        except CheckpointError as error:
+            raise StartupError(str(error)) from error
+
+        self.publisher = self.create_publisher(ActionTokens, "/actions", 10)
+        self.create_subscription(Image, values["image_topic"], self._on_image, qos_profile_sensor_data)
+        self.create_subscription(JointState, "/joint_states", self._on_joint_state, 50)
+        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self.create_subscription(String, values["instruction_topic"], self._on_instruction, latched)
+        self._worker = threading.Thread(target=self._decode_loop, name="policy-decoder", daemon=True)
+        self._worker.start()
+
+    # -- checkpoints ---------------------------------------------------------------------------------
+    def _build_policy(self, name: str) -> CeedVlaPolicy:
+        """Load, wrap and warm up a checkpoint (slow: call off the executor when live)."""
+        started = time.perf_counter()
+        checkpoint = load_checkpoint(self.model_dir, name)
+        metadata = checkpoint.metadata
+        policy = CeedVlaPolicy(checkpoint, seed=self._settings["seed"])
+        blank = np.zeros((metadata.image.height, metadata.image.width, 3), np.uint8)
+        joints = np.zeros(metadata.proprio_dim) if metadata.proprio_dim else None
+        for mode in ("ar", "jacobi"):  # first calls allocate; keep that out of the control loop
+            policy.predict(blank, joints, "warm up", mode=mode)
+        policy.reset()
+        self.get_logger().info(f"loaded {metadata.checkpoint_id} ({metadata.provenance.role}, "
+                               f"{metadata.chunk_len}x{metadata.action_dims} actions, dt {metadata.dt} s) "
+                               f"in {time.perf_counter() - started:.1f} s")
+        return policy
+
+    def _check_checkpoint_change(self, parameters: list[Parameter]):
+        from rcl_interfaces.msg import SetParametersResult
+
+        for parameter in parameters:
+            if parameter.name == "checkpoint":
+                try:
+                    load_metadata(self.model_dir, parameter.value)
+                except CheckpointError as error:
+                    return SetParametersResult(successful=False, reason=f"checkpoint: {error}")
+        return SetParametersResult(successful=True)
+
+    def _swap_checkpoint(self, name: str, previous: str) -> None:
+        try:
+            policy = self._build_policy(name)
+        except (CheckpointError, OSError, ValueError, RuntimeError) as error:
+            self.get_logger().error(f"checkpoint {name!r} failed to load, keeping {previous!r}: {error}")
+            self.set_parameters([Parameter("checkpoint", value=previous)])
+            return
+        with self._lock:
+            self._policy = policy
+
+    def _on_parameters_changed(self, parameters: list[Parameter]) -> None:
+        for parameter in parameters:
+            with self._lock:
+                previous = self._settings.get(parameter.name)
+                self._settings = {**self._settings, parameter.name: parameter.value}
+            if parameter.name == "checkpoint" and parameter.value != self._policy.metadata.name:
+                threading.Thread(target=self._swap_checkpoint, args=(parameter.value, previous),
+                                 name="checkpoint-loader", daemon=True).start()
+
+    # -- inputs ---------------------------------------------------------------------------------------
+    def _on_image(self, msg: Image) -> None:
+        with self._frame_ready:
+            self._newest_frame = msg
+            self._frame_ready.notify()
+
+    def _on_joint_state(self, msg: JointState) -> None:
+        if len(msg.position) != len(msg.name):
+            return
+        names = self._policy.metadata.proprio_names
+        index = {name: i for i, name in enumerate(msg.name)}
+        if any(name not in index for name in names):
+            return
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        self._joint_states.add(stamp, np.array([msg.position[index[name]] for name in names]))
+
+    def _on_instruction(self, msg: String) -> None:
+        problem = instruction_problem(msg.data)
+        if problem:
+            self.get_logger().warning(f"instruction topic: ignored ({problem})", throttle_duration_sec=WARN_PERIOD_S)
+            return
+        self._topic_instruction = msg.data.strip()
+        self.get_logger().info(f"instruction: {self._topic_instruction!r}")
+
+    # -- decoding ----------------------------------------------------------------------------------------
+    def _decode_loop(self) -> None:
+        while not self._stopping.is_set():
+            with self._frame_ready:
+                self._frame_ready.wait_for(lambda: self._newest_frame is not None or self._stopping.is_set(),
+                                           timeout=0.5)
+                frame, self._newest_frame = self._newest_frame, None
+            if frame is not None:
+                self._decode_and_publish(frame)
+
+    def _decode_and_publish(self, frame: Image) -> None:
+        with self._lock:
+            policy, settings = self._policy, self._settings
+        instruction = settings["instruction"].strip() or self._topic_instruction
+        if not instruction:
+            self.get_logger().warning("no instruction yet (parameter or topic): not decoding",
+                                      throttle_duration_sec=WARN_PERIOD_S)
+            return
+        stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
+        age = self.get_clock().now().nanoseconds * 1e-9 - stamp
+        if age > settings["max_image_age_s"]:
+            self.get_logger().warning(f"frame {age:.2f} s old (max_image_age_s {settings['max_image_age_s']}): "
+                                      "skipped", throttle_duration_sec=WARN_PERIOD_S)
+            return
+        if age < -settings["max_image_age_s"]:
+            self.get_logger().warning(f"frame stamped {-age:.2f} s in the future: skipped",
+                                      throttle_duration_sec=WARN_PERIOD_S)
+            return
+        try:
+            image = image_to_rgb(frame.encoding, frame.height, frame.width, frame.step, frame.data)
+        except ImageConversionError as error:
+            self.get_logger().warning(f"frame dropped: {error}", throttle_duration_sec=WARN_PERIOD_S)
+            return
+        metadata = policy.metadata
+        if metadata.image.channel_order == "bgr":
+            image = image[:, :, ::-1]
+        joints = None
+        if metadata.proprio_dim:
+            joints = self._joint_states.at(stamp)
+            if joints is None:
+                self.get_logger().warning("no joint state near the frame's stamp: not decoding",
+                                          throttle_duration_sec=WARN_PERIOD_S)
+                return
+        mode = settings["decoding_mode"]
+        early_exit_steps = settings["early_exit_steps"] if mode == "early_exit" else None
+        steps_executed = None  # warm start: chunk steps the arm has executed since the last frame
+        if self._previous_stamp is not None:
+            steps_executed = max(0, round((stamp - self._previous_stamp) / metadata.dt))
+        self._previous_stamp = stamp
+        output = policy.predict(image, joints, instruction, mode=mode, early_exit_steps=early_exit_steps,
+                                init=settings["init_strategy"], steps_executed=steps_executed)
+        stats = output.stats
+        self._sequence += 1
+        msg = ActionTokens()
+        msg.header = frame.header
+        msg.sequence = self._sequence
+        msg.checkpoint_id = metadata.checkpoint_id
+        msg.instruction = instruction
+        msg.token_ids = [int(t) for t in output.tokens.tolist()]
+        msg.chunk_length = metadata.chunk_len
+        msg.action_dims = metadata.action_dims
+        msg.step_dt = float(metadata.dt)
+        msg.decoding_mode = mode
+        msg.iterations = stats.iterations
+        msg.forward_passes = stats.forward_passes
+        msg.converged = bool(stats.converged)
+        msg.early_exit_steps = early_exit_steps or 0
+        msg.decode_time_ms = float(stats.wall_time_ms)
+        self.publisher.publish(msg)
+
+    def destroy_node(self) -> None:
+        self._stopping.set()
+        with self._frame_ready:
+            self._frame_ready.notify_all()
+        self._worker.join(timeout=5.0)
+        super().destroy_node()
+
+
+def main(args: list[str] | None = None) -> int:
+    return run_node(PolicyNode, args, description=__doc__, params=PARAMETERS)
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())

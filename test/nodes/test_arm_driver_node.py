@@ -1,0 +1,136 @@
+"""The arm driver node over real DDS: commands from /actions, limits, refusals, watchdog, e-stop."""
+
+from __future__ import annotations
+
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+from sensor_msgs.msg import JointState
+from std_msgs.msg import Float64MultiArray
+from std_srvs.srv import Trigger
+
+from ceed_vla_ros.checkpoint import load_metadata
+from ceed_vla_ros.msg import ActionTokens
+
+REPO = Path(__file__).resolve().parents[2]
+JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
+LOWER = np.array([-2.0, -1.9, -0.2, -2.4])
+UPPER = np.array([2.0, 0.6, 2.6, 1.2])
+MAX_STEP = 2.0 / 200.0  # max_velocity / control_rate_hz in config/sim_arm.yaml
+
+
+class Probe:
+    """Publishes joint states and actions, records the driver's commands."""
+
+    def __init__(self, node, metadata) -> None:
+        self.node = node
+        self.metadata = metadata
+        self.commands: list[np.ndarray] = []
+        self.lock = threading.Lock()
+        self.sequence = 0
+        self.joint_positions = np.zeros(4)
+        self.joint_publisher = node.create_publisher(JointState, "/joint_states", 10)
+        self.action_publisher = node.create_publisher(ActionTokens, "/actions", 10)
+        node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_command, 100)
+        node.create_timer(0.02, self._publish_joint_state)
+
+    def _on_command(self, msg: Float64MultiArray) -> None:
+        with self.lock:
+            self.commands.append(np.array(msg.data))
+
+    def _publish_joint_state(self) -> None:
+        msg = JointState(name=JOINTS, position=self.joint_positions.tolist())
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.joint_publisher.publish(msg)
+
+    def command_count(self) -> int:
+        with self.lock:
+            return len(self.commands)
+
+    def commands_since(self, start: int) -> np.ndarray:
+        with self.lock:
+            return np.array(self.commands[start:])
+
+    def send_chunk(self, deltas: np.ndarray, checkpoint_id: str | None = None, token_ids=None) -> None:
+        self.sequence += 1
+        tokenizer = self.metadata.action_tokenizer()
+        msg = ActionTokens()
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg.sequence = self.sequence
+        msg.checkpoint_id = checkpoint_id or self.metadata.checkpoint_id
+        msg.token_ids = [int(t) for t in (tokenizer.encode(deltas) if token_ids is None else token_ids)]
+        msg.chunk_length, msg.action_dims = self.metadata.chunk_len, self.metadata.action_dims
+        msg.step_dt = self.metadata.dt
+        msg.decoding_mode = "early_exit"
+        self.action_publisher.publish(msg)
+
+
+@pytest.fixture
+def driver(start_node, tiny_model_dir, ros_node, wait_until):
+    process = start_node("arm_driver", ["-r", "__node:=arm_driver", "--params-file", str(REPO / "config/sim_arm.yaml"),
+                                        "-p", f"model_dir:={tiny_model_dir}"])
+    probe = Probe(ros_node, load_metadata(tiny_model_dir, "tiny_sim"))
+    assert wait_until(lambda: probe.command_count() > 20, 20.0), process.output()
+    return process, probe
+
+
+def assert_within_limits(commands: np.ndarray) -> None:
+    assert np.all(commands >= LOWER - 1e-9) and np.all(commands <= UPPER + 1e-9)
+    steps = np.abs(np.diff(commands, axis=0))
+    assert steps.max(initial=0.0) <= MAX_STEP + 1e-9
+
+
+def test_actions_move_the_arm_within_limits_and_the_watchdog_holds(driver, wait_until):
+    process, probe = driver
+    start = probe.command_count()
+    assert np.allclose(probe.commands_since(start - 1)[-1], 0.0)  # holding the measured pose
+    big = np.full((4, 4), 0.3)  # +0.3 rad on every joint, each step (clipped by the tokenizer's q99)
+    mark = probe.command_count()
+    probe.send_chunk(big)
+    assert wait_until(lambda: np.abs(probe.commands_since(mark)).max(initial=0) > 0.1, 10.0), process.output()
+    # stop sending: within the watchdog timeout (0.5 s) plus slack, commands stop changing
+    time.sleep(1.0)
+    held_from = probe.command_count()
+    assert wait_until(lambda: probe.command_count() > held_from + 40, 5.0)
+    held = probe.commands_since(held_from)
+    assert np.all(held == held[0]), "commands kept changing after actions stopped"
+    moved = probe.commands_since(start)
+    assert_within_limits(moved)
+    assert np.all(moved[-1] <= UPPER) and moved[-1][0] > 0.1
+
+
+def test_actions_of_an_unknown_checkpoint_or_invalid_tokens_are_refused(driver, wait_until):
+    process, probe = driver
+    mark = probe.command_count()
+    probe.send_chunk(np.full((4, 4), 0.3), checkpoint_id="someone_else@deadbeef")
+    probe.send_chunk(np.zeros((4, 4)), token_ids=[0] * 16)  # not action tokens
+    probe.send_chunk(np.zeros((4, 4)), token_ids=[probe.metadata.action_tokenizer().token_range[0]] * 5)
+    assert wait_until(lambda: "unknown checkpoint id" in process.output()
+                      and "is not an action token" in process.output(), 10.0), process.output()
+    assert wait_until(lambda: probe.command_count() > mark + 100, 5.0)
+    assert np.all(probe.commands_since(mark) == 0.0)
+    assert process.alive()
+
+
+def test_estop_latches_until_reset_and_reset_needs_fresh_actions(driver, ros_node, wait_until):
+    process, probe = driver
+    estop = ros_node.create_client(Trigger, "/arm_driver/estop")
+    reset = ros_node.create_client(Trigger, "/arm_driver/reset_estop")
+    assert estop.wait_for_service(timeout_sec=10.0) and reset.wait_for_service(timeout_sec=10.0)
+    assert estop.call(Trigger.Request(), timeout_sec=10.0).success
+    mark = probe.command_count()
+    for _ in range(5):
+        probe.send_chunk(np.full((4, 4), 0.3))
+        time.sleep(0.1)
+    frozen = probe.commands_since(mark)
+    assert len(frozen) > 20 and np.all(frozen == frozen[0]), "the arm moved while the e-stop was latched"
+    assert reset.call(Trigger.Request(), timeout_sec=10.0).success
+    mark = probe.command_count()
+    assert wait_until(lambda: probe.command_count() > mark + 40, 5.0)
+    still = probe.commands_since(mark)
+    assert np.all(still == frozen[0]), "the reset alone moved the arm"
+    probe.send_chunk(np.full((4, 4), 0.3))
+    assert wait_until(lambda: np.abs(probe.commands_since(mark) - frozen[0]).max(initial=0) > 0.05, 10.0)

@@ -1,0 +1,151 @@
+"""The policy node over real DDS: frames in, ActionTokens out, live parameters, refusals."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rcl_interfaces.msg import Parameter as ParameterMsg
+from rcl_interfaces.msg import ParameterType, ParameterValue
+from rcl_interfaces.srv import SetParameters
+from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import String
+
+from ceed_vla_ros.image_conversion import rgb_to_image_fields
+from ceed_vla_ros.msg import ActionTokens
+
+REPO = Path(__file__).resolve().parents[2]
+JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
+
+
+class Probe:
+    def __init__(self, node) -> None:
+        self.node = node
+        self.actions: list[ActionTokens] = []
+        self.sent_stamps: set[tuple[int, int]] = set()
+        self.lock = threading.Lock()
+        self.image_age_s = 0.0
+        self.image_publisher = node.create_publisher(Image, "/ceed_vla/image", qos_profile_sensor_data)
+        self.joint_publisher = node.create_publisher(JointState, "/joint_states", 10)
+        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
+                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
+        self.instruction_publisher = node.create_publisher(String, "/ceed_vla/instruction", latched)
+        node.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
+        node.create_timer(0.02, self._publish_joint_state)
+        node.create_timer(0.1, self._publish_image)
+        self.set_parameters = node.create_client(SetParameters, "/policy/set_parameters")
+        self.image = np.random.default_rng(0).integers(0, 256, (64, 64, 3), dtype=np.uint8)
+
+    def _on_actions(self, msg: ActionTokens) -> None:
+        with self.lock:
+            self.actions.append(msg)
+
+    def _publish_joint_state(self) -> None:
+        msg = JointState(name=JOINTS, position=[0.1, -0.2, 0.3, 0.0])
+        msg.header.stamp = self.node.get_clock().now().to_msg()
+        self.joint_publisher.publish(msg)
+
+    def _publish_image(self) -> None:
+        stamp = self.node.get_clock().now().nanoseconds - int(self.image_age_s * 1e9)
+        msg = Image(**rgb_to_image_fields(self.image))
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+        msg.header.frame_id = "front_camera"
+        with self.lock:
+            self.sent_stamps.add((msg.header.stamp.sec, msg.header.stamp.nanosec))
+        self.image_publisher.publish(msg)
+
+    def count(self) -> int:
+        with self.lock:
+            return len(self.actions)
+
+    def since(self, start: int) -> list[ActionTokens]:
+        with self.lock:
+            return self.actions[start:]
+
+    def set(self, name: str, value) -> tuple[bool, str]:
+        if isinstance(value, str):
+            parameter_value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        else:
+            parameter_value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
+        request = SetParameters.Request(parameters=[ParameterMsg(name=name, value=parameter_value)])
+        assert self.set_parameters.wait_for_service(timeout_sec=10.0)
+        result = self.set_parameters.call(request, timeout_sec=10.0).results[0]
+        return result.successful, result.reason
+
+
+@pytest.fixture(scope="module")
+def policy_process(tiny_model_dir, module_ros_node, module_start_node):
+    """One policy process for the module (start-up loads torch: seconds); each test resets its settings."""
+    process = module_start_node("policy_node", ["-r", "__node:=policy", "--params-file", str(REPO / "config/sim_arm.yaml"),
+                                          "-p", f"model_dir:={tiny_model_dir}", "-p", "checkpoint:=tiny_sim",
+                                          "-p", "early_exit_steps:=2"])
+    probe = Probe(module_ros_node)
+    probe.instruction_publisher.publish(String(data="reach the red cube"))
+    return process, probe
+
+
+@pytest.fixture
+def policy(policy_process, wait_until):
+    process, probe = policy_process
+    assert wait_until(lambda: probe.count() >= 2, 30.0), process.output()
+    probe.image_age_s = 0.0
+    assert probe.set("decoding_mode", "early_exit")[0] and probe.set("early_exit_steps", 2)[0]
+    mark = probe.count()
+    assert wait_until(lambda: any(m.iterations == 2 for m in probe.since(mark)), 10.0), process.output()
+    return process, probe
+
+
+def test_actions_carry_the_frame_stamp_the_chunk_and_the_decoding_statistics(policy):
+    process, probe = policy
+    msg = [m for m in probe.since(0) if m.iterations == 2][-1]
+    assert (msg.header.stamp.sec, msg.header.stamp.nanosec) in probe.sent_stamps
+    assert msg.header.frame_id == "front_camera"
+    assert msg.checkpoint_id.startswith("tiny_sim-")
+    assert msg.instruction == "reach the red cube"
+    assert (msg.chunk_length, msg.action_dims, len(msg.token_ids)) == (4, 4, 16)
+    assert msg.step_dt == pytest.approx(0.1)
+    assert (msg.decoding_mode, msg.early_exit_steps, msg.iterations, msg.forward_passes) == ("early_exit", 2, 2, 3)
+    sequences = [m.sequence for m in probe.since(0)]
+    assert sequences == sorted(set(sequences))
+
+
+def test_early_exit_steps_set_live_changes_the_next_chunks(policy, wait_until):
+    process, probe = policy
+    assert probe.set("early_exit_steps", 1) == (True, "")
+    mark = probe.count()
+    assert wait_until(lambda: any(m.iterations == 1 for m in probe.since(mark)), 10.0)
+    assert probe.set("decoding_mode", "ar")[0]
+    mark = probe.count()
+    assert wait_until(lambda: any(m.decoding_mode == "ar" for m in probe.since(mark)), 10.0)
+    ar = [m for m in probe.since(mark) if m.decoding_mode == "ar"][0]
+    assert (ar.forward_passes, ar.iterations, ar.converged, ar.early_exit_steps) == (16, 15, True, 0)
+
+
+@pytest.mark.parametrize("name, value, reason", [
+    ("early_exit_steps", 0, "early_exit_steps"),
+    ("early_exit_steps", 100000, "early_exit_steps"),
+    ("decoding_mode", "beam_search", "not one of ar, jacobi, early_exit"),
+    ("checkpoint", "../outside", "invalid checkpoint name"),
+    ("checkpoint", "no_such_checkpoint", "missing"),
+    ("instruction", "reach\x07 the red cube", "non-printable"),
+    ("num_threads", 4, "read-only"),
+])
+def test_invalid_parameters_are_rejected_with_a_reason_and_the_node_keeps_going(policy, wait_until, name, value, reason):
+    process, probe = policy
+    successful, why = probe.set(name, value)
+    assert not successful and reason in why, why
+    mark = probe.count()
+    assert wait_until(lambda: probe.count() > mark, 10.0), "no more actions after a rejected parameter"
+
+
+def test_stale_frames_are_not_decoded(policy, wait_until):
+    process, probe = policy
+    probe.image_age_s = 5.0
+    assert wait_until(lambda: "s old (max_image_age_s" in process.output(), 10.0), process.output()
+    mark = probe.count()
+    assert not wait_until(lambda: probe.count() > mark + 1, 1.5)
+    probe.image_age_s = 0.0
+    assert wait_until(lambda: probe.count() > mark + 1, 10.0)
