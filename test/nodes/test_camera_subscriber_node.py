@@ -1,0 +1,90 @@
+"""The camera subscriber over real DDS: conversion, crop/resize to the checkpoint, stamps, bad frames."""
+
+from __future__ import annotations
+
+import threading
+from pathlib import Path
+
+import numpy as np
+import pytest
+from rclpy.qos import qos_profile_sensor_data
+from sensor_msgs.msg import Image
+
+from ceed_vla_ros.image_conversion import image_to_rgb, rgb_to_image_fields
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+class Probe:
+    def __init__(self, node) -> None:
+        self.node = node
+        self.received: list[Image] = []
+        self.lock = threading.Lock()
+        self.publisher = node.create_publisher(Image, "/test_camera/image_raw", qos_profile_sensor_data)
+        node.create_subscription(Image, "/ceed_vla/image", self._on_image, qos_profile_sensor_data)
+
+    def _on_image(self, msg: Image) -> None:
+        with self.lock:
+            self.received.append(msg)
+
+    def frames(self) -> list[Image]:
+        with self.lock:
+            return list(self.received)
+
+    def send(self, stamp_sec: int, **fields) -> None:
+        msg = Image(**fields)
+        msg.header.stamp.sec = stamp_sec
+        msg.header.frame_id = "cam"
+        self.publisher.publish(msg)
+
+
+@pytest.fixture(scope="module")
+def camera(tiny_model_dir, module_ros_node, module_start_node, ):
+    process = module_start_node("camera_subscriber", [
+        "-r", "__node:=camera_subscriber", "--params-file", str(REPO / "config/sim_arm.yaml"),
+        "-p", f"model_dir:={tiny_model_dir}", "-p", "checkpoint:=tiny_sim", "-r", "image:=/test_camera/image_raw"])
+    return process, Probe(module_ros_node)
+
+
+def send_until_received(probe, wait_until, stamp_sec: int, **fields) -> Image | None:
+    """Publish (repeatedly, discovery may still be running) until the frame with this stamp is out."""
+    def arrived():
+        probe.send(stamp_sec, **fields)
+        return any(f.header.stamp.sec == stamp_sec for f in probe.frames())
+    if wait_until(arrived, 20.0):
+        return [f for f in probe.frames() if f.header.stamp.sec == stamp_sec][0]
+    return None
+
+
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8"])
+def test_frames_are_resized_to_the_checkpoint_size_with_their_stamp(camera, wait_until, encoding):
+    process, probe = camera
+    # a 96 x 128 image: left half red, right half blue (in RGB terms)
+    rgb = np.zeros((96, 128, 3), np.uint8)
+    rgb[:, :64, 0] = 255
+    rgb[:, 64:, 2] = 255
+    stamp = 1000 + len(encoding) + (encoding == "bgr8")
+    out = send_until_received(probe, wait_until, stamp, **rgb_to_image_fields(rgb, encoding))
+    assert out is not None, process.output()
+    assert (out.encoding, out.height, out.width, out.header.frame_id) == ("rgb8", 64, 64, "cam")
+    image = image_to_rgb(out.encoding, out.height, out.width, out.step, out.data)
+    assert image[:, :30, 0].min() > 200 and image[:, :30, 2].max() < 50  # left still red
+    assert image[:, 34:, 2].min() > 200 and image[:, 34:, 0].max() < 50  # right still blue
+
+
+def test_mono_frames_are_converted(camera, wait_until):
+    process, probe = camera
+    out = send_until_received(probe, wait_until, 2000, encoding="mono8", height=64, width=64, step=64,
+                              data=bytes([77]) * 64 * 64)
+    assert out is not None, process.output()
+    assert set(np.frombuffer(bytes(out.data), np.uint8).tolist()) == {77}
+
+
+def test_bad_frames_are_dropped_with_a_warning_and_the_node_keeps_running(camera, wait_until):
+    process, probe = camera
+    probe.send(3000, encoding="yuv422", height=4, width=4, step=8, data=bytes(32))
+    probe.send(3001, encoding="rgb8", height=4, width=4, step=12, data=bytes(5))
+    assert wait_until(lambda: "unsupported encoding 'yuv422'" in process.output(), 10.0), process.output()
+    good = send_until_received(probe, wait_until, 3002, **rgb_to_image_fields(np.zeros((8, 8, 3), np.uint8)))
+    assert good is not None and process.alive()
+    assert not any(f.header.stamp.sec in (3000, 3001) for f in probe.frames())
