@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.distill.trajectories",
         "Collect a teacher's Jacobi trajectories over demonstrations (distillation data).",
     ),
+    "demo": ("ceed_vla_ros.demo", "Run the simulated-arm suite for a few episodes with live progress."),
     "info": ("ceed_vla_ros.checkpoint", "Show a checkpoint's metadata, parameter count and size on disk."),
     "launch": ("ceed_vla_ros.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.sim.recorder", "Record scripted-expert demonstrations to HDF5."),

@@ -22,6 +22,13 @@ joint (the velocity limit; the previous target at reset is the home pose), then 
 limits, applies it to the position actuators and integrates ``dt = 0.1`` s of physics (10 substeps
 of 0.01 s). The applied target is reported in ``info["joint_target"]``.
 
+Real-time control (the ``sim_arm`` ROS node): instead of :meth:`~TabletopArmEnv.step`,
+:meth:`~TabletopArmEnv.set_joint_command` applies a target clipped to the joint limits only (no
+velocity limit: the arm driver in front of a real position controller limits the rate),
+:meth:`~TabletopArmEnv.advance` integrates any span of time in whole physics steps (a fractional
+remainder is carried to the next call) and :meth:`~TabletopArmEnv.render_current` renders the state
+as it is now. Episodes driven this way have no horizon and never end by themselves.
+
 Observation (the only thing a policy may use), see :class:`Observation`:
 ``{"image": (H, W, 3) uint8 RGB, "joint_positions": (4,) float64 rad, "instruction": str}``.
 
@@ -164,6 +171,7 @@ class TabletopArmEnv:
         )
 
         self._arm_qpos_adr = np.array([self.model.joint(n).qposadr[0] for n in JOINT_NAMES])
+        self._arm_dof_adr = np.array([self.model.joint(n).dofadr[0] for n in JOINT_NAMES])
         self._cube_qpos_adr = {
             c: int(self.model.joint(cube_body_name(c)).qposadr[0]) for c in COLOURS
         }
@@ -182,6 +190,7 @@ class TabletopArmEnv:
         self._joint_target = np.array(HOME_QPOS, dtype=np.float64)
         self._image = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
         self._needs_reset = True
+        self._unsimulated_s = 0.0  # advance(): time requested but not yet a whole physics step
 
     # ------------------------------------------------------------------ episode control
     def reset(self, seed: int | None = None, colour: str | None = None) -> Observation:
@@ -225,6 +234,7 @@ class TabletopArmEnv:
         self.instruction = self.instruction_template.format(colour=self.colour)
         self.step_count = 0
         self._needs_reset = False
+        self._unsimulated_s = 0.0
         self._image = self._render_image()
         return self._observation()
 
@@ -257,6 +267,51 @@ class TabletopArmEnv:
         step = np.clip(target - previous_target, -self.max_joint_step, self.max_joint_step)
         return np.clip(previous_target + step, self.joint_limits[:, 0], self.joint_limits[:, 1])
 
+    # ------------------------------------------------------------------ real-time control
+    def set_joint_command(self, joint_target: np.ndarray) -> np.ndarray:
+        """Apply an absolute joint-position target now, clipped to the joint limits only.
+
+        Unlike :meth:`step` there is no ``max_joint_step`` limit and no physics is simulated:
+        the position actuators track the new target from the next :meth:`advance` on.
+        Returns the applied target (also :attr:`joint_target`).
+        """
+        self._require_episode()
+        target = np.asarray(joint_target, dtype=np.float64).reshape(-1)
+        if target.shape != (len(JOINT_NAMES),):
+            raise ValueError(f"joint_target must have shape (4,), got {np.shape(joint_target)}")
+        if not np.all(np.isfinite(target)):
+            raise ValueError("joint_target contains non-finite values")
+        self._joint_target = np.clip(target, self.joint_limits[:, 0], self.joint_limits[:, 1])
+        self.data.ctrl[:] = self._joint_target
+        return self.joint_target
+
+    def advance(self, seconds: float) -> int:
+        """Simulate ``seconds`` of physics in whole ``PHYSICS_TIMESTEP`` steps; return the count.
+
+        The part of ``seconds`` that does not fill a whole step is carried over to the next
+        call, so repeated calls with the elapsed wall time keep the simulation in real time.
+        The image returned by :meth:`render` is not updated (see :meth:`render_current`).
+        """
+        self._require_episode()
+        if not (math.isfinite(seconds) and seconds >= 0.0):
+            raise ValueError(f"seconds must be finite and >= 0, got {seconds}")
+        self._unsimulated_s += seconds
+        n_steps = int(self._unsimulated_s / PHYSICS_TIMESTEP + 1e-9)
+        self._unsimulated_s = max(0.0, self._unsimulated_s - n_steps * PHYSICS_TIMESTEP)
+        if n_steps:
+            mujoco.mj_step(self.model, self.data, nstep=n_steps)
+        return n_steps
+
+    def render_current(self) -> np.ndarray:
+        """Render the current state; :meth:`render` returns this image afterwards (a copy)."""
+        self._image = self._render_image()
+        return self._image.copy()
+
+    @property
+    def sim_time(self) -> float:
+        """Simulated seconds since the last :meth:`reset`."""
+        return float(self.data.time)
+
     def success(self) -> bool:
         """Whether the current state satisfies the task's success test."""
         cube = self.cube_position(self.colour)
@@ -287,6 +342,11 @@ class TabletopArmEnv:
     def joint_positions(self) -> np.ndarray:
         """Measured arm joint positions (rad), ``(4,)``."""
         return self.data.qpos[self._arm_qpos_adr].copy()
+
+    @property
+    def joint_velocities(self) -> np.ndarray:
+        """Measured arm joint velocities (rad/s), ``(4,)``."""
+        return self.data.qvel[self._arm_dof_adr].copy()
 
     @property
     def joint_target(self) -> np.ndarray:
@@ -367,6 +427,10 @@ class TabletopArmEnv:
             joint_positions=self.joint_positions,
             instruction=self.instruction,
         )
+
+    def _require_episode(self) -> None:
+        if self._needs_reset:
+            raise RuntimeError("call reset() first (episode finished or never started)")
 
     def _render_image(self) -> np.ndarray:
         if self._renderer is None:

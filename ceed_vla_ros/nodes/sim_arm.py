@@ -1,0 +1,400 @@
+"""``sim_arm``: the MuJoCo tabletop arm of :mod:`ceed_vla_ros.sim` as a ROS 2 node.
+
+The node speaks the interfaces of a real arm run by ros2_control (joint state broadcaster, forward
+position controller, joint trajectory controller) plus a camera and an episode interface, so the
+rest of the stack cannot tell it from hardware. It is a thin wrapper: physics, rendering, scene
+layout and success tests live in :class:`ceed_vla_ros.sim.env.TabletopArmEnv`.
+
+Physics runs in real time: a steady-clock timer at 50 Hz, and every publisher, command and reset
+callback before it acts, integrates the wall time elapsed since the last update in 0.01 s physics
+steps (the remainder is carried over). So published states are current and commands take effect
+when they arrive, to one physics step. An update integrates at most 0.1 s; if the node falls
+further behind (CPU starved), the rest is skipped and a throttled warning is logged. The real-time
+factor (simulated / wall time) is logged at shutdown.
+
+Published topics:
+
+* ``/joint_states`` (sensor_msgs/JointState) at ``joint_state_rate_hz``: name, position (rad),
+  velocity (rad/s) of the four joints; stamp = node clock now.
+* ``camera/image_raw`` (sensor_msgs/Image, SensorData QoS) at ``camera_rate_hz``: rgb8,
+  ``image_size`` square, frame_id ``front_camera``, stamp = when the frame was rendered; plus one
+  frame right at every reset (the first frame of the episode).
+* ``/ceed_vla/instruction`` (std_msgs/String, depth 1, reliable, transient local: late joiners
+  get the current one) at every reset.
+* ``~/success`` (std_msgs/Bool) at ``joint_state_rate_hz``, with each joint state: whether the
+  current episode's success test holds.
+
+Subscribed topics:
+
+* ``/forward_position_controller/commands`` (std_msgs/Float64MultiArray): absolute joint position
+  targets, one per joint in ``/joint_states`` name order, clipped to the joint limits (no rate
+  limit here: the arm driver limits the rate, as in front of a real position controller). A wrong
+  length or a non-finite value: throttled warning, message ignored.
+* ``/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory): the
+  positions of the point with the smallest non-negative ``time_from_start`` become the target at
+  once (the timing is not executed); joints are matched by ``joint_names`` and joints not named
+  keep their target. Unknown or repeated names, a length mismatch, non-finite values or no point
+  with ``time_from_start >= 0``: throttled warning, message ignored.
+
+Services:
+
+* ``~/reset_episode`` (ceed_vla_ros/srv/ResetEpisode): new episode of ``task`` ("reach" | "push";
+  empty keeps the current task) with layout ``seed`` (>= 0) and named cube ``colour`` (empty: by
+  seed). The arm is put back at its home pose, and so is the command. The instruction is
+  returned and published. On success ``message`` ends with ``episode start stamp <sec>.<nanosec>``,
+  the stamp of the reset frame on ``camera/image_raw``: frames stamped earlier show the previous
+  episode. Invalid requests: ``success`` false, ``message`` says why, nothing changes.
+
+Parameters (all read-only: set them at start-up, e.g. ``--ros-args -p task:=push``; rates are
+doubles, write ``15.0`` not ``15``; a rejected start-up value stops the node with exit code 1):
+
+* ``task`` (string, default ``reach``): task of the first episode, reach | push.
+* ``seed`` (int >= 0, default 0): layout seed of the first episode.
+* ``colour`` (string, default ""): named cube of the first episode, red | green | blue, or ""
+  (chosen by the seed).
+* ``joint_state_rate_hz`` (double 1-1000, default 100.0): rate of /joint_states and ~/success.
+* ``camera_rate_hz`` (double 0.1-60, default 15.0): rate of camera/image_raw.
+* ``image_size`` (int 8-1024, default 64): width = height of the camera images (px).
+"""
+
+from __future__ import annotations
+
+import argparse
+import math
+import signal
+import sys
+import threading
+import time
+
+import numpy as np
+import rclpy
+from rcl_interfaces.msg import (
+    FloatingPointRange,
+    IntegerRange,
+    ParameterDescriptor,
+    SetParametersResult,
+)
+from rclpy.clock import Clock, ClockType
+from rclpy.duration import Duration
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
+from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+from rclpy.node import Node
+from rclpy.parameter import Parameter
+from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
+from sensor_msgs.msg import Image, JointState
+from std_msgs.msg import Bool, Float64MultiArray, Header, String
+from trajectory_msgs.msg import JointTrajectory
+
+from ceed_vla_ros.image_conversion import rgb_to_image_fields
+from ceed_vla_ros.sim.env import COLOURS, TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.mjcf import PHYSICS_TIMESTEP
+from ceed_vla_ros.srv import ResetEpisode
+
+NODE_NAME = "sim_arm"
+JOINT_STATES_TOPIC = "/joint_states"
+IMAGE_TOPIC = "camera/image_raw"
+INSTRUCTION_TOPIC = "/ceed_vla/instruction"
+SUCCESS_TOPIC = "~/success"
+FORWARD_COMMAND_TOPIC = "/forward_position_controller/commands"
+TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
+RESET_SERVICE = "~/reset_episode"
+CAMERA_FRAME_ID = "front_camera"
+
+PHYSICS_RATE_HZ = 50.0
+"""Least rate of physics updates (callbacks that publish or command update physics first too)."""
+MAX_UPDATE_S = 0.1
+"""Most wall time one physics update integrates; beyond it the node is behind and skips time."""
+WARN_THROTTLE_S = 2.0
+"""Repeated warnings (bad commands, falling behind) are logged at most this often."""
+
+_READ_ONLY = " Read-only: set at start-up."
+
+
+def _double_range(low: float, high: float) -> list[FloatingPointRange]:
+    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
+
+
+def _int_range(low: int, high: int) -> list[IntegerRange]:
+    return [IntegerRange(from_value=low, to_value=high, step=1)]
+
+
+PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
+    "task": ("reach", ParameterDescriptor(
+        description="Task of the first episode: " + " | ".join(TASKS) + "." + _READ_ONLY
+        + " Use ~/reset_episode to change episodes.",
+        additional_constraints="one of " + ", ".join(TASKS), read_only=True)),
+    "seed": (0, ParameterDescriptor(
+        description="Layout seed of the first episode." + _READ_ONLY,
+        integer_range=_int_range(0, 2**63 - 1), read_only=True)),
+    "colour": ("", ParameterDescriptor(
+        description="Named cube of the first episode; empty: chosen by the seed." + _READ_ONLY,
+        additional_constraints="empty or one of " + ", ".join(COLOURS), read_only=True)),
+    "joint_state_rate_hz": (100.0, ParameterDescriptor(
+        description="Publishing rate of /joint_states and ~/success (Hz)." + _READ_ONLY,
+        floating_point_range=_double_range(1.0, 1000.0), read_only=True)),
+    "camera_rate_hz": (15.0, ParameterDescriptor(
+        description="Publishing rate of camera/image_raw (Hz)." + _READ_ONLY,
+        floating_point_range=_double_range(0.1, 60.0), read_only=True)),
+    "image_size": (64, ParameterDescriptor(
+        description="Width and height of the rendered camera images (px)." + _READ_ONLY,
+        integer_range=_int_range(8, 1024), read_only=True)),
+}
+"""Parameter name -> (default, descriptor); numeric ranges are enforced by rclpy."""
+
+
+def episode_request_error(task: str, colour: str, seed: int) -> str | None:
+    """Why ``(task, colour, seed)`` cannot start an episode, or ``None`` if it can.
+
+    An empty ``task`` means "keep the current task", an empty ``colour`` "chosen by the seed".
+    """
+    if task and task not in TASKS:
+        return f"unknown task {task!r}: expected one of {', '.join(TASKS)}"
+    if colour and colour not in COLOURS:
+        return f"unknown colour {colour!r}: expected one of {', '.join(COLOURS)} or empty"
+    if seed < 0:
+        return f"seed must be >= 0, got {seed}"
+    return None
+
+
+class SimArmNode(Node):
+    """The simulated arm: real-time MuJoCo physics behind ros2_control-style interfaces.
+
+    See the module docstring for the topics, services and parameters.
+    """
+
+    def __init__(self) -> None:
+        # Set before Node.__init__: rclpy's shutdown calls destroy_node() even on a node whose
+        # construction failed (rejected start-up parameters).
+        self._envs: dict[str, TabletopArmEnv] = {}
+        self._wall_start: float | None = None  # set by the first physics update (spinning)
+        self._simulated_s = 0.0
+        super().__init__(NODE_NAME)
+        self._last_rejection_warning: dict[str, float] = {}  # topic -> time.monotonic()
+        # Registered first so that start-up values (--ros-args -p) are validated too.
+        self.add_on_set_parameters_callback(self._validate_parameters)
+        for name, (default, descriptor) in PARAMETERS.items():
+            self.declare_parameter(name, default, descriptor)
+        self._image_size: int = self.get_parameter("image_size").value
+
+        self._env = self._env_for(self.get_parameter("task").value)
+
+        self._joint_state_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, 10)
+        self._success_pub = self.create_publisher(Bool, SUCCESS_TOPIC, 10)
+        self._image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        self._instruction_pub = self.create_publisher(String, INSTRUCTION_TOPIC, latched)
+
+        self.create_subscription(
+            Float64MultiArray, FORWARD_COMMAND_TOPIC, self._on_forward_command, 10)
+        self.create_subscription(JointTrajectory, TRAJECTORY_TOPIC, self._on_trajectory, 10)
+        self.create_service(ResetEpisode, RESET_SERVICE, self._on_reset_episode)
+
+        steady = Clock(clock_type=ClockType.STEADY_TIME)
+        self.create_timer(1.0 / PHYSICS_RATE_HZ, self._update_physics, clock=steady)
+        self.create_timer(1.0 / self.get_parameter("joint_state_rate_hz").value,
+                          self._publish_joint_state, clock=steady)
+        self._camera_timer = self.create_timer(
+            1.0 / self.get_parameter("camera_rate_hz").value, self._publish_image, clock=steady)
+
+        colour = self.get_parameter("colour").value
+        self._start_episode(self._env, self.get_parameter("seed").value, colour or None)
+        # Simulated time starts with the first update: the executor may start spinning later.
+        self._last_update: float | None = None
+        joints = ", ".join(self._env.joint_names)
+        self.get_logger().info(f"simulated arm ready: task {self._env.task}, joints {joints}")
+
+    # ------------------------------------------------------------------ parameters
+    def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
+        """Reject what the descriptors cannot express: unknown task or colour names."""
+        for parameter in parameters:
+            if parameter.name == "task" and parameter.value not in TASKS:
+                reason = f"task must be one of {', '.join(TASKS)}, got {parameter.value!r}"
+            elif parameter.name == "colour" and parameter.value not in ("", *COLOURS):
+                reason = (f"colour must be empty or one of {', '.join(COLOURS)}, "
+                          f"got {parameter.value!r}")
+            else:
+                continue
+            return SetParametersResult(successful=False, reason=reason)
+        return SetParametersResult(successful=True)
+
+    # ------------------------------------------------------------------ physics
+    def _env_for(self, task: str) -> TabletopArmEnv:
+        """The environment of ``task`` (one per task, created on first use)."""
+        if task not in self._envs:
+            self._envs[task] = TabletopArmEnv(task=task, image_size=self._image_size)
+        return self._envs[task]
+
+    def _update_physics(self) -> None:
+        """Integrate the wall time elapsed since the last update (at most ``MAX_UPDATE_S``)."""
+        now = time.monotonic()
+        if self._last_update is None:
+            self._last_update = self._wall_start = now
+            return
+        elapsed = now - self._last_update
+        self._last_update = now
+        if elapsed > MAX_UPDATE_S:
+            self.get_logger().warning(
+                f"simulation fell {elapsed - MAX_UPDATE_S:.3f} s behind real time (CPU starved?);"
+                " skipping that time", throttle_duration_sec=WARN_THROTTLE_S)
+            elapsed = MAX_UPDATE_S
+        self._simulated_s += self._env.advance(elapsed) * PHYSICS_TIMESTEP
+
+    def real_time_factor(self) -> float:
+        """Simulated time / wall time since start-up (1.0 = the simulation keeps up)."""
+        wall = 0.0 if self._wall_start is None else time.monotonic() - self._wall_start
+        return self._simulated_s / wall if wall > 0 else 1.0
+
+    # ------------------------------------------------------------------ publishers
+    def _publish_joint_state(self) -> None:
+        self._update_physics()
+        env = self._env
+        msg = JointState()
+        msg.header.stamp = self.get_clock().now().to_msg()
+        msg.name = list(env.joint_names)
+        msg.position = env.joint_positions.tolist()
+        msg.velocity = env.joint_velocities.tolist()
+        self._joint_state_pub.publish(msg)
+        self._success_pub.publish(Bool(data=env.success()))
+
+    def _publish_image(self) -> None:
+        self._update_physics()
+        self._publish_frame(self._env.render_current())
+
+    def _publish_frame(self, rgb: np.ndarray) -> Header:
+        header = Header(stamp=self.get_clock().now().to_msg(), frame_id=CAMERA_FRAME_ID)
+        self._image_pub.publish(Image(header=header, **rgb_to_image_fields(rgb)))
+        return header
+
+    # ------------------------------------------------------------------ commands
+    def _apply_command(self, target: np.ndarray) -> None:
+        self._update_physics()  # the previous target acted until now
+        self._env.set_joint_command(target)
+
+    def _reject(self, topic: str, reason: str) -> None:
+        """Warn that a command was ignored; at most once per ``WARN_THROTTLE_S`` per topic."""
+        now = time.monotonic()
+        if now - self._last_rejection_warning.get(topic, -math.inf) >= WARN_THROTTLE_S:
+            self._last_rejection_warning[topic] = now
+            self.get_logger().warning(f"ignored a message on {topic}: {reason}")
+
+    def _on_forward_command(self, msg: Float64MultiArray) -> None:
+        target = np.asarray(msg.data, dtype=np.float64)
+        n_joints = len(self._env.joint_names)
+        if target.shape != (n_joints,):
+            self._reject(FORWARD_COMMAND_TOPIC, f"{target.size} values, expected {n_joints} "
+                         f"({', '.join(self._env.joint_names)})")
+        elif not np.all(np.isfinite(target)):
+            self._reject(FORWARD_COMMAND_TOPIC, f"non-finite value in {target.tolist()}")
+        else:
+            self._apply_command(target)
+
+    def _on_trajectory(self, msg: JointTrajectory) -> None:
+        names = list(self._env.joint_names)
+        joints = list(msg.joint_names)
+        upcoming = [(t, i) for i, p in enumerate(msg.points)
+                    if (t := Duration.from_msg(p.time_from_start).nanoseconds) >= 0]
+        if not joints or any(n not in names for n in joints) or len(set(joints)) != len(joints):
+            self._reject(TRAJECTORY_TOPIC, f"joint_names {joints} must be distinct names out of "
+                         f"{names}")
+            return
+        if not upcoming:
+            self._reject(TRAJECTORY_TOPIC, "no point with time_from_start >= 0")
+            return
+        positions = np.asarray(msg.points[min(upcoming)[1]].positions, dtype=np.float64)
+        if positions.shape != (len(joints),) or not np.all(np.isfinite(positions)):
+            self._reject(TRAJECTORY_TOPIC, f"point positions {positions.tolist()} are not one "
+                         f"finite value per joint name {joints}")
+            return
+        target = self._env.joint_target
+        target[[names.index(n) for n in joints]] = positions
+        self._apply_command(target)
+
+    # ------------------------------------------------------------------ episodes
+    def _start_episode(self, env: TabletopArmEnv, seed: int, colour: str | None) -> Header:
+        """Reset ``env`` to ``seed``, make it current, publish its instruction and first frame."""
+        env.reset(seed=seed, colour=colour)
+        self._env = env
+        self._last_update = time.monotonic()
+        self._instruction_pub.publish(String(data=env.instruction))
+        self._camera_timer.reset()
+        return self._publish_frame(env.render())
+
+    def _on_reset_episode(self, request: ResetEpisode.Request,
+                          response: ResetEpisode.Response) -> ResetEpisode.Response:
+        error = episode_request_error(request.task, request.colour, request.seed)
+        if error is not None:
+            response.success, response.message = False, error
+            self.get_logger().warning(f"reset_episode rejected: {error}")
+            return response
+        self._update_physics()  # account the old episode's time before it is discarded
+        env = self._env_for(request.task or self._env.task)
+        header = self._start_episode(env, request.seed, request.colour or None)
+        response.success = True
+        response.instruction = env.instruction
+        response.message = (f"task {env.task}, seed {request.seed}, colour {env.colour}; "
+                            f"episode start stamp {header.stamp.sec}.{header.stamp.nanosec:09d}")
+        self.get_logger().info(f"new episode: {response.message}: {env.instruction!r}")
+        return response
+
+    # ------------------------------------------------------------------ shutdown
+    def destroy_node(self) -> None:
+        """Release the renderers, destroy the node, then log the real-time factor."""
+        for env in self._envs.values():
+            env.close()
+        self._envs.clear()
+        super().destroy_node()
+        if self._wall_start is not None:
+            # Logged after the node is gone: no /rosout publisher, whose context may be shut down.
+            self.get_logger().info(f"real-time factor {self.real_time_factor():.3f} "
+                                   f"over {time.monotonic() - self._wall_start:.1f} s")
+
+
+def _argument_parser() -> argparse.ArgumentParser:
+    return argparse.ArgumentParser(
+        prog=NODE_NAME,
+        description="Simulated MuJoCo tabletop arm with ros2_control-style interfaces: publishes "
+        f"{JOINT_STATES_TOPIC}, {IMAGE_TOPIC}, {INSTRUCTION_TOPIC}, {SUCCESS_TOPIC}; subscribes "
+        f"{FORWARD_COMMAND_TOPIC}, {TRAJECTORY_TOPIC}; service {RESET_SERVICE}.",
+        epilog="Parameters (read-only, --ros-args -p NAME:=VALUE): " + ", ".join(
+            f"{name} (default {default!r})" for name, (default, _) in PARAMETERS.items()),
+    )
+
+
+def main(args: list[str] | None = None) -> None:
+    """Run the node until Ctrl-C or SIGTERM; ``args`` as ``sys.argv`` (ROS arguments included).
+
+    SIGINT and SIGTERM only ask the spin loop to stop; the node is destroyed before rclpy shuts
+    down. (rclpy's own handlers shut the context down at once from another thread and raise
+    KeyboardInterrupt wherever the main thread is: a callback publishing at that moment, or a
+    ``__del__``, then prints a traceback.)
+    """
+    argv = list(sys.argv if args is None else args)
+    _argument_parser().parse_args(remove_ros_args(argv)[1:])
+    stop = threading.Event()
+    try:
+        with rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO):
+            try:
+                node = SimArmNode()
+            except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
+                raise SystemExit(f"{NODE_NAME}: {exc}") from None
+            previous = {signum: signal.signal(signum, lambda *_: stop.set())
+                        for signum in (signal.SIGINT, signal.SIGTERM)}
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                while not stop.is_set():
+                    executor.spin_once(timeout_sec=0.1)
+            finally:
+                for signum, handler in previous.items():
+                    signal.signal(signum, handler)
+                executor.shutdown()
+                node.destroy_node()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass  # Ctrl-C during start-up, or the context was shut down elsewhere
+
+
+if __name__ == "__main__":
+    main()
