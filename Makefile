@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MUJOCO_GL ?= egl
 
-.PHONY: install test clean distclean
+.PHONY: install test demo clean distclean
 
 install: $(PKG_STAMP)
 
@@ -39,6 +39,11 @@ $(PKG_STAMP): $(DEPS_STAMP) $(PACKAGE_SOURCES)
 
 test: $(PKG_STAMP)
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(shuf -i 1-100 -n 1)} $(VENV)/bin/pytest $(PYTEST_ARGS)
+
+# The sim suite on the shipped distilled checkpoint: a few episodes with live progress.
+DEMO_ARGS ?=
+demo: $(PKG_STAMP)
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(shuf -i 1-100 -n 1)} $(VENV)/bin/ceed-vla demo $(DEMO_ARGS)
 
 clean:
 	rm -rf build *.egg-info $(PKG_STAMP)

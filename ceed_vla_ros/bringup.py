@@ -142,17 +142,18 @@ def node_ros_arguments(setup: Setup, node: NodeLaunch, values: dict[str, str],
                        config_dir: Path | None = None) -> list[str]:
     """``--ros-args`` of one node: its name, the parameter file, then argument overrides/remaps.
 
-    Only arguments given in ``values`` are added (the parameter file already holds the defaults).
+    Parameter overrides are added only for arguments given in ``values`` (the parameter file holds
+    the defaults); remaps always (their default lives here, not in the parameter file).
     """
     args = ["--ros-args", "-r", f"__node:={node.name}", "--params-file", str(setup.params_path(config_dir))]
     for argument in setup.arguments:
+        if argument.remap is not None:
+            if argument.remap[0] == node.name:
+                args += ["-r", f"{argument.remap[1]}:={values.get(argument.name, argument.remap_default)}"]
+            continue
         if argument.name not in values:
             continue
         value = values[argument.name]
-        if argument.remap is not None:
-            if argument.remap[0] == node.name:
-                args += ["-r", f"{argument.remap[1]}:={value}"]
-            continue
         for target_node, parameter in argument.parameters:
             if target_node == node.name:
                 # a YAML-quoted string keeps "" and text that looks like a number a string

@@ -65,6 +65,8 @@ def test_ros_arguments_carry_the_parameter_file_overrides_and_remaps():
     assert parsed == {"checkpoint": "007", "early_exit_steps": 3, "model_dir": ""}
     assert "image:=/cam/rgb" in by_node["camera_subscriber"]
     assert "-r" not in by_node["arm_driver"][3:]
+    defaults = node_ros_arguments(setup, setup.nodes[1], {}, CONFIG)
+    assert setup.nodes[1].name == "camera_subscriber" and "image:=/camera/image_raw" in defaults
     assert all("checkpoint" not in a for a in by_node["arm_driver"])
 
 

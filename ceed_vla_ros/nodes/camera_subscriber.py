@@ -21,7 +21,14 @@ from sensor_msgs.msg import Image
 
 from ceed_vla_ros.checkpoint import CheckpointError, ImageSpec, load_metadata
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb, rgb_to_image_fields
-from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
+from ceed_vla_ros.nodes.parameters import (
+    Param,
+    StartupError,
+    checkpoint_change_validator,
+    declare_parameters,
+    parameter_values,
+    run_node,
+)
 from ceed_vla_ros.paths import resolve_model_dir
 
 try:  # the ROS 2 cv_bridge of a ROS install; the PyPI "cv-bridge" (ROS 1 copy) is not used
@@ -62,7 +69,7 @@ class CameraSubscriberNode(Node):
         declare_parameters(self, PARAMETERS, on_accepted=self._on_parameters_changed)
         values = parameter_values(self, PARAMETERS)
         self.model_dir = resolve_model_dir(values["model_dir"])
-        self.add_on_set_parameters_callback(self._check_checkpoint_change)
+        self.add_on_set_parameters_callback(checkpoint_change_validator(self.model_dir))
         try:
             self.spec = load_metadata(self.model_dir, values["checkpoint"]).image
         except CheckpointError as error:
@@ -70,26 +77,15 @@ class CameraSubscriberNode(Node):
         self.bridge = CvBridge() if CvBridge is not None else None
         self.dropped = 0
         self.forwarded = 0
-        self._publishers = []
+        self.outputs = []
         for index, topic in enumerate(values["image_topics"]):
             output = OUTPUT_TOPIC if index == 0 else f"{OUTPUT_TOPIC}_{index}"
             publisher = self.create_publisher(Image, output, qos_profile_sensor_data)
-            self._publishers.append(publisher)
+            self.outputs.append(publisher)
             self.create_subscription(Image, topic, lambda msg, p=publisher: self._on_image(msg, p),
                                      qos_profile_sensor_data)
             self.get_logger().info(f"{self.resolve_topic_name(topic)} -> {output} "
                                    f"({self.spec.width}x{self.spec.height}, crop {self.spec.crop})")
-
-    def _check_checkpoint_change(self, parameters: list[Parameter]):
-        from rcl_interfaces.msg import SetParametersResult
-
-        for parameter in parameters:
-            if parameter.name == "checkpoint":
-                try:
-                    load_metadata(self.model_dir, parameter.value)
-                except CheckpointError as error:
-                    return SetParametersResult(successful=False, reason=f"checkpoint: {error}")
-        return SetParametersResult(successful=True)
 
     def _on_parameters_changed(self, parameters: list[Parameter]) -> None:
         for parameter in parameters:

@@ -93,6 +93,23 @@ def declare_parameters(node: Node, params: Sequence[Param],
         node.add_post_set_parameters_callback(on_accepted)
 
 
+def checkpoint_change_validator(model_dir) -> Callable[[list[Parameter]], SetParametersResult]:
+    """A set-parameters callback refusing a ``checkpoint`` whose metadata cannot be read from
+    ``model_dir`` (missing, outside the directory, malformed); the full load happens later."""
+    from ceed_vla_ros.checkpoint import CheckpointError, load_metadata
+
+    def validate(changes: list[Parameter]) -> SetParametersResult:
+        for change in changes:
+            if change.name == "checkpoint":
+                try:
+                    load_metadata(model_dir, change.value)
+                except CheckpointError as error:
+                    return SetParametersResult(successful=False, reason=f"checkpoint: {error}")
+        return SetParametersResult(successful=True)
+
+    return validate
+
+
 def parameter_values(node: Node, params: Sequence[Param]) -> dict[str, Any]:
     return {p.name: node.get_parameter(p.name).value for p in params}
 
@@ -109,35 +126,46 @@ def usage(description: str, params: Sequence[Param]) -> str:
 
 
 def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *, description: str = "",
-             params: Sequence[Param] = (), executor_threads: int = 2) -> int:
-    """init rclpy, spin the node on a multi-threaded executor, shut down cleanly on Ctrl-C.
+             params: Sequence[Param] = ()) -> int:
+    """init rclpy, spin the node until Ctrl-C / SIGTERM, then destroy it and shut down cleanly.
 
-    ``--help`` / ``-h`` before ``--ros-args`` prints :func:`usage` and exits.
+    ``--help`` / ``-h`` before ``--ros-args`` prints :func:`usage` and exits. SIGINT and SIGTERM only
+    ask the spin loop to stop, and the node is destroyed before rclpy shuts down: rclpy's own
+    handlers shut the context down from another thread while callbacks may still publish, which
+    ends in a traceback. One single-threaded executor runs all callbacks, so they never overlap.
     """
-    argv = sys.argv if args is None else args
+    argv = list(sys.argv if args is None else args)
     own_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "--help" in own_args or "-h" in own_args:
         print(usage(description, params))
         return 0
 
-    import rclpy
-    from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+    import signal
+    import threading
 
-    rclpy.init(args=argv)
-    node = None
+    import rclpy
+    from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
+    from rclpy.signals import SignalHandlerOptions
+
+    stop = threading.Event()
+    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
     try:
-        node = node_factory()
-        executor = MultiThreadedExecutor(num_threads=executor_threads)
-        executor.add_node(node)
-        executor.spin()
+        with rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO):
+            node = node_factory()
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            try:
+                while not stop.is_set():
+                    executor.spin_once(timeout_sec=0.1)
+            finally:
+                executor.shutdown()
+                node.destroy_node()
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as error:
         print(f"cannot start: {error}", file=sys.stderr, flush=True)
         return 1
     finally:
-        if node is not None:
-            node.destroy_node()
-        if rclpy.ok():
-            rclpy.shutdown()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
     return 0

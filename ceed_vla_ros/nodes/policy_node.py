@@ -25,6 +25,7 @@ import time
 
 import numpy as np
 import torch
+from transformers.utils import logging as hf_logging
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
@@ -32,11 +33,18 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from ceed_vla_ros.arm_control import JointStateHistory
-from ceed_vla_ros.checkpoint import CheckpointError, load_checkpoint, load_metadata
+from ceed_vla_ros.checkpoint import CheckpointError, load_checkpoint
 from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb
 from ceed_vla_ros.msg import ActionTokens
-from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
+from ceed_vla_ros.nodes.parameters import (
+    Param,
+    StartupError,
+    checkpoint_change_validator,
+    declare_parameters,
+    parameter_values,
+    run_node,
+)
 from ceed_vla_ros.paths import resolve_model_dir
 from ceed_vla_ros.policy import CeedVlaPolicy
 
@@ -79,8 +87,9 @@ class PolicyNode(Node):
         declare_parameters(self, PARAMETERS, on_accepted=self._on_parameters_changed)
         values = parameter_values(self, PARAMETERS)
         torch.set_num_threads(values["num_threads"])
+        hf_logging.disable_progress_bar()  # no progress bars in a node's log
         self.model_dir = resolve_model_dir(values["model_dir"])
-        self.add_on_set_parameters_callback(self._check_checkpoint_change)
+        self.add_on_set_parameters_callback(checkpoint_change_validator(self.model_dir))
         self._lock = threading.Lock()  # guards the policy swap and the settings below
         self._frame_ready = threading.Condition()
         self._newest_frame: Image | None = None
@@ -120,17 +129,6 @@ class PolicyNode(Node):
                                f"{metadata.chunk_len}x{metadata.action_dims} actions, dt {metadata.dt} s) "
                                f"in {time.perf_counter() - started:.1f} s")
         return policy
-
-    def _check_checkpoint_change(self, parameters: list[Parameter]):
-        from rcl_interfaces.msg import SetParametersResult
-
-        for parameter in parameters:
-            if parameter.name == "checkpoint":
-                try:
-                    load_metadata(self.model_dir, parameter.value)
-                except CheckpointError as error:
-                    return SetParametersResult(successful=False, reason=f"checkpoint: {error}")
-        return SetParametersResult(successful=True)
 
     def _swap_checkpoint(self, name: str, previous: str) -> None:
         try:
