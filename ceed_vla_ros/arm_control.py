@@ -178,6 +178,7 @@ class ArmDriverCore:
     _last_command: np.ndarray | None = field(default=None, init=False)
     _chunk_stamp: float = field(default=-np.inf, init=False)
     _estopped: bool = field(default=False, init=False)
+    _idle_reason: str = field(default="no actions yet", init=False)  # why there is no chunk in force
     joint_states: JointStateHistory = field(default_factory=JointStateHistory, init=False)
 
     def __post_init__(self) -> None:
@@ -239,6 +240,7 @@ class ArmDriverCore:
         """Clear the latch; motion resumes only with a chunk received after the reset."""
         self._estopped = False
         self._chunk = None
+        self._idle_reason = "e-stop reset: waiting for fresh actions"
 
     @property
     def estopped(self) -> bool:
@@ -259,10 +261,11 @@ class ArmDriverCore:
         if self._estopped:
             desired, holding, reason = previous, True, "e-stop latched"
         elif self._chunk is None:
-            desired, holding, reason = previous, True, "no actions"
+            desired, holding, reason = previous, True, self._idle_reason
         elif now - self._chunk.received_at > self.watchdog_timeout_s:
             self._chunk = None
-            desired, holding, reason = previous, True, "watchdog: no fresh actions"
+            self._idle_reason = f"watchdog: no fresh actions for {self.watchdog_timeout_s:g} s"
+            desired, holding, reason = previous, True, self._idle_reason
         elif self._chunk.finished(now):
             desired, holding, reason = self._chunk.sample(now), True, "chunk used up"
         else:

@@ -45,16 +45,24 @@ class NodeSuite:
         }
 
     def start(self) -> None:
-        for name, command in self.commands().items():
-            if not Path(command[0]).exists():
-                self.stop()
-                raise FileNotFoundError(f"executable {command[0]} not found: is ceed_vla_ros installed?")
-            process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                                       bufsize=1, env=self.env, start_new_session=True)
-            self.processes[name] = process
-            thread = threading.Thread(target=self._forward_output, args=(name, process), daemon=True)
-            thread.start()
-            self._threads.append(thread)
+        for name in self.commands():
+            self.start_node(name)
+
+    def start_node(self, name: str) -> subprocess.Popen:
+        """Start (or start again, once it has exited) the node ``name`` of the setup."""
+        command = self.commands()[name]
+        if not Path(command[0]).exists():
+            self.stop()
+            raise FileNotFoundError(f"executable {command[0]} not found: is ceed_vla_ros installed?")
+        if name in self.processes and self.processes[name].poll() is None:
+            raise RuntimeError(f"{name} is still running")
+        process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                   bufsize=1, env=self.env, start_new_session=True)
+        self.processes[name] = process
+        thread = threading.Thread(target=self._forward_output, args=(name, process), daemon=True)
+        thread.start()
+        self._threads.append(thread)
+        return process
 
     def _forward_output(self, name: str, process: subprocess.Popen) -> None:
         for line in process.stdout:

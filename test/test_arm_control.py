@@ -105,7 +105,8 @@ def test_watchdog_holds_when_actions_stop():
     held = driver.step(0.32)  # 0.31 s after the chunk arrived > 0.3 s timeout
     assert held.holding and held.reason.startswith("watchdog")
     assert np.array_equal(held.positions, moving.positions)
-    assert np.array_equal(driver.step(0.4).positions, moving.positions)
+    later = driver.step(0.4)
+    assert np.array_equal(later.positions, moving.positions) and later.reason.startswith("watchdog")
 
 
 def test_estop_latches_until_reset_and_reset_alone_does_not_move():

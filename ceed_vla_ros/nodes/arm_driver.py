@@ -24,7 +24,6 @@ Publishes (``command_interface``)
 from __future__ import annotations
 
 import threading
-import time
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -38,6 +37,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
 from ceed_vla_ros.checkpoint import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
 from ceed_vla_ros.paths import resolve_model_dir
 
@@ -95,7 +95,7 @@ class ArmDriverNode(Node):
         self._last_scan = -1e9
         self._last_sequence: int | None = None
         self._holding: bool | None = None
-        self._last_warning: dict[str, float] = {}
+        self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
         self.refused = 0
         self._scan_checkpoints()
 
@@ -113,10 +113,29 @@ class ArmDriverNode(Node):
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_service)
         self.create_timer(self.control_period_s, self._on_control_timer)
+        self.commands_sent = 0
+        self.chunks_accepted = 0
+        self._last_reason = "starting"
+        DiagnosticsPublisher(self, self._health)
         self.get_logger().info(
             f"{len(self.joint_names)} joints at {values['control_rate_hz']:.0f} Hz via {self.command_interface}; "
             f"actuation {'ENABLED' if values['enable_actuation'] else 'disabled'}; "
             f"checkpoints known: {', '.join(sorted(self._metadata_by_id)) or 'none yet'}")
+
+    def _health(self) -> Health:
+        with self._lock:
+            estopped, actuation = self.core.estopped, self.core.enable_actuation
+        values = {"holding": bool(self._holding), "reason": self._last_reason, "estop_latched": estopped,
+                  "actuation_enabled": actuation, "command_interface": self.command_interface}
+        if estopped:
+            level, message = ERROR, "E-STOP latched: call ~/reset_estop"
+        elif self._holding:
+            level, message = WARN, f"holding: {self._last_reason}"
+        else:
+            level, message = OK, "following actions"
+        return Health(level, message, values, counters={"commands_sent": self.commands_sent,
+                                                        "chunks_accepted": self.chunks_accepted,
+                                                        "chunks_refused": self.refused})
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _scan_checkpoints(self) -> None:
@@ -142,13 +161,9 @@ class ArmDriverNode(Node):
         return self.get_clock().now().nanoseconds * 1e-9
 
     def _refuse(self, reason: str) -> None:
-        """Log a refusal; each kind of reason (its first words) at most once per WARN_PERIOD_S."""
+        """Count and log a refusal (each kind of reason at most once per WARN_PERIOD_S)."""
         self.refused += 1
-        kind = " ".join(reason.split()[:2])
-        now = time.monotonic()
-        if now - self._last_warning.get(kind, -1e9) >= WARN_PERIOD_S:
-            self._last_warning[kind] = now
-            self.get_logger().warning(f"refused /actions ({self.refused} so far): {reason}")
+        self._warnings.warn(f"refused /actions ({self.refused} so far): {reason}", kind=" ".join(reason.split()[:2]))
 
     def _on_actions(self, msg: ActionTokens) -> None:
         metadata = self._metadata_for(msg.checkpoint_id)
@@ -172,6 +187,7 @@ class ArmDriverNode(Node):
         if not accepted:
             return self._refuse(reason)
         self._last_sequence = msg.sequence
+        self.chunks_accepted += 1
 
     def _on_joint_state(self, msg: JointState) -> None:
         index = {name: i for i, name in enumerate(msg.name)}
@@ -221,6 +237,7 @@ class ArmDriverNode(Node):
         now = self._now()
         with self._lock:
             command = self.core.step(now)
+        self._last_reason = command.reason
         if command.holding != self._holding:
             self._holding = command.holding
             self.holding_publisher.publish(Bool(data=command.holding))
@@ -228,6 +245,7 @@ class ArmDriverNode(Node):
             log(f"{'holding' if command.holding else 'moving'}: {command.reason}")
         if command.positions is None:
             return
+        self.commands_sent += 1
         if self.command_interface == "forward_position":
             self.command_publisher.publish(Float64MultiArray(data=command.positions.tolist()))
         else:

@@ -12,6 +12,8 @@ cv_bridge where it is importable and the equivalent numpy path otherwise.
 
 from __future__ import annotations
 
+import time
+
 import cv2
 import numpy as np
 from rclpy.node import Node
@@ -20,6 +22,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ceed_vla_ros.checkpoint import CheckpointError, ImageSpec, load_metadata
+from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb, rgb_to_image_fields
 from ceed_vla_ros.nodes.parameters import (
     Param,
@@ -37,6 +40,7 @@ except ImportError:
     CvBridge = None
 
 OUTPUT_TOPIC = "/ceed_vla/image"
+STALL_S = 2.0
 WARN_PERIOD_S = 2.0
 
 
@@ -75,8 +79,11 @@ class CameraSubscriberNode(Node):
         except CheckpointError as error:
             raise StartupError(str(error)) from error
         self.bridge = CvBridge() if CvBridge is not None else None
+        self.received = 0
         self.dropped = 0
         self.forwarded = 0
+        self._last_frame_time: float | None = None
+        self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
         self.outputs = []
         for index, topic in enumerate(values["image_topics"]):
             output = OUTPUT_TOPIC if index == 0 else f"{OUTPUT_TOPIC}_{index}"
@@ -86,6 +93,19 @@ class CameraSubscriberNode(Node):
                                      qos_profile_sensor_data)
             self.get_logger().info(f"{self.resolve_topic_name(topic)} -> {output} "
                                    f"({self.spec.width}x{self.spec.height}, crop {self.spec.crop})")
+        DiagnosticsPublisher(self, self._health)
+
+    def _health(self) -> Health:
+        silent = None if self._last_frame_time is None else time.monotonic() - self._last_frame_time
+        if silent is None or silent > STALL_S:
+            level, message = WARN, "no camera frames" if silent is None else f"no camera frames for {silent:.1f} s"
+        elif self.dropped and self.forwarded == 0:
+            level, message = ERROR, "every frame dropped (see the log for why)"
+        else:
+            level, message = OK, "forwarding frames"
+        return Health(level, message, values={"output_size": f"{self.spec.width}x{self.spec.height}"},
+                      counters={"frames_received": self.received, "frames_forwarded": self.forwarded,
+                                "frames_dropped": self.dropped})
 
     def _on_parameters_changed(self, parameters: list[Parameter]) -> None:
         for parameter in parameters:
@@ -99,12 +119,13 @@ class CameraSubscriberNode(Node):
         return rgb
 
     def _on_image(self, msg: Image, publisher) -> None:
+        self.received += 1
+        self._last_frame_time = time.monotonic()
         try:
             rgb = crop_and_resize(self.to_rgb(msg), self.spec)
         except ImageConversionError as error:
             self.dropped += 1
-            self.get_logger().warning(f"frame dropped ({self.dropped} so far): {error}",
-                                      throttle_duration_sec=WARN_PERIOD_S)
+            self._warnings.warn(f"frame dropped ({self.dropped} so far): {error}", kind=" ".join(str(error).split()[:2]))
             return
         out = Image(header=msg.header, **rgb_to_image_fields(rgb, "rgb8"))
         publisher.publish(out)

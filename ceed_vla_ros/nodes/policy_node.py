@@ -37,6 +37,7 @@ from ceed_vla_ros.checkpoint import CheckpointError, load_checkpoint
 from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.diagnostics import OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.nodes.parameters import (
     Param,
     StartupError,
@@ -49,6 +50,7 @@ from ceed_vla_ros.paths import resolve_model_dir
 from ceed_vla_ros.policy import CeedVlaPolicy
 
 MAX_INSTRUCTION_CHARS = 512
+STALL_S = 2.0
 WARN_PERIOD_S = 2.0
 
 
@@ -96,6 +98,11 @@ class PolicyNode(Node):
         self._topic_instruction = ""
         self._settings = values
         self._sequence = 0
+        self._last_stats = None
+        self._last_publish_time: float | None = None
+        self.skipped = 0
+        self.skip_reason = ""
+        self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
         self._previous_stamp: float | None = None
         self._joint_states = JointStateHistory()
         self._stopping = threading.Event()
@@ -112,6 +119,26 @@ class PolicyNode(Node):
         self.create_subscription(String, values["instruction_topic"], self._on_instruction, latched)
         self._worker = threading.Thread(target=self._decode_loop, name="policy-decoder", daemon=True)
         self._worker.start()
+        DiagnosticsPublisher(self, self._health)
+
+    def _health(self) -> Health:
+        with self._lock:
+            policy, settings, last = self._policy, self._settings, self._last_stats
+        values = {"checkpoint_id": policy.metadata.checkpoint_id, "decoding_mode": settings["decoding_mode"],
+                  "early_exit_steps": settings["early_exit_steps"],
+                  "instruction": settings["instruction"].strip() or self._topic_instruction}
+        if last is not None:
+            values.update(last_decode_ms=last.wall_time_ms, last_iterations=last.iterations,
+                          last_forward_passes=last.forward_passes, last_converged=last.converged)
+        silent = None if self._last_publish_time is None else time.monotonic() - self._last_publish_time
+        if silent is None or silent > STALL_S:
+            level = WARN
+            message = "no chunk published yet" if silent is None else f"no chunk for {silent:.1f} s"
+            if self.skip_reason:
+                message += f" (last skip: {self.skip_reason})"
+        else:
+            level, message = OK, "publishing chunks"
+        return Health(level, message, values, counters={"chunks": self._sequence, "frames_skipped": self.skipped})
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _build_policy(self, name: str) -> CeedVlaPolicy:
@@ -183,29 +210,28 @@ class PolicyNode(Node):
             if frame is not None:
                 self._decode_and_publish(frame)
 
+    def _skip(self, reason: str) -> None:
+        """A frame that is not decoded: count it, log the reason (throttled)."""
+        self.skipped += 1
+        self.skip_reason = reason
+        self._warnings.warn(reason)
+
     def _decode_and_publish(self, frame: Image) -> None:
         with self._lock:
             policy, settings = self._policy, self._settings
         instruction = settings["instruction"].strip() or self._topic_instruction
         if not instruction:
-            self.get_logger().warning("no instruction yet (parameter or topic): not decoding",
-                                      throttle_duration_sec=WARN_PERIOD_S)
-            return
+            return self._skip("no instruction yet (parameter or topic): not decoding")
         stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp
         if age > settings["max_image_age_s"]:
-            self.get_logger().warning(f"frame {age:.2f} s old (max_image_age_s {settings['max_image_age_s']}): "
-                                      "skipped", throttle_duration_sec=WARN_PERIOD_S)
-            return
+            return self._skip(f"frame {age:.2f} s old (max_image_age_s {settings['max_image_age_s']}): skipped")
         if age < -settings["max_image_age_s"]:
-            self.get_logger().warning(f"frame stamped {-age:.2f} s in the future: skipped",
-                                      throttle_duration_sec=WARN_PERIOD_S)
-            return
+            return self._skip(f"frame stamped {-age:.2f} s in the future: skipped")
         try:
             image = image_to_rgb(frame.encoding, frame.height, frame.width, frame.step, frame.data)
         except ImageConversionError as error:
-            self.get_logger().warning(f"frame dropped: {error}", throttle_duration_sec=WARN_PERIOD_S)
-            return
+            return self._skip(f"frame dropped: {error}")
         metadata = policy.metadata
         if metadata.image.channel_order == "bgr":
             image = image[:, :, ::-1]
@@ -213,9 +239,7 @@ class PolicyNode(Node):
         if metadata.proprio_dim:
             joints = self._joint_states.at(stamp)
             if joints is None:
-                self.get_logger().warning("no joint state near the frame's stamp: not decoding",
-                                          throttle_duration_sec=WARN_PERIOD_S)
-                return
+                return self._skip("no joint state near the frame's stamp: not decoding")
         mode = settings["decoding_mode"]
         early_exit_steps = settings["early_exit_steps"] if mode == "early_exit" else None
         steps_executed = None  # warm start: chunk steps the arm has executed since the last frame
@@ -242,6 +266,9 @@ class PolicyNode(Node):
         msg.early_exit_steps = early_exit_steps or 0
         msg.decode_time_ms = float(stats.wall_time_ms)
         self.publisher.publish(msg)
+        with self._lock:
+            self._last_stats = stats
+            self._last_publish_time = time.monotonic()
 
     def destroy_node(self) -> None:
         self._stopping.set()
