@@ -13,14 +13,13 @@ import sys
 
 # name -> (module, one-line help). Keep alphabetical within each group.
 COMMANDS: dict[str, tuple[str, str]] = {
+    "bench-pipeline": ("ceed_vla_ros.pipeline_bench", "Measure the ROS pipeline's latency, rates and CPU with the sim arm."),
     "bench": ("ceed_vla_ros.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
-        "ceed_vla_ros.distill.trajectories",
-        "Collect a teacher's Jacobi trajectories over demonstrations (distillation data).",
-    ),
     "demo": ("ceed_vla_ros.demo", "Run the simulated-arm suite for a few episodes with live progress."),
     "info": ("ceed_vla_ros.checkpoint", "Show a checkpoint's metadata, parameter count and size on disk."),
     "launch": ("ceed_vla_ros.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.sim.recorder", "Record scripted-expert demonstrations to HDF5."),
+    "soak": ("ceed_vla_ros.soak", "Run the sim suite for minutes: memory, latency and errors at start vs end."),
 }
 
 

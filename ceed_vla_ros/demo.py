@@ -55,7 +55,7 @@ def run_episodes(args: argparse.Namespace, progress) -> list[EpisodeResult]:
     from ceed_vla_ros.srv import ResetEpisode
 
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, args=[])  # not sys.argv: it holds launch arguments
     node = rclpy.create_node("ceed_vla_demo", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)

@@ -144,7 +144,7 @@ def spinning_probe_node(name: str):
     from rclpy.executors import SingleThreadedExecutor
 
     context = rclpy.Context()
-    rclpy.init(context=context)
+    rclpy.init(context=context, args=[])
     node = rclpy.create_node(name, context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)

@@ -1,0 +1,336 @@
+"""The ROS pipeline measured across processes over DDS, with the sim arm: latency, rates, CPU, memory.
+
+``ceed-vla bench-pipeline`` runs the ``sim_arm`` suite (the same processes as ``ceed-vla launch``)
+for ``--seconds``, once on an otherwise idle machine and once with every core kept busy by
+``--load-processes`` spinning processes, and reports:
+
+* image -> /actions latency: ``/actions`` receive time minus its header stamp (= the camera frame's
+  render stamp), split into decode (``decode_time_ms`` of the message) and the rest (transport of
+  image and chunk, conversion, resize, preprocessing, waiting for the decoder);
+* /actions -> command: receive time of the first driver command after each chunk, minus the chunk's
+  receive time (the driver's next control cycle plus transport);
+* the driver's command rate and its period error (``|period - 1/control_rate_hz|``) p50/p99, from
+  the command receive times in this process (so DDS delivery jitter is included);
+* CPU share (% of one core) and RSS (MiB) of every node process at start and end.
+
+``ceed-vla soak`` is the same measurement for a long run (default 10 minutes), comparing the first and
+the last minute and counting dropped frames and error lines: nothing may grow without bound.
+Episodes are reset every ``--episode-seconds`` so the arm keeps moving.
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ceed_vla_ros.bringup import get_setup
+from ceed_vla_ros.launcher import NodeSuite
+
+CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
+
+
+def process_cpu_seconds(pid: int) -> float:
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / CLOCK_TICKS  # utime + stime
+
+
+def process_rss_mib(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024.0
+    return float("nan")
+
+
+def percentile(values, q: float) -> float:
+    return float(np.percentile(values, q)) if len(values) else float("nan")
+
+
+@dataclass
+class Window:
+    """What the probe saw between two times."""
+
+    chunks: int = 0
+    latency_ms: list[float] = field(default_factory=list)
+    decode_ms: list[float] = field(default_factory=list)
+    iterations: list[int] = field(default_factory=list)
+    action_to_command_ms: list[float] = field(default_factory=list)
+    command_times: list[float] = field(default_factory=list)
+
+    def summary(self, control_rate_hz: float) -> dict[str, float]:
+        periods = np.diff(self.command_times) if len(self.command_times) > 1 else np.array([])
+        errors_ms = np.abs(periods - 1.0 / control_rate_hz) * 1000.0
+        duration = self.command_times[-1] - self.command_times[0] if len(self.command_times) > 1 else float("nan")
+        other = [t - d for t, d in zip(self.latency_ms, self.decode_ms)]
+        return {
+            "chunks": self.chunks,
+            "latency_p50_ms": percentile(self.latency_ms, 50), "latency_p99_ms": percentile(self.latency_ms, 99),
+            "decode_p50_ms": percentile(self.decode_ms, 50), "decode_p99_ms": percentile(self.decode_ms, 99),
+            "transport_preprocess_p50_ms": percentile(other, 50), "transport_preprocess_p99_ms": percentile(other, 99),
+            "iterations_mean": float(np.mean(self.iterations)) if self.iterations else float("nan"),
+            "action_to_command_p50_ms": percentile(self.action_to_command_ms, 50),
+            "action_to_command_p99_ms": percentile(self.action_to_command_ms, 99),
+            "command_rate_hz": (len(self.command_times) - 1) / duration if duration == duration and duration > 0 else 0.0,
+            "command_period_error_p50_ms": percentile(errors_ms, 50),
+            "command_period_error_p99_ms": percentile(errors_ms, 99),
+        }
+
+
+class Probe:
+    """A node in this process recording /actions, driver commands and diagnostics."""
+
+    def __init__(self) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from std_msgs.msg import Float64MultiArray
+
+        from ceed_vla_ros.msg import ActionTokens
+        from ceed_vla_ros.srv import ResetEpisode
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, args=[])  # not sys.argv: it holds launch arguments
+        self.node = rclpy.create_node("ceed_vla_pipeline_probe", context=self.context)
+        self.lock = threading.Lock()
+        self.window = Window()
+        self._pending_actions: list[float] = []
+        self.diagnostics: dict[str, dict[str, str]] = {}
+        self.node.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
+        self.node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_command, 1000)
+        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+        self.reset_client = self.node.create_client(ResetEpisode, "/sim_arm/reset_episode")
+        self.ResetEpisode = ResetEpisode
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self.thread.start()
+
+    def _on_actions(self, msg) -> None:
+        now = time.time()
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        with self.lock:
+            self.window.chunks += 1
+            self.window.latency_ms.append((now - stamp) * 1000.0)
+            self.window.decode_ms.append(msg.decode_time_ms)
+            self.window.iterations.append(msg.iterations)
+            self._pending_actions.append(now)
+
+    def _on_command(self, msg) -> None:
+        now = time.time()
+        with self.lock:
+            self.window.command_times.append(now)
+            for received in self._pending_actions:
+                self.window.action_to_command_ms.append((now - received) * 1000.0)
+            self._pending_actions.clear()
+
+    def _on_diagnostics(self, msg) -> None:
+        with self.lock:
+            for status in msg.status:
+                self.diagnostics[status.name] = {kv.key: kv.value for kv in status.values}
+
+    def take_window(self) -> Window:
+        with self.lock:
+            window, self.window = self.window, Window()
+            self._pending_actions.clear()
+        return window
+
+    def reset_episode(self, seed: int) -> None:
+        if self.reset_client.service_is_ready():
+            self.reset_client.call_async(self.ResetEpisode.Request(task="reach", seed=seed, colour=""))
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.shutdown(context=self.context)
+
+
+def start_load(processes: int) -> list[subprocess.Popen]:
+    """Busy-spinning processes that keep the cores loaded."""
+    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+
+
+def node_stats(suite: NodeSuite) -> dict[str, dict[str, float]]:
+    return {name: {"cpu_s": process_cpu_seconds(p.pid), "rss_mib": process_rss_mib(p.pid)}
+            for name, p in suite.processes.items() if p.poll() is None}
+
+
+def measure(suite: NodeSuite, probe: Probe, seconds: float, episode_seconds: float, seed: int,
+            control_rate_hz: float, progress=None) -> dict:
+    """One measured window of ``seconds`` on the running suite."""
+    probe.take_window()
+    start_stats, start = node_stats(suite), time.monotonic()
+    next_reset, episode = start, 0
+    while (elapsed := time.monotonic() - start) < seconds:
+        if time.monotonic() >= next_reset:
+            probe.reset_episode(seed + episode)
+            episode += 1
+            next_reset += episode_seconds
+        if progress:
+            progress(elapsed)
+        time.sleep(0.2)
+    wall = time.monotonic() - start
+    window, end_stats = probe.take_window(), node_stats(suite)
+    nodes = {name: {"cpu_percent": 100.0 * (end_stats[name]["cpu_s"] - s["cpu_s"]) / wall,
+                    "rss_start_mib": s["rss_mib"], "rss_end_mib": end_stats[name]["rss_mib"]}
+             for name, s in start_stats.items() if name in end_stats}
+    return {"seconds": wall, "episodes": episode, **window.summary(control_rate_hz), "nodes": nodes}
+
+
+def wait_for_chunks(probe: Probe, timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if probe.window.chunks >= 5:
+            return
+        time.sleep(0.2)
+    raise RuntimeError(f"no /actions within {timeout_s:.0f} s: is the checkpoint there? see the node log")
+
+
+def run_suite(values: dict[str, str], body) -> tuple[object, str]:
+    """Start the sim suite, wait for chunks, run ``body(suite, probe)``; return its result and the log."""
+    log = io.StringIO()
+    probe = None
+    with NodeSuite(get_setup("sim_arm"), values, output=log) as suite:
+        try:
+            probe = Probe()
+            wait_for_chunks(probe, 120.0)
+            result = body(suite, probe)
+        finally:
+            if probe is not None:
+                probe.close()
+    return result, log.getvalue()
+
+
+def pipeline_table(runs: dict[str, dict]) -> str:
+    keys = [("chunks", "chunks", "{:.0f}"), ("latency_p50_ms", "image->/actions p50 ms", "{:.1f}"),
+            ("latency_p99_ms", "image->/actions p99 ms", "{:.1f}"), ("decode_p50_ms", "decode p50 ms", "{:.1f}"),
+            ("transport_preprocess_p50_ms", "transport+preprocess p50 ms", "{:.1f}"),
+            ("transport_preprocess_p99_ms", "transport+preprocess p99 ms", "{:.1f}"),
+            ("iterations_mean", "Jacobi iterations / chunk", "{:.2f}"),
+            ("action_to_command_p50_ms", "/actions->command p50 ms", "{:.1f}"),
+            ("action_to_command_p99_ms", "/actions->command p99 ms", "{:.1f}"),
+            ("command_rate_hz", "driver command rate Hz", "{:.1f}"),
+            ("command_period_error_p50_ms", "command period error p50 ms", "{:.2f}"),
+            ("command_period_error_p99_ms", "command period error p99 ms", "{:.2f}")]
+    names = list(runs)
+    lines = ["| measure | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
+    for key, label, fmt in keys:
+        lines.append(f"| {label} | " + " | ".join(fmt.format(runs[n][key]) for n in names) + " |")
+    node_names = sorted({node for run in runs.values() for node in run["nodes"]})
+    for node in node_names:
+        lines.append(f"| CPU % of a core: {node} | " + " | ".join(
+            f"{runs[n]['nodes'].get(node, {}).get('cpu_percent', float('nan')):.0f}" for n in names) + " |")
+    return "\n".join(lines)
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per condition")
+    parser.add_argument("--load-processes", type=int, default=os.cpu_count() or 2,
+                        help="busy processes for the loaded run (default: one per core; 0: skip it)")
+    parser.add_argument("--episode-seconds", type=float, default=8.0, help="reset the sim episode this often")
+    parser.add_argument("--seed", type=int, default=2_000_000, help="seed of the first episode")
+    parser.add_argument("--out", type=Path, default=None, help="write results.json and pipeline.md here")
+    parser.add_argument("assignments", nargs="*", metavar="name:=value", help="sim_arm launch arguments")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    from ceed_vla_ros.bringup import parse_assignments, read_parameters
+
+    setup = get_setup("sim_arm")
+    values = parse_assignments(args.assignments, setup)
+    control_rate = float(read_parameters(setup.params_path())["arm_driver"]["control_rate_hz"])
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+
+    def body(suite: NodeSuite, probe: Probe) -> dict:
+        runs = {}
+        print(f"measuring {args.seconds:.0f} s on an idle machine ...", flush=True)
+        runs["idle"] = measure(suite, probe, args.seconds, args.episode_seconds, args.seed, control_rate)
+        if args.load_processes > 0:
+            print(f"measuring {args.seconds:.0f} s with {args.load_processes} busy processes ...", flush=True)
+            load = start_load(args.load_processes)
+            try:
+                runs[f"{args.load_processes} cores loaded"] = measure(
+                    suite, probe, args.seconds, args.episode_seconds, args.seed, control_rate)
+            finally:
+                for process in load:
+                    process.kill()
+                    process.wait()
+        return runs
+
+    runs, log = run_suite(values, body)
+    table = pipeline_table(runs)
+    print(table)
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "pipeline.json").write_text(json.dumps(runs, indent=2))
+        (args.out / "pipeline.md").write_text(table + "\n")
+        (args.out / "pipeline_nodes.log").write_text(log)
+    return 0
+
+
+def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--minutes", type=float, default=10.0, help="length of the run")
+    parser.add_argument("--episode-seconds", type=float, default=8.0)
+    parser.add_argument("--seed", type=int, default=3_000_000)
+    parser.add_argument("--out", type=Path, default=None, help="write soak.json and the node log here")
+    parser.add_argument("assignments", nargs="*", metavar="name:=value", help="sim_arm launch arguments")
+
+
+def soak_main(args: argparse.Namespace) -> int:
+    from tqdm import tqdm
+
+    from ceed_vla_ros.bringup import parse_assignments, read_parameters
+
+    setup = get_setup("sim_arm")
+    values = parse_assignments(args.assignments, setup)
+    control_rate = float(read_parameters(setup.params_path())["arm_driver"]["control_rate_hz"])
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    total = args.minutes * 60.0
+    window = min(60.0, total / 3)
+
+    def body(suite: NodeSuite, probe: Probe) -> dict:
+        bar = tqdm(total=int(total), unit="s", desc="soak")
+        done = [0.0]
+
+        def progress(elapsed: float) -> None:
+            bar.update(int(done[0] + elapsed) - bar.n)
+
+        first = measure(suite, probe, window, args.episode_seconds, args.seed, control_rate, progress)
+        done[0] += first["seconds"]
+        middle = measure(suite, probe, total - 2 * window, args.episode_seconds, args.seed + 1000, control_rate,
+                         progress)
+        done[0] += middle["seconds"]
+        last = measure(suite, probe, window, args.episode_seconds, args.seed + 2000, control_rate, progress)
+        bar.close()
+        with probe.lock:
+            diagnostics = dict(probe.diagnostics)
+        return {"first_minute": first, "last_minute": last, "diagnostics_at_end": diagnostics,
+                "dead_nodes": suite.dead_nodes()}
+
+    result, log = run_suite(values, body)
+    error_lines = [line for line in log.splitlines() if "[ERROR]" in line or "Traceback" in line]
+    result["error_lines"] = error_lines[:50]
+    print(pipeline_table({"first minute": result["first_minute"], "last minute": result["last_minute"]}))
+    print("\n| node | RSS MiB first minute start | RSS MiB end |\n|---|---:|---:|")
+    for node, stats in result["first_minute"]["nodes"].items():
+        end = result["last_minute"]["nodes"].get(node, {}).get("rss_end_mib", float("nan"))
+        print(f"| {node} | {stats['rss_start_mib']:.0f} | {end:.0f} |")
+    camera = result["diagnostics_at_end"].get("ceed_vla_ros: camera_subscriber", {})
+    policy = result["diagnostics_at_end"].get("ceed_vla_ros: policy", {})
+    print(f"\nframes dropped by the camera node: {camera.get('frames_dropped', '?')}, frames skipped by the policy: "
+          f"{policy.get('frames_skipped', '?')}, error lines: {len(error_lines)}, dead nodes: {result['dead_nodes']}")
+    if args.out:
+        args.out.mkdir(parents=True, exist_ok=True)
+        (args.out / "soak.json").write_text(json.dumps(result, indent=2, default=str))
+        (args.out / "soak_nodes.log").write_text(log)
+    return 0 if not result["dead_nodes"] and not error_lines else 1
