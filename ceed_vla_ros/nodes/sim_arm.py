@@ -59,35 +59,20 @@ doubles, write ``15.0`` not ``15``; a rejected start-up value stops the node wit
 
 from __future__ import annotations
 
-import argparse
-import math
-import signal
-import sys
-import threading
 import time
 
 import numpy as np
-import rclpy
-from rcl_interfaces.msg import (
-    FloatingPointRange,
-    IntegerRange,
-    ParameterDescriptor,
-    SetParametersResult,
-)
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
-from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
-from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
 from rclpy.node import Node
-from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
-from rclpy.signals import SignalHandlerOptions
-from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from trajectory_msgs.msg import JointTrajectory
 
 from ceed_vla_ros.image_conversion import rgb_to_image_fields
+from ceed_vla_ros.nodes.diagnostics import WarningThrottle
+from ceed_vla_ros.nodes.parameters import Param, declare_parameters, run_node
 from ceed_vla_ros.sim.env import COLOURS, TASKS, TabletopArmEnv
 from ceed_vla_ros.sim.mjcf import PHYSICS_TIMESTEP
 from ceed_vla_ros.srv import ResetEpisode
@@ -109,39 +94,21 @@ MAX_UPDATE_S = 0.1
 WARN_THROTTLE_S = 2.0
 """Repeated warnings (bad commands, falling behind) are logged at most this often."""
 
-_READ_ONLY = " Read-only: set at start-up."
+def _colour_problem(value: str) -> str | None:
+    return None if value in ("", *COLOURS) else f"must be empty or one of {', '.join(COLOURS)}, got {value!r}"
 
 
-def _double_range(low: float, high: float) -> list[FloatingPointRange]:
-    return [FloatingPointRange(from_value=low, to_value=high, step=0.0)]
-
-
-def _int_range(low: int, high: int) -> list[IntegerRange]:
-    return [IntegerRange(from_value=low, to_value=high, step=1)]
-
-
-PARAMETERS: dict[str, tuple[object, ParameterDescriptor]] = {
-    "task": ("reach", ParameterDescriptor(
-        description="Task of the first episode: " + " | ".join(TASKS) + "." + _READ_ONLY
-        + " Use ~/reset_episode to change episodes.",
-        additional_constraints="one of " + ", ".join(TASKS), read_only=True)),
-    "seed": (0, ParameterDescriptor(
-        description="Layout seed of the first episode." + _READ_ONLY,
-        integer_range=_int_range(0, 2**63 - 1), read_only=True)),
-    "colour": ("", ParameterDescriptor(
-        description="Named cube of the first episode; empty: chosen by the seed." + _READ_ONLY,
-        additional_constraints="empty or one of " + ", ".join(COLOURS), read_only=True)),
-    "joint_state_rate_hz": (100.0, ParameterDescriptor(
-        description="Publishing rate of /joint_states and ~/success (Hz)." + _READ_ONLY,
-        floating_point_range=_double_range(1.0, 1000.0), read_only=True)),
-    "camera_rate_hz": (15.0, ParameterDescriptor(
-        description="Publishing rate of camera/image_raw (Hz)." + _READ_ONLY,
-        floating_point_range=_double_range(0.1, 60.0), read_only=True)),
-    "image_size": (64, ParameterDescriptor(
-        description="Width and height of the rendered camera images (px)." + _READ_ONLY,
-        integer_range=_int_range(8, 1024), read_only=True)),
-}
-"""Parameter name -> (default, descriptor); numeric ranges are enforced by rclpy."""
+PARAMETERS = (
+    Param("task", "reach", "task of the first episode; ~/reset_episode changes episodes", choices=TASKS,
+          read_only=True),
+    Param("seed", 0, "layout seed of the first episode", minimum=0, maximum=2**63 - 1, read_only=True),
+    Param("colour", "", "named cube of the first episode; empty: chosen by the seed", read_only=True,
+          check=_colour_problem),
+    Param("joint_state_rate_hz", 100.0, "rate of /joint_states and ~/success (Hz)", minimum=1.0, maximum=1000.0,
+          read_only=True),
+    Param("camera_rate_hz", 15.0, "rate of camera/image_raw (Hz)", minimum=0.1, maximum=60.0, read_only=True),
+    Param("image_size", 64, "width and height of the camera images (px)", minimum=8, maximum=1024, read_only=True),
+)
 
 
 def episode_request_error(task: str, colour: str, seed: int) -> str | None:
@@ -171,11 +138,8 @@ class SimArmNode(Node):
         self._wall_start: float | None = None  # set by the first physics update (spinning)
         self._simulated_s = 0.0
         super().__init__(NODE_NAME)
-        self._last_rejection_warning: dict[str, float] = {}  # topic -> time.monotonic()
-        # Registered first so that start-up values (--ros-args -p) are validated too.
-        self.add_on_set_parameters_callback(self._validate_parameters)
-        for name, (default, descriptor) in PARAMETERS.items():
-            self.declare_parameter(name, default, descriptor)
+        self._warnings = WarningThrottle(self.get_logger(), WARN_THROTTLE_S)
+        declare_parameters(self, PARAMETERS)
         self._image_size: int = self.get_parameter("image_size").value
 
         self._env = self._env_for(self.get_parameter("task").value)
@@ -205,20 +169,6 @@ class SimArmNode(Node):
         self._last_update: float | None = None
         joints = ", ".join(self._env.joint_names)
         self.get_logger().info(f"simulated arm ready: task {self._env.task}, joints {joints}")
-
-    # ------------------------------------------------------------------ parameters
-    def _validate_parameters(self, parameters: list[Parameter]) -> SetParametersResult:
-        """Reject what the descriptors cannot express: unknown task or colour names."""
-        for parameter in parameters:
-            if parameter.name == "task" and parameter.value not in TASKS:
-                reason = f"task must be one of {', '.join(TASKS)}, got {parameter.value!r}"
-            elif parameter.name == "colour" and parameter.value not in ("", *COLOURS):
-                reason = (f"colour must be empty or one of {', '.join(COLOURS)}, "
-                          f"got {parameter.value!r}")
-            else:
-                continue
-            return SetParametersResult(successful=False, reason=reason)
-        return SetParametersResult(successful=True)
 
     # ------------------------------------------------------------------ physics
     def _env_for(self, task: str) -> TabletopArmEnv:
@@ -275,10 +225,7 @@ class SimArmNode(Node):
 
     def _reject(self, topic: str, reason: str) -> None:
         """Warn that a command was ignored; at most once per ``WARN_THROTTLE_S`` per topic."""
-        now = time.monotonic()
-        if now - self._last_rejection_warning.get(topic, -math.inf) >= WARN_THROTTLE_S:
-            self._last_rejection_warning[topic] = now
-            self.get_logger().warning(f"ignored a message on {topic}: {reason}")
+        self._warnings.warn(f"ignored a message on {topic}: {reason}", kind=topic)
 
     def _on_forward_command(self, msg: Float64MultiArray) -> None:
         target = np.asarray(msg.data, dtype=np.float64)
@@ -352,49 +299,9 @@ class SimArmNode(Node):
                                    f"over {time.monotonic() - self._wall_start:.1f} s")
 
 
-def _argument_parser() -> argparse.ArgumentParser:
-    return argparse.ArgumentParser(
-        prog=NODE_NAME,
-        description="Simulated MuJoCo tabletop arm with ros2_control-style interfaces: publishes "
-        f"{JOINT_STATES_TOPIC}, {IMAGE_TOPIC}, {INSTRUCTION_TOPIC}, {SUCCESS_TOPIC}; subscribes "
-        f"{FORWARD_COMMAND_TOPIC}, {TRAJECTORY_TOPIC}; service {RESET_SERVICE}.",
-        epilog="Parameters (read-only, --ros-args -p NAME:=VALUE): " + ", ".join(
-            f"{name} (default {default!r})" for name, (default, _) in PARAMETERS.items()),
-    )
-
-
-def main(args: list[str] | None = None) -> None:
-    """Run the node until Ctrl-C or SIGTERM; ``args`` as ``sys.argv`` (ROS arguments included).
-
-    SIGINT and SIGTERM only ask the spin loop to stop; the node is destroyed before rclpy shuts
-    down. (rclpy's own handlers shut the context down at once from another thread and raise
-    KeyboardInterrupt wherever the main thread is: a callback publishing at that moment, or a
-    ``__del__``, then prints a traceback.)
-    """
-    argv = list(sys.argv if args is None else args)
-    _argument_parser().parse_args(remove_ros_args(argv)[1:])
-    stop = threading.Event()
-    try:
-        with rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO):
-            try:
-                node = SimArmNode()
-            except (InvalidParameterValueException, InvalidParameterTypeException) as exc:
-                raise SystemExit(f"{NODE_NAME}: {exc}") from None
-            previous = {signum: signal.signal(signum, lambda *_: stop.set())
-                        for signum in (signal.SIGINT, signal.SIGTERM)}
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                while not stop.is_set():
-                    executor.spin_once(timeout_sec=0.1)
-            finally:
-                for signum, handler in previous.items():
-                    signal.signal(signum, handler)
-                executor.shutdown()
-                node.destroy_node()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass  # Ctrl-C during start-up, or the context was shut down elsewhere
+def main(args: list[str] | None = None) -> int:
+    return run_node(SimArmNode, args, description=__doc__, params=PARAMETERS)
 
 
 if __name__ == "__main__":
-    main()
+    raise SystemExit(main())

@@ -362,7 +362,7 @@ def test_invalid_start_up_parameter_stops_with_a_reason():
     result = subprocess.run([*NODE_COMMAND, "-p", "task:=lift"], capture_output=True, text=True,
                             timeout=60, env=_node_env(1))
     assert result.returncode == 1
-    assert "task must be one of reach, push, got 'lift'" in result.stderr
+    assert "task: 'lift' is not one of reach, push" in result.stderr
     assert "Traceback" not in result.stderr
 
 
