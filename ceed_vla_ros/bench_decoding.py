@@ -49,10 +49,12 @@ class BenchRow:
     matches_ar: float
 
 
+Prompt = tuple[torch.Tensor, Mapping[str, torch.Tensor]]  # (input_ids (1, L), extra model inputs)
+
+
 def run_benchmark(
     model: CeedVlaForActionPrediction,
-    input_ids: torch.Tensor,
-    inputs: Mapping[str, torch.Tensor],
+    prompts: list[Prompt],
     block_len: int,
     allowed: TokenRange,
     *,
@@ -60,12 +62,14 @@ def run_benchmark(
     early_exit_steps: list[int],
     seed: int,
 ) -> list[BenchRow]:
-    """Time HF generate, AR, Jacobi and early exit at each k on one prompt; rows in that order."""
+    """Time HF generate, AR, Jacobi and early exit at each k; rows in that order.
+
+    Repeat ``r`` decodes ``prompts[r % len(prompts)]`` with every method (round robin)."""
     lm = HFCausalLMAdapter(model)
     suppress = [i for i in range(model.config.text_config.vocab_size) if not allowed.start <= i < allowed.stop]
     generator = torch.Generator()
 
-    def hf_generate() -> tuple[torch.Tensor, int, int, bool]:
+    def hf_generate(input_ids, inputs) -> tuple[torch.Tensor, int, int, bool]:
         with torch.inference_mode():
             out = model.generate(
                 input_ids,
@@ -77,8 +81,8 @@ def run_benchmark(
             )
         return out[0, input_ids.shape[1] :].cpu(), block_len, block_len - 1, True
 
-    def ours(mode: str, k: int | None = None) -> Callable[[], tuple[torch.Tensor, int, int, bool]]:
-        def run() -> tuple[torch.Tensor, int, int, bool]:
+    def ours(mode: str, k: int | None = None) -> Callable[..., tuple[torch.Tensor, int, int, bool]]:
+        def run(input_ids, inputs) -> tuple[torch.Tensor, int, int, bool]:
             result = decode(
                 lm, input_ids, inputs, mode=mode, block_len=block_len, allowed=allowed,
                 early_exit_steps=k, generator=generator,
@@ -86,23 +90,25 @@ def run_benchmark(
             return result.tokens, result.stats.forward_passes, result.stats.iterations, result.stats.converged
         return run
 
-    reference = ours("ar")()[0]
+    references = [ours("ar")(ids, extra)[0] for ids, extra in prompts]
     methods: list[tuple[str, Callable]] = [("HF generate (greedy)", hf_generate), ("ours: AR", ours("ar"))]
     methods.append(("ours: Jacobi", ours("jacobi")))
     methods += [(f"ours: early exit k={k}", ours("early_exit", k)) for k in early_exit_steps]
     # Round robin (every repeat runs every method once) so load changes on a shared CPU hit all alike.
     samples: dict[str, list[tuple[float, torch.Tensor, int, int, bool]]] = {name: [] for name, _ in methods}
     for name, run in methods:
-        run()  # warm-up
+        run(*prompts[0])  # warm-up
     for repeat in range(repeats):
+        prompt = prompts[repeat % len(prompts)]
         for name, run in methods:
             generator.manual_seed(seed + repeat)
             start = time.perf_counter()
-            tokens, passes, iterations, converged = run()
-            samples[name].append(((time.perf_counter() - start) * 1000.0, tokens, passes, iterations, converged))
+            tokens, passes, iterations, converged = run(*prompt)
+            matches = torch.equal(tokens, references[repeat % len(prompts)])
+            samples[name].append(((time.perf_counter() - start) * 1000.0, matches, passes, iterations, converged))
     rows = []
     for name, _ in methods:
-        times, tokens, passes, iterations, converged = zip(*samples[name])
+        times, matches, passes, iterations, converged = zip(*samples[name])
         rows.append(
             BenchRow(
                 method=name,
@@ -111,7 +117,7 @@ def run_benchmark(
                 converged=float(np.mean(converged)),
                 median_ms=float(np.median(times)),
                 p90_ms=float(np.percentile(times, 90)),
-                matches_ar=float(np.mean([torch.equal(t, reference) for t in tokens])),
+                matches_ar=float(np.mean(matches)),
             )
         )
     return rows
@@ -154,11 +160,39 @@ def _random_setup(args: argparse.Namespace):
     return model, metadata, ids, f"random model, hidden {args.hidden}, {args.layers} layers"
 
 
+def sim_prompts(checkpoint, count: int, seed: int) -> list[Prompt]:
+    """Prompts from the simulator: ``count`` observations (image, joints, instruction) along scripted
+    expert episodes of both tasks, at varied steps, as the policy sees them in closed loop."""
+    from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
+    from ceed_vla_ros.sim.expert import make_expert
+
+    metadata = checkpoint.metadata
+    rng = np.random.default_rng(seed)
+    prompts = []
+    for index in range(count):
+        with TabletopArmEnv(task=TASKS[index % len(TASKS)], image_size=metadata.image.height) as env:
+            obs = env.reset(seed=seed + index)
+            expert = make_expert(env)
+            for _ in range(int(rng.integers(0, 8))):
+                result = env.step(expert.act(obs, env.privileged()))
+                obs = result.obs
+                if result.done:
+                    break
+            inputs = {"pixel_values": preprocess_images(obs["image"], metadata.image)}
+            if metadata.proprio_norm is not None:
+                proprio = metadata.proprio_norm.normalize(obs["joint_positions"], clip=False)
+                inputs["proprio"] = torch.as_tensor(proprio, dtype=torch.float32).reshape(1, -1)
+            prompts.append((torch.tensor([checkpoint.prompt_ids(obs["instruction"])]), inputs))
+    return prompts
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="benchmark this checkpoint (path containing '/' or a name) instead")
     parser.add_argument("--model-dir", default=os.environ.get("CEED_VLA_MODEL_DIR", "models"))
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per method (after one warm-up)")
+    parser.add_argument("--observations", type=int, default=10,
+                        help="checkpoint: simulator observations to decode (round robin over the repeats)")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random model, image and Jacobi init")
     parser.add_argument("--action-dims", type=int, default=7, help="random model: action dims (default 7)")
     parser.add_argument("--chunk-len", type=int, default=5, help="random model: actions per chunk (default 5)")
@@ -184,21 +218,22 @@ def cli_main(args: argparse.Namespace) -> int:
             print(f"error: {error}")
             return 1
         model, metadata = checkpoint.model, checkpoint.metadata
-        ids = torch.tensor([checkpoint.prompt_ids("pick up the red cube")])
-        label = f"checkpoint {metadata.checkpoint_id}"
+        prompts = sim_prompts(checkpoint, args.observations, args.seed)
+        label = f"checkpoint {metadata.checkpoint_id}, {len(prompts)} simulator observations"
     else:
         model, metadata, ids, label = _random_setup(args)
-    rng = np.random.default_rng(args.seed)
-    image = rng.integers(0, 256, (metadata.image.height, metadata.image.width, 3), dtype=np.uint8)
-    inputs = {"pixel_values": preprocess_images(image, metadata.image)}
-    if metadata.proprio_dim:
-        inputs["proprio"] = torch.as_tensor(rng.uniform(-1, 1, (1, metadata.proprio_dim)), dtype=torch.float32)
+        rng = np.random.default_rng(args.seed)
+        image = rng.integers(0, 256, (metadata.image.height, metadata.image.width, 3), dtype=np.uint8)
+        inputs = {"pixel_values": preprocess_images(image, metadata.image),
+                  "proprio": torch.as_tensor(rng.uniform(-1, 1, (1, metadata.proprio_dim)), dtype=torch.float32)}
+        prompts = [(ids, inputs)]
     vocab_size = model.config.text_config.vocab_size
     allowed = TokenRange(vocab_size - metadata.n_bins, vocab_size)
     rows = run_benchmark(
-        model, ids, inputs, metadata.block_len, allowed,
+        model, prompts, metadata.block_len, allowed,
         repeats=args.repeats, early_exit_steps=args.early_exit_steps, seed=args.seed,
     )
+    ids = prompts[0][0]
     params = sum(p.numel() for p in model.parameters())
     print(
         f"{label}, {params / 1e6:.2f}M parameters; block {metadata.action_dims} dims x chunk {metadata.chunk_len} = "
