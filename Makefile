@@ -21,7 +21,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MUJOCO_GL ?= egl
 
-.PHONY: install test demo clean distclean
+.PHONY: install test demo bench clean distclean
 
 install: $(PKG_STAMP)
 
@@ -44,6 +44,11 @@ test: $(PKG_STAMP)
 DEMO_ARGS ?=
 demo: $(PKG_STAMP)
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(shuf -i 1-100 -n 1)} $(VENV)/bin/ceed-vla demo $(DEMO_ARGS)
+
+# Every speed figure side by side (decoding, closed loop, ROS pipeline) into results/bench/.
+BENCH_ARGS ?=
+bench: $(PKG_STAMP)
+	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(shuf -i 1-100 -n 1)} $(VENV)/bin/ceed-vla bench-all $(BENCH_ARGS)
 
 clean:
 	rm -rf build *.egg-info $(PKG_STAMP)

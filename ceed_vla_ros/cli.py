@@ -14,6 +14,7 @@ import sys
 # name -> (module, one-line help). Keep alphabetical within each group.
 COMMANDS: dict[str, tuple[str, str]] = {
     "bench-pipeline": ("ceed_vla_ros.pipeline_bench", "Measure the ROS pipeline's latency, rates and CPU with the sim arm."),
+    "bench-all": ("ceed_vla_ros.bench_report", "Decoding speed, closed-loop success and ROS pipeline in one report."),
     "bench": ("ceed_vla_ros.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
     "demo": ("ceed_vla_ros.demo", "Run the simulated-arm suite for a few episodes with live progress."),
     "info": ("ceed_vla_ros.checkpoint", "Show a checkpoint's metadata, parameter count and size on disk."),
