@@ -17,6 +17,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-all": ("ceed_vla_ros.bench_report", "Decoding speed, closed-loop success and ROS pipeline in one report."),
     "bench": ("ceed_vla_ros.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
     "demo": ("ceed_vla_ros.demo", "Run the simulated-arm suite for a few episodes with live progress."),
+    "eval": ("ceed_vla_ros.evaluation", "Closed-loop evaluation of checkpoints x decoding settings in the simulator."),
     "info": ("ceed_vla_ros.checkpoint", "Show a checkpoint's metadata, parameter count and size on disk."),
     "launch": ("ceed_vla_ros.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.sim.recorder", "Record scripted-expert demonstrations to HDF5."),

@@ -1,0 +1,332 @@
+"""``ceed-vla eval``: closed-loop evaluation of checkpoints x decoding settings in the simulator.
+
+Settings syntax (one or more after ``--settings``)::
+
+    CHECKPOINT:MODE[:EXIT_STEPS][@INIT]
+
+* ``CHECKPOINT``: a checkpoint folder name inside ``--model-dir`` (e.g. ``sim_teacher``);
+* ``MODE``: ``ar``, ``jacobi`` or ``early_exit`` (``early_exit`` needs ``EXIT_STEPS`` >= 1, the
+  Jacobi iteration cap);
+* ``@INIT`` (optional, Jacobi / early exit only): initial block, ``random_prompt_tokens`` or
+  ``warm_start``; default ``--init``.
+
+Examples: ``sim_teacher:ar sim_teacher:jacobi sim_student:early_exit:2 sim_student:jacobi@warm_start``.
+
+Protocol: for every task in ``--tasks`` episode ``i`` uses seed ``--seed + i`` (the same seeds, hence
+the same layouts and named cubes, for every setting; the default seeds lie far from the recorded
+training seeds). Each query decodes one action chunk from the current image, joints and
+instruction; the first ``--execute-steps`` actions (default: the whole chunk) are executed
+open-loop as ``target_i = joints_at_image + a_i`` (action space ``joint_delta``; ``joint_absolute``
+uses ``a_i`` directly), then the policy is queried again. An episode ends on success or at the
+task horizon.
+
+Reported per setting (and per task):
+
+* success rate with count (``successes/episodes``);
+* mean forward passes per chunk (model forwards INCLUDING the prefill: AR = chunk tokens);
+* mean Jacobi iterations per chunk (block forwards; for AR the ``n - 1`` single-token steps);
+* median decode ms per chunk (wall time of ``decode`` incl. the prefill, excl. image preprocessing);
+* policy Hz = ``execute_steps * chunks / total decode seconds``: actions per second the decoder
+  alone could sustain (chunks per second of decode time x steps executed per chunk);
+
+written to ``--out`` as ``results.md`` (markdown table), ``results.json`` (everything, incl. per
+episode outcomes) and two plots: ``success_vs_forward_passes.png`` and ``iterations_hist.png``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ceed_vla_ros.checkpoint import DEFAULT_MODEL_DIR_ENV, Checkpoint, CheckpointError, load_checkpoint
+from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
+from ceed_vla_ros.policy import CeedVlaPolicy
+from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
+
+DEFAULT_EVAL_SEED = 1_000_000
+_SETTING = re.compile(r"^(?P<ckpt>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<mode>[a-z_]+)(?::(?P<steps>\d+))?(?:@(?P<init>[a-z_]+))?$")
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One decoding setting: checkpoint name, mode, early-exit steps, Jacobi initialisation."""
+
+    checkpoint: str
+    mode: str
+    early_exit_steps: int | None = None
+    init: str = "random_prompt_tokens"
+    label: str = ""
+
+    @classmethod
+    def parse(cls, text: str, default_init: str = "random_prompt_tokens") -> Setting:
+        match = _SETTING.match(text.strip())
+        if not match:
+            raise ValueError(f"bad setting {text!r}; expected CHECKPOINT:MODE[:EXIT_STEPS][@INIT]")
+        mode, steps, init = match["mode"], match["steps"], match["init"] or default_init
+        if mode not in DECODE_MODES:
+            raise ValueError(f"{text!r}: unknown mode {mode!r}; choose from {', '.join(DECODE_MODES)}")
+        if init not in INIT_STRATEGIES:
+            raise ValueError(f"{text!r}: unknown init {init!r}; choose from {', '.join(INIT_STRATEGIES)}")
+        if mode == "early_exit":
+            if steps is None or int(steps) < 1:
+                raise ValueError(f"{text!r}: early_exit needs EXIT_STEPS >= 1, e.g. {match['ckpt']}:early_exit:2")
+        elif steps is not None:
+            raise ValueError(f"{text!r}: only early_exit takes EXIT_STEPS")
+        if mode == "ar" and match["init"]:
+            raise ValueError(f"{text!r}: AR decoding has no initial block (@INIT)")
+        label = f"{match['ckpt']}:{mode}" + (f":{steps}" if steps else "") + (f"@{init}" if mode != "ar" and init != "random_prompt_tokens" else "")
+        return cls(match["ckpt"], mode, int(steps) if steps else None, init, label)
+
+
+@dataclass
+class EpisodeResult:
+    task: str
+    seed: int
+    success: bool
+    steps: int
+    chunks: int
+
+
+@dataclass
+class SettingTaskResult:
+    """All episodes of one setting on one task plus the per-chunk decode statistics."""
+
+    setting: str
+    task: str
+    episodes: list[EpisodeResult] = field(default_factory=list)
+    forward_passes: list[int] = field(default_factory=list)
+    iterations: list[int] = field(default_factory=list)
+    decode_ms: list[float] = field(default_factory=list)
+    converged: list[bool] = field(default_factory=list)
+
+    def summary(self, execute_steps: int) -> dict:
+        return summarize(self.setting, self.task, self.episodes, self.forward_passes, self.iterations, self.decode_ms, self.converged, execute_steps)
+
+
+def summarize(setting, task, episodes, forward_passes, iterations, decode_ms, converged, execute_steps) -> dict:
+    successes = sum(e.success for e in episodes)
+    total_s = sum(decode_ms) / 1000.0
+    return {
+        "setting": setting,
+        "task": task,
+        "episodes": len(episodes),
+        "successes": successes,
+        "success_rate": successes / len(episodes) if episodes else 0.0,
+        "chunks": len(forward_passes),
+        "mean_forward_passes": float(np.mean(forward_passes)) if forward_passes else 0.0,
+        "mean_iterations": float(np.mean(iterations)) if iterations else 0.0,
+        "converged_fraction": float(np.mean(converged)) if converged else 0.0,
+        "median_decode_ms": float(statistics.median(decode_ms)) if decode_ms else 0.0,
+        "policy_hz": execute_steps * len(decode_ms) / total_s if total_s > 0 else 0.0,
+    }
+
+
+def run_episode(
+    env: TabletopArmEnv, policy: CeedVlaPolicy, setting: Setting, seed: int, execute_steps: int, record: SettingTaskResult
+) -> EpisodeResult:
+    """One closed-loop episode; appends the per-chunk stats to ``record``."""
+    obs = env.reset(seed=seed)
+    policy.reset()
+    delta = policy.metadata.action_space == "joint_delta"
+    done, success, steps, chunks = False, False, 0, 0
+    while not done:
+        out = policy.predict(
+            obs["image"],
+            obs["joint_positions"],
+            obs["instruction"],
+            mode=setting.mode,
+            early_exit_steps=setting.early_exit_steps,
+            init=setting.init,
+            steps_executed=execute_steps,
+        )
+        chunks += 1
+        record.forward_passes.append(out.stats.forward_passes)
+        record.iterations.append(out.stats.iterations)
+        record.decode_ms.append(out.stats.wall_time_ms)
+        record.converged.append(out.stats.converged)
+        base = obs["joint_positions"].copy()
+        for action in out.actions[:execute_steps]:
+            target = base + action if delta else action
+            obs, success, done, _ = env.step(target)
+            steps += 1
+            if done:
+                break
+    return EpisodeResult(env.task, seed, bool(success), steps, chunks)
+
+
+def evaluate(
+    settings: list[Setting],
+    model_dir: str | Path,
+    tasks: list[str],
+    episodes: int,
+    seed: int = DEFAULT_EVAL_SEED,
+    execute_steps: int | None = None,
+    progress: bool = True,
+    checkpoints: dict[str, Checkpoint] | None = None,
+) -> tuple[list[SettingTaskResult], int]:
+    """Run every setting on every task (same seeds); returns the results and the execute steps used."""
+    from tqdm import tqdm
+
+    checkpoints = dict(checkpoints or {})
+    for s in settings:
+        if s.checkpoint not in checkpoints:
+            checkpoints[s.checkpoint] = load_checkpoint(model_dir, s.checkpoint)
+    chunk_lens = {c.metadata.chunk_len for c in checkpoints.values()}
+    steps = execute_steps if execute_steps is not None else min(chunk_lens)
+    if steps < 1 or steps > min(chunk_lens):
+        raise ValueError(f"--execute-steps must be in 1..{min(chunk_lens)} (chunk length), got {steps}")
+    sizes = {c.metadata.image.height for c in checkpoints.values()}
+    if len(sizes) != 1:
+        raise ValueError(f"checkpoints use different image sizes {sizes}")
+    image_size = sizes.pop()
+    results: list[SettingTaskResult] = []
+    bar = tqdm(total=len(settings) * len(tasks) * episodes, unit="ep", disable=not progress, desc="eval")
+    for task in tasks:
+        with TabletopArmEnv(task=task, image_size=image_size) as env:
+            for setting in settings:
+                policy = CeedVlaPolicy(checkpoints[setting.checkpoint], mode=setting.mode, early_exit_steps=setting.early_exit_steps, init=setting.init, seed=seed)
+                record = SettingTaskResult(setting.label, task)
+                for i in range(episodes):
+                    record.episodes.append(run_episode(env, policy, setting, seed + i, steps, record))
+                    bar.update(1)
+                    ok = sum(e.success for e in record.episodes)
+                    bar.set_postfix(setting=setting.label, task=task, success=f"{ok}/{len(record.episodes)}")
+                results.append(record)
+    bar.close()
+    return results, steps
+
+
+def overall(results: list[SettingTaskResult], setting: str, execute_steps: int) -> dict:
+    rows = [r for r in results if r.setting == setting]
+    return summarize(
+        setting,
+        "all",
+        [e for r in rows for e in r.episodes],
+        [x for r in rows for x in r.forward_passes],
+        [x for r in rows for x in r.iterations],
+        [x for r in rows for x in r.decode_ms],
+        [x for r in rows for x in r.converged],
+        execute_steps,
+    )
+
+
+def markdown_table(summaries: list[dict]) -> str:
+    head = "| setting | task | success | mean fwd passes / chunk | mean Jacobi iters / chunk | converged | median decode ms | policy Hz |"
+    lines = [head, "|" + "---|" * 8]
+    for s in summaries:
+        lines.append(
+            f"| {s['setting']} | {s['task']} | {s['success_rate']:.0%} ({s['successes']}/{s['episodes']}) | "
+            f"{s['mean_forward_passes']:.2f} | {s['mean_iterations']:.2f} | {s['converged_fraction']:.0%} | "
+            f"{s['median_decode_ms']:.1f} | {s['policy_hz']:.1f} |"
+        )
+    return "\n".join(lines) + "\n"
+
+
+def write_report(results: list[SettingTaskResult], execute_steps: int, out: Path, meta: dict) -> dict:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    out.mkdir(parents=True, exist_ok=True)
+    labels = list(dict.fromkeys(r.setting for r in results))
+    summaries = [r.summary(execute_steps) for r in results]
+    totals = [overall(results, label, execute_steps) for label in labels]
+    report = {
+        **meta,
+        "execute_steps": execute_steps,
+        "policy_hz_definition": "execute_steps * chunks / total decode seconds",
+        "per_task": summaries,
+        "overall": totals,
+        "episodes": {f"{r.setting}|{r.task}": [asdict(e) for e in r.episodes] for r in results},
+        "iterations": {f"{r.setting}|{r.task}": r.iterations for r in results},
+    }
+    (out / "results.json").write_text(json.dumps(report, indent=1))
+    md = f"# Closed-loop evaluation\n\n`{meta.get('command', '')}`\n\n"
+    md += f"Episodes per task and setting: {meta.get('episodes')} (seeds {meta.get('seed')}..{meta.get('seed', 0) + meta.get('episodes', 1) - 1}), "
+    md += f"execute {execute_steps} step(s) per chunk, policy Hz = execute_steps x chunks / decode seconds.\n\n"
+    md += markdown_table(summaries + (totals if len({r.task for r in results}) > 1 else []))
+    (out / "results.md").write_text(md)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for task in dict.fromkeys(r.task for r in results):
+        rows = [s for s in summaries if s["task"] == task]
+        ax.scatter([s["mean_forward_passes"] for s in rows], [100 * s["success_rate"] for s in rows], label=task)
+        for s in rows:
+            ax.annotate(s["setting"], (s["mean_forward_passes"], 100 * s["success_rate"]), fontsize=7)
+    ax.set_xlabel("mean forward passes per chunk")
+    ax.set_ylabel("success rate (%)")
+    ax.set_ylim(-5, 105)
+    ax.legend()
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(out / "success_vs_forward_passes.png", dpi=120)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for label in labels:
+        iters = [x for r in results if r.setting == label for x in r.iterations]
+        if iters:
+            ax.hist(iters, bins=np.arange(0, max(iters) + 2) - 0.5, alpha=0.5, label=label)
+    ax.set_xlabel("Jacobi iterations per chunk (AR: tokens - 1)")
+    ax.set_ylabel("chunks")
+    ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(out / "iterations_hist.png", dpi=120)
+    plt.close(fig)
+    return report
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--settings", nargs="+", required=True, help="CHECKPOINT:MODE[:EXIT_STEPS][@INIT] ...")
+    parser.add_argument("--model-dir", default=os.environ.get(DEFAULT_MODEL_DIR_ENV, "models"), help="folder of named checkpoints")
+    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--episodes", type=int, default=50, help="episodes per task and setting")
+    parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="seed of episode 0 (episode i: seed + i)")
+    parser.add_argument("--execute-steps", type=int, default=None, help="chunk actions executed per query (default: all)")
+    parser.add_argument("--init", choices=INIT_STRATEGIES, default="random_prompt_tokens", help="default Jacobi init")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default results/eval-<time>)")
+    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    import shlex
+    import sys
+
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    torch.set_num_threads(args.threads)
+    if args.episodes < 1:
+        raise SystemExit("--episodes must be >= 1")
+    try:
+        settings = [Setting.parse(s, args.init) for s in args.settings]
+    except ValueError as error:
+        raise SystemExit(f"error: {error}") from None
+    out = args.out or Path("results") / time.strftime("eval-%Y%m%d-%H%M%S")
+    start = time.perf_counter()
+    try:
+        results, steps = evaluate(settings, args.model_dir, args.tasks, args.episodes, args.seed, args.execute_steps, not args.no_progress)
+    except (ValueError, CheckpointError) as error:
+        print(f"error: {error}")
+        return 2
+    meta = {
+        "command": "ceed-vla eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["eval"] else " ".join(sys.argv),
+        "episodes": args.episodes,
+        "seed": args.seed,
+        "tasks": args.tasks,
+        "threads": args.threads,
+        "seconds": round(time.perf_counter() - start, 1),
+    }
+    report = write_report(results, steps, out, meta)
+    print(markdown_table(report["per_task"] + report["overall"]), end="")
+    print(f"results in {out}")
+    return 0
