@@ -22,6 +22,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "launch": ("ceed_vla_ros.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.sim.recorder", "Record scripted-expert demonstrations to HDF5."),
     "soak": ("ceed_vla_ros.soak", "Run the sim suite for minutes: memory, latency and errors at start vs end."),
+    "train": ("ceed_vla_ros.distill.train_teacher", "Train the teacher action-token policy from demonstrations."),
 }
 
 

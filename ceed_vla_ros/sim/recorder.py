@@ -21,6 +21,14 @@ HDF5 layout (format version 1; never pickled, strings are UTF-8 variable-length)
     * ``target_pixel`` (T, 2) float64 - privileged: (u, v) = (column, row) image position of the
       named cube's centre (auxiliary training target only, never a policy input),
     * ``tool_tip_position`` (T, 3) float64 - privileged: tool tip in world coordinates (m);
+    * ``cube_pixels`` (T, 3, 2) float64 - privileged: (u, v) image position of every cube's
+      centre, in ``COLOURS`` order (red, green, blue), whatever cube is named (optional),
+    * ``goal_pixel`` (T, 2) float64 - privileged: (u, v) of the goal centre; NaN for reach
+      (optional),
+    * ``tool_tip_pixel`` (T, 2) float64 - privileged: (u, v) of the tool tip (optional);
+
+    the three optional arrays (auxiliary training targets) were added later within format
+    version 1: files written before lack them and read back with ``None`` in their place;
 
     attributes: ``task``, ``instruction``, ``colour``, ``seed`` (int), ``success`` (bool: the
     episode ended successfully), ``num_steps``, ``dt``, ``image_size``, ``joint_names``, and
@@ -46,7 +54,7 @@ import h5py
 import numpy as np
 
 from ceed_vla_ros import __version__
-from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.env import COLOURS, TASKS, TabletopArmEnv
 from ceed_vla_ros.sim.expert import Expert, make_expert
 
 FORMAT_NAME = "ceed_vla_ros.sim.demonstrations"
@@ -60,6 +68,8 @@ _STEP_ARRAYS: tuple[str, ...] = (
     "target_pixel",
     "tool_tip_position",
 )
+# Privileged auxiliary targets added later within format version 1 (absent in older files).
+_OPTIONAL_STEP_ARRAYS: tuple[str, ...] = ("cube_pixels", "goal_pixel", "tool_tip_pixel")
 
 
 @dataclass
@@ -81,6 +91,9 @@ class Episode:
     image_size: int
     joint_names: tuple[str, ...]
     goal_position: np.ndarray | None = None  # (3,), push only
+    cube_pixels: np.ndarray | None = None  # (T, 3, 2) float64, privileged, COLOURS order
+    goal_pixel: np.ndarray | None = None  # (T, 2) float64, privileged, NaN for reach
+    tool_tip_pixel: np.ndarray | None = None  # (T, 2) float64, privileged
 
     @property
     def num_steps(self) -> int:
@@ -119,13 +132,21 @@ def record_episode(env: TabletopArmEnv, expert: Expert, seed: int) -> Episode:
     """Roll out ``expert`` in ``env`` for one episode seeded with ``seed`` and record it."""
     obs = env.reset(seed=seed)
     info = env.privileged()
-    steps: dict[str, list[np.ndarray]] = {key: [] for key in _STEP_ARRAYS}
+    steps: dict[str, list[np.ndarray]] = {key: [] for key in _STEP_ARRAYS + _OPTIONAL_STEP_ARRAYS}
     done, success = False, False
     while not done:
         steps["images"].append(obs["image"])
         steps["joint_positions"].append(obs["joint_positions"])
         steps["target_pixel"].append(info["target_pixel"])
         steps["tool_tip_position"].append(info["tool_tip_position"])
+        steps["cube_pixels"].append(
+            np.stack([env.project_to_pixel(info["cube_positions"][c]) for c in COLOURS])
+        )
+        goal = info["goal_position"]
+        steps["goal_pixel"].append(
+            np.full(2, np.nan) if goal is None else env.project_to_pixel(goal)
+        )
+        steps["tool_tip_pixel"].append(env.project_to_pixel(info["tool_tip_position"]))
         next_obs, success, done, next_info = env.step(expert.act(obs, info))
         steps["joint_target"].append(next_info["joint_target"])
         steps["action_delta"].append(next_info["joint_target"] - obs["joint_positions"])
@@ -185,8 +206,10 @@ class DatasetWriter:
         group.create_dataset(
             "images", data=episode.images, chunks=frame_chunk, compression=self.compression
         )
-        for key in _STEP_ARRAYS[1:]:
-            group.create_dataset(key, data=np.asarray(getattr(episode, key), dtype=np.float64))
+        for key in _STEP_ARRAYS[1:] + _OPTIONAL_STEP_ARRAYS:
+            value = getattr(episode, key)
+            if value is not None:
+                group.create_dataset(key, data=np.asarray(value, dtype=np.float64))
         attrs = group.attrs
         attrs["task"] = episode.task
         attrs["instruction"] = episode.instruction
@@ -238,6 +261,7 @@ class DatasetReader:
         group = self._file["episodes"][self._keys[index]]
         attrs = group.attrs
         arrays = {key: group[key][()] for key in _STEP_ARRAYS}
+        arrays |= {key: group[key][()] if key in group else None for key in _OPTIONAL_STEP_ARRAYS}
         return Episode(
             **arrays,
             task=str(attrs["task"]),

@@ -1,0 +1,250 @@
+"""HDF5 demonstrations -> in-memory training tensors for the teacher (and later the student).
+
+Definitions (exact):
+
+* **Chunk-relative joint deltas** (action space ``joint_delta``). For the observation at step ``t``
+  of an episode of ``T`` steps, chunk action ``i`` (``i = 0 .. k-1``) is::
+
+      actions[t, i] = joint_target[min(t + i, T - 1)] - joint_positions[t]
+
+  i.e. every target of the chunk relative to the joints MEASURED at the image time (the arm
+  driver computes ``target_i = joints_at_image_stamp + a_i``); past the episode end the last
+  applied ``joint_target`` is repeated (the arm holds the final pose). ``actions[t, 0]`` equals
+  the recorder's ``action_delta[t]``.
+* **Statistics**: ``action_norm`` = per-dimension q01/q99 over ALL chunk positions of all samples
+  (``NormStats.from_data(actions.reshape(-1, 4))``); ``proprio_norm`` = q01/q99 of the measured
+  joint positions. Both go into the checkpoint metadata.
+* **Prompt**: ``checkpoint.encode_prompt`` (image/proprio placeholders + templated instruction);
+  prompts are LEFT-padded with the pad id to the longest prompt (see ``model.py``).
+* **Auxiliary targets** (privileged, training only, never a policy input), image coordinates
+  normalised like the spatial-softmax grid of the vision encoder (pixel centres at -1 .. 1)::
+
+      x = 2 * (u - 0.5) / (W - 1) - 1,  y = 2 * (v - 0.5) / (H - 1) - 1
+
+  ``aux_points`` (N, 5, 2) = red, green, blue cube centres, goal centre, tool tip;
+  ``aux_mask`` (N, 5) = which are defined (the goal only for push; older files without the
+  optional recorder arrays give only the named cube via ``target_pixel``: mask 0 elsewhere);
+  ``target_point`` (N, 2) = the NAMED cube's centre (``target_pixel``).
+
+Images are kept as uint8 (N, H, W, 3) in the recorder's size; they must already have the
+checkpoint's ``ImageSpec`` size (64 x 64 RGB here), the policy's ``preprocess_images`` does the
+rest on each batch.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ceed_vla_ros.action_tokenizer import ActionTokenizer, NormStats
+from ceed_vla_ros.sim.recorder import Episode, read_episodes
+
+AUX_POINT_NAMES: tuple[str, ...] = ("red", "green", "blue", "goal", "tool_tip")
+
+
+def chunk_relative_actions(episode: Episode, chunk_len: int) -> np.ndarray:
+    """``(T, chunk_len, 4)`` chunk-relative deltas (see module docstring), last target held."""
+    if chunk_len < 1:
+        raise ValueError(f"chunk_len must be >= 1, got {chunk_len}")
+    steps = episode.num_steps
+    index = np.minimum(np.arange(steps)[:, None] + np.arange(chunk_len)[None, :], steps - 1)
+    return episode.joint_target[index] - episode.joint_positions[:, None, :]
+
+
+def pixels_to_unit(uv: np.ndarray, image_size: int) -> np.ndarray:
+    """(u, v) continuous pixel coordinates -> the vision encoder's [-1, 1] grid (pixel centres)."""
+    return 2.0 * (np.asarray(uv, dtype=np.float64) - 0.5) / (image_size - 1) - 1.0
+
+
+@dataclass
+class TeacherData:
+    """All samples of a set of episodes, one row per control step (numpy, not yet tokenised)."""
+
+    images: np.ndarray  # (N, H, W, 3) uint8
+    joint_positions: np.ndarray  # (N, 4) float64, measured
+    actions: np.ndarray  # (N, k, 4) float64, chunk-relative deltas
+    instruction_index: np.ndarray  # (N,) int64 into ``instructions``
+    instructions: list[str]
+    task_index: np.ndarray  # (N,) int64 into ``tasks``
+    tasks: list[str]
+    episode_index: np.ndarray  # (N,) int64, running over all loaded episodes
+    aux_points: np.ndarray  # (N, 5, 2) float32 in [-1, 1] (AUX_POINT_NAMES order)
+    aux_mask: np.ndarray  # (N, 5) float32, 1 where defined
+    target_point: np.ndarray  # (N, 2) float32, named cube
+    chunk_len: int
+    image_size: int
+    num_episodes: int
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def action_stats(self) -> NormStats:
+        """q01/q99 per joint over all chunk positions."""
+        return NormStats.from_data(self.actions.reshape(-1, self.actions.shape[-1]))
+
+    def proprio_stats(self) -> NormStats:
+        return NormStats.from_data(self.joint_positions)
+
+
+def build_teacher_data(episodes: Iterable[Episode], chunk_len: int) -> TeacherData:
+    """Stack every step of ``episodes`` into a :class:`TeacherData` (see module docstring)."""
+    images, joints, actions, instr, task, epi, points, masks, targets = ([] for _ in range(9))
+    instructions: list[str] = []
+    tasks: list[str] = []
+    image_size = None
+    count = 0
+    for episode in episodes:
+        steps = episode.num_steps
+        if image_size is None:
+            image_size = episode.image_size
+        elif episode.image_size != image_size:
+            raise ValueError(f"episode image size {episode.image_size} differs from {image_size}")
+        if episode.instruction not in instructions:
+            instructions.append(episode.instruction)
+        if episode.task not in tasks:
+            tasks.append(episode.task)
+        images.append(episode.images)
+        joints.append(episode.joint_positions)
+        actions.append(chunk_relative_actions(episode, chunk_len))
+        instr.append(np.full(steps, instructions.index(episode.instruction)))
+        task.append(np.full(steps, tasks.index(episode.task)))
+        epi.append(np.full(steps, count))
+        pts = np.zeros((steps, len(AUX_POINT_NAMES), 2))
+        mask = np.zeros((steps, len(AUX_POINT_NAMES)))
+        if episode.cube_pixels is not None:
+            pts[:, :3] = episode.cube_pixels
+            mask[:, :3] = 1.0
+        if episode.goal_pixel is not None:
+            defined = np.isfinite(episode.goal_pixel).all(axis=1)
+            pts[defined, 3] = episode.goal_pixel[defined]
+            mask[:, 3] = defined
+        if episode.tool_tip_pixel is not None:
+            pts[:, 4] = episode.tool_tip_pixel
+            mask[:, 4] = 1.0
+        points.append(np.where(mask[..., None] > 0, pixels_to_unit(pts, episode.image_size), 0.0))
+        masks.append(mask)
+        targets.append(pixels_to_unit(episode.target_pixel, episode.image_size))
+        count += 1
+    if count == 0:
+        raise ValueError("no episodes")
+    return TeacherData(
+        images=np.concatenate(images).astype(np.uint8, copy=False),
+        joint_positions=np.concatenate(joints),
+        actions=np.concatenate(actions),
+        instruction_index=np.concatenate(instr).astype(np.int64),
+        instructions=instructions,
+        task_index=np.concatenate(task).astype(np.int64),
+        tasks=tasks,
+        episode_index=np.concatenate(epi).astype(np.int64),
+        aux_points=np.concatenate(points).astype(np.float32),
+        aux_mask=np.concatenate(masks).astype(np.float32),
+        target_point=np.concatenate(targets).astype(np.float32),
+        chunk_len=int(chunk_len),
+        image_size=int(image_size),
+        num_episodes=count,
+    )
+
+
+def load_teacher_data(
+    paths: Sequence[str | Path], chunk_len: int, max_episodes: int | None = None
+) -> TeacherData:
+    """Read HDF5 files (at most ``max_episodes`` episodes from EACH file) into :class:`TeacherData`."""
+
+    def episodes():
+        for path in paths:
+            for i, episode in enumerate(read_episodes(path)):
+                if max_episodes is not None and i >= max_episodes:
+                    break
+                yield episode
+
+    return build_teacher_data(episodes(), chunk_len)
+
+
+@dataclass
+class TrainingTensors:
+    """Tokenised, normalised torch tensors ready for batching (all CPU)."""
+
+    images: torch.Tensor  # (N, H, W, 3) uint8
+    proprio: torch.Tensor  # (N, 4) float32, normalised (not clipped, as the policy does)
+    prompt_ids: torch.Tensor  # (P, L) int64, left-padded, one row per instruction
+    prompt_mask: torch.Tensor  # (P, L) int64 attention mask
+    instruction_index: torch.Tensor  # (N,) int64
+    action_tokens: torch.Tensor  # (N, k * 4) int64 token ids
+    aux_points: torch.Tensor  # (N, 5, 2) float32
+    aux_mask: torch.Tensor  # (N, 5) float32
+    target_point: torch.Tensor  # (N, 2) float32
+    task_index: torch.Tensor  # (N,) int64
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
+        """Gather rows ``index``: uint8 images and the full (prompt + action) ``input_ids``."""
+        instr = self.instruction_index[index]
+        prompts = self.prompt_ids[instr]
+        actions = self.action_tokens[index]
+        mask = torch.cat((self.prompt_mask[instr], torch.ones_like(actions)), dim=1)
+        return {
+            "images": self.images[index],
+            "proprio": self.proprio[index],
+            "input_ids": torch.cat((prompts, actions), dim=1),
+            "attention_mask": mask,
+            "action_tokens": actions,
+            "aux_points": self.aux_points[index],
+            "aux_mask": self.aux_mask[index],
+            "target_point": self.target_point[index],
+            "task_index": self.task_index[index],
+        }
+
+
+def tokenize_teacher_data(
+    data: TeacherData,
+    prompt_ids: Sequence[Sequence[int]],
+    action_tokenizer: ActionTokenizer,
+    proprio_norm: NormStats,
+    pad_id: int,
+) -> TrainingTensors:
+    """Tokenise ``data``: ``prompt_ids[j]`` are the full prompt ids of ``data.instructions[j]``."""
+    if len(prompt_ids) != len(data.instructions):
+        raise ValueError("need one prompt per instruction")
+    if action_tokenizer.chunk_len != data.chunk_len:
+        raise ValueError(f"action tokenizer chunk_len {action_tokenizer.chunk_len} != data {data.chunk_len}")
+    length = max(len(p) for p in prompt_ids)
+    padded = torch.full((len(prompt_ids), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(prompt_ids), length), dtype=torch.long)
+    for j, ids in enumerate(prompt_ids):
+        padded[j, length - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
+        mask[j, length - len(ids) :] = 1
+    normalized = action_tokenizer.stats.normalize(data.actions)
+    bins = action_tokenizer.discretize(normalized)
+    tokens = action_tokenizer.bins_to_tokens(bins).reshape(len(data), -1)
+    return TrainingTensors(
+        images=torch.from_numpy(np.ascontiguousarray(data.images)),
+        proprio=torch.from_numpy(proprio_norm.normalize(data.joint_positions, clip=False).astype(np.float32)),
+        prompt_ids=padded,
+        prompt_mask=mask,
+        instruction_index=torch.from_numpy(data.instruction_index),
+        action_tokens=torch.from_numpy(tokens.astype(np.int64)),
+        aux_points=torch.from_numpy(data.aux_points),
+        aux_mask=torch.from_numpy(data.aux_mask),
+        target_point=torch.from_numpy(data.target_point),
+        task_index=torch.from_numpy(data.task_index),
+    )
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    """Shift each uint8 image (B, H, W, 3) by a random integer offset in [-max_shift, max_shift]
+    (edge pixels replicated). Returns the shifted images and the offsets (B, 2) as (dx, dy) pixels,
+    so that a point at (u, v) moves to (u + dx, v + dy)."""
+    batch, height, width, _ = images.shape
+    offsets = torch.randint(-max_shift, max_shift + 1, (batch, 2), generator=generator)
+    if max_shift == 0:
+        return images, offsets
+    rows = (torch.arange(height)[None, :] - offsets[:, 1:2]).clamp(0, height - 1)  # (B, H)
+    cols = (torch.arange(width)[None, :] - offsets[:, 0:1]).clamp(0, width - 1)  # (B, W)
+    b = torch.arange(batch)[:, None, None]
+    return images[b, rows[:, :, None], cols[:, None, :]], offsets

@@ -1,0 +1,444 @@
+"""``ceed-vla train``: train the TEACHER action-token policy from recorded demonstrations (pixels).
+
+Recipe (see ``models/sim_teacher/README.md`` for the measured results):
+
+* data: one or more HDF5 files from ``ceed-vla record`` (both tasks -> one instruction-conditioned
+  multi-task teacher); :mod:`ceed_vla_ros.distill.dataset` builds chunk-relative joint deltas
+  (action space ``joint_delta``), q01/q99 statistics of actions and proprio, prompt ids, action
+  tokens and privileged auxiliary targets;
+* model: :class:`~ceed_vla_ros.model.CeedVlaForActionPrediction` (CoordConv CNN + spatial-softmax
+  keypoints -> image tokens, proprio token, tiny Llama decoder);
+* loss: cross-entropy of the action tokens of the chunk (teacher forcing; the argmax over the
+  action-token range only, as at inference), plus TRAINING-ONLY auxiliary losses that make pixels
+  learnable fast:
+
+  - ``--aux-weight``: a linear head on the vision keypoints predicts the image positions of all
+    three cubes, the goal (push) and the tool tip (masked MSE in the [-1, 1] image grid);
+  - ``--target-aux-weight``: a linear head on the decoder's hidden state at the last prompt
+    position predicts the NAMED cube's image position (binds the instruction to the image).
+
+  The heads are not part of the shipped checkpoint; the policy never sees object positions;
+* augmentation: random integer image shifts of up to ``--shift`` pixels (auxiliary targets are
+  shifted with the image).
+
+Runs through Hugging Face ``accelerate`` (the same command works on CPU and on GPUs under
+``accelerate launch``), seedable, resumable (``--resume`` continues from the last state saved in
+``--run-dir``), saves the run state every ``--save-every`` steps (``accelerate`` state: model as
+safetensors, optimizer/RNG as torch files -- run dirs only, never the shipped checkpoint) plus a
+loadable checkpoint ``<run-dir>/checkpoints/<name>`` (evaluate it with ``--model-dir <run-dir>/checkpoints``); the final checkpoint goes to
+``<model-dir>/<name>`` via :func:`~ceed_vla_ros.checkpoint.save_checkpoint` with provenance.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import math
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers import GenerationConfig
+
+from ceed_vla_ros.action_tokenizer import ActionTokenizer
+from ceed_vla_ros.checkpoint import (
+    PICKLE_SUFFIXES,
+    CheckpointMetadata,
+    ImageSpec,
+    Provenance,
+    build_tokenizer,
+    encode_prompt,
+    make_model_config,
+    new_model,
+    save_checkpoint,
+)
+from ceed_vla_ros.distill.dataset import (
+    AUX_POINT_NAMES,
+    TeacherData,
+    TrainingTensors,
+    load_teacher_data,
+    random_shift,
+    tokenize_teacher_data,
+)
+from ceed_vla_ros.model import CeedVlaForActionPrediction
+from ceed_vla_ros.policy import preprocess_images
+from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS
+from ceed_vla_ros.sim.mjcf import JOINT_NAMES
+
+STATE_DIR = "state"
+TRAINER_STATE = "trainer_state.json"
+RUN_CHECKPOINTS = "checkpoints"  # <run-dir>/checkpoints/<name>: the latest intermediate checkpoint
+
+
+def all_instructions() -> list[str]:
+    """Every instruction the simulator can produce (the tokenizer's vocabulary)."""
+    return [template.format(colour=c) for template in DEFAULT_INSTRUCTIONS.values() for c in COLOURS]
+
+
+class TeacherTrainingModule(nn.Module):
+    """The VLA plus the training-only auxiliary heads; ``forward`` returns the losses."""
+
+    def __init__(self, vla: CeedVlaForActionPrediction, action_start: int, n_bins: int) -> None:
+        super().__init__()
+        self.vla = vla
+        self.action_start = action_start
+        self.n_bins = n_bins
+        config = vla.config
+        self.keypoint_head = nn.Linear(2 * config.num_keypoints, 2 * len(AUX_POINT_NAMES))
+        self.target_head = nn.Linear(config.text_config.hidden_size, 2)
+
+    def forward(
+        self,
+        pixel_values: torch.Tensor,
+        proprio: torch.Tensor,
+        input_ids: torch.Tensor,
+        attention_mask: torch.Tensor,
+        action_tokens: torch.Tensor,
+        aux_points: torch.Tensor,
+        aux_mask: torch.Tensor,
+        target_point: torch.Tensor,
+    ) -> dict[str, torch.Tensor]:
+        n = action_tokens.shape[1]
+        prompt_len = input_ids.shape[1] - n
+        out = self.vla(
+            input_ids=input_ids,
+            pixel_values=pixel_values,
+            proprio=proprio,
+            attention_mask=attention_mask,
+            output_hidden_states=True,
+            use_cache=False,
+        )
+        # Position p predicts token p + 1: the action tokens are predicted from prompt_len - 1 on.
+        logits = out.logits[:, prompt_len - 1 : prompt_len - 1 + n, self.action_start : self.action_start + self.n_bins]
+        classes = action_tokens - self.action_start
+        ce = F.cross_entropy(logits.reshape(-1, self.n_bins).float(), classes.reshape(-1))
+        accuracy = (logits.argmax(-1) == classes).float().mean()
+        keypoints = out.keypoints.flatten(1)
+        predicted = self.keypoint_head(keypoints).reshape(-1, len(AUX_POINT_NAMES), 2)
+        per_point = ((predicted - aux_points) ** 2).sum(-1)
+        aux = (per_point * aux_mask).sum() / aux_mask.sum().clamp_min(1.0)
+        hidden = out.hidden_states[-1][:, prompt_len - 1]
+        target = ((self.target_head(hidden) - target_point) ** 2).sum(-1).mean()
+        return {"ce": ce, "aux": aux, "target_aux": target, "accuracy": accuracy}
+
+
+def make_batch(
+    tensors: TrainingTensors,
+    index: torch.Tensor,
+    image_spec: ImageSpec,
+    shift: int,
+    generator: torch.Generator,
+    device: torch.device,
+    proprio_noise: float = 0.0,
+) -> dict[str, torch.Tensor]:
+    """One training batch on ``device``: shifted + preprocessed images, tokens, aux targets;
+    Gaussian noise of std ``proprio_noise`` (normalised units) on the proprio input."""
+    batch = tensors.batch(index)
+    if proprio_noise > 0:
+        batch["proprio"] = batch["proprio"] + proprio_noise * torch.randn(batch["proprio"].shape, generator=generator)
+    images, offsets = random_shift(batch.pop("images"), shift, generator)
+    size = images.shape[1]
+    delta = offsets.float() * (2.0 / (size - 1))  # pixels -> [-1, 1] grid units
+    batch["aux_points"] = batch["aux_points"] + delta[:, None, :] * batch["aux_mask"][..., None]
+    batch["target_point"] = batch["target_point"] + delta
+    batch["pixel_values"] = preprocess_images(images, image_spec)
+    batch.pop("task_index")
+    return {k: v.to(device) for k, v in batch.items()}
+
+
+def batch_indices(num_samples: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
+    """Global batch ``step`` of a seeded epoch-wise permutation (stateless, hence resumable)."""
+    per_epoch = max(1, num_samples // batch_size)
+    epoch, offset = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
+    return torch.from_numpy(order[offset * batch_size : (offset + 1) * batch_size].copy())
+
+
+def lr_factor(step: int, warmup: int, total: int, elapsed_s: float = 0.0, time_limit_s: float | None = None, min_ratio: float = 0.05) -> float:
+    """Linear warmup, then cosine decay to ``min_ratio`` over the run. The progress is the larger of
+    the step fraction and (with a time limit) the elapsed-time fraction, so a run cut by
+    ``--time-limit-min`` on a slow or shared CPU still ends with a decayed learning rate."""
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    if time_limit_s:
+        progress = max(progress, elapsed_s / time_limit_s)
+    progress = min(1.0, progress)
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+def build_metadata(args: argparse.Namespace, data: TeacherData, command: str) -> CheckpointMetadata:
+    return CheckpointMetadata(
+        name=args.name,
+        action_space="joint_delta",
+        joint_names=list(JOINT_NAMES),
+        action_dims=len(JOINT_NAMES),
+        chunk_len=args.chunk_len,
+        dt=0.1,
+        action_norm=data.action_stats(),
+        proprio_names=list(JOINT_NAMES),
+        proprio_norm=data.proprio_stats(),
+        n_bins=args.n_bins,
+        image=ImageSpec(height=data.image_size, width=data.image_size),
+        provenance=Provenance(
+            role="teacher",
+            command=command,
+            seeds={"train": args.seed, "init": args.seed},
+            data=", ".join(str(p) for p in args.data),
+        ),
+    )
+
+
+@torch.no_grad()
+def evaluate_batches(module: TeacherTrainingModule, tensors: TrainingTensors, spec: ImageSpec, device, size: int = 512) -> dict[str, float]:
+    """Losses on the first ``size`` held-out samples (no augmentation)."""
+    module.eval()
+    totals: dict[str, float] = {}
+    count = min(size, len(tensors))
+    for start in range(0, count, 128):
+        index = torch.arange(start, min(count, start + 128))
+        batch = make_batch(tensors, index, spec, 0, torch.Generator(), device)
+        losses = module(**batch)
+        for k, v in losses.items():
+            totals[k] = totals.get(k, 0.0) + float(v) * len(index)
+    module.train()
+    return {k: v / count for k, v in totals.items()}
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files")
+    parser.add_argument("--name", default="sim_teacher", help="checkpoint name (folder in --model-dir)")
+    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="where the final checkpoint goes")
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/teacher"), help="run state / logs (outside models/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last state in --run-dir")
+    parser.add_argument("--steps", type=int, default=6000, help="optimizer steps")
+    parser.add_argument("--time-limit-min", type=float, default=None, help="stop (and save) after this many minutes")
+    parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
+    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup", type=int, default=200)
+    parser.add_argument("--chunk-len", type=int, default=4, help="actions per chunk (k)")
+    parser.add_argument("--n-bins", type=int, default=256)
+    parser.add_argument("--hidden", type=int, default=128, help="decoder hidden size")
+    parser.add_argument("--layers", type=int, default=2, help="decoder layers")
+    parser.add_argument("--heads", type=int, default=4)
+    parser.add_argument("--image-tokens", type=int, default=4)
+    parser.add_argument("--keypoints", type=int, default=32)
+    parser.add_argument("--vision-channels", type=int, nargs="+", default=[32, 32, 64, 64])
+    parser.add_argument("--vision-strides", type=int, nargs="+", default=[2, 1, 2, 1])
+    parser.add_argument("--aux-weight", type=float, default=1.0, help="keypoint aux loss weight (0: off)")
+    parser.add_argument("--target-aux-weight", type=float, default=1.0, help="named-cube aux loss weight (0: off)")
+    parser.add_argument("--shift", type=int, default=2, help="max random image shift (px)")
+    parser.add_argument(
+        "--proprio-noise", type=float, default=0.0,
+        help="std of Gaussian noise on the normalised proprio input (training only; against copycat shortcuts)",
+    )
+    parser.add_argument(
+        "--init-checkpoint", type=Path, default=None,
+        help="initialise the VLA weights from this checkpoint folder (same architecture/vocab); aux heads start fresh",
+    )
+    parser.add_argument("--max-episodes", type=int, default=None, help="episodes per data file (default all)")
+    parser.add_argument("--val-episodes", type=int, default=20, help="held-out episodes per file for val losses")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--save-every", type=int, default=500, help="steps between saved states")
+    parser.add_argument("--log-every", type=int, default=50)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def _split(data_paths, chunk_len, max_episodes, val_episodes):
+    """Train data (all but the last ``val_episodes`` of each file) and validation data."""
+    from ceed_vla_ros.distill.dataset import build_teacher_data
+    from ceed_vla_ros.sim.recorder import DatasetReader
+
+    train, val = [], []
+    for path in data_paths:
+        with DatasetReader(path) as reader:
+            count = len(reader) if max_episodes is None else min(len(reader), max_episodes)
+            n_val = min(val_episodes, max(0, count - 1))
+            for i in range(count):
+                (val if i >= count - n_val else train).append(reader[i])
+    return build_teacher_data(train, chunk_len), (build_teacher_data(val, chunk_len) if val else None)
+
+
+def train(args: argparse.Namespace) -> Path:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    accelerator = Accelerator()
+    set_seed(args.seed)
+    if args.command is None:
+        argv = sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]
+        command = "ceed-vla train " + " ".join(shlex.quote(a) for a in argv)
+    else:
+        command = args.command
+    start_time = time.perf_counter()
+    run_dir = args.run_dir
+    run_dir.mkdir(parents=True, exist_ok=True)
+    if (args.model_dir.resolve() in run_dir.resolve().parents) or run_dir.resolve() == args.model_dir.resolve():
+        raise SystemExit("--run-dir must be outside --model-dir (run state contains pickled optimizer files)")
+
+    data, val_data = _split(args.data, args.chunk_len, args.max_episodes, args.val_episodes)
+    metadata = build_metadata(args, data, command)
+    tokenizer = build_tokenizer(all_instructions() + data.instructions, metadata.n_bins, metadata.prompt_template)
+    config = make_model_config(
+        tokenizer,
+        metadata,
+        hidden_size=args.hidden,
+        num_layers=args.layers,
+        num_heads=args.heads,
+        num_image_tokens=args.image_tokens,
+        num_keypoints=args.keypoints,
+        vision_channels=tuple(args.vision_channels),
+        vision_strides=tuple(args.vision_strides),
+    )
+    vla = new_model(config, args.seed).train()
+    if args.init_checkpoint is not None:
+        from ceed_vla_ros.checkpoint import load_checkpoint_path
+
+        init = load_checkpoint_path(args.init_checkpoint)
+        if init.tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise SystemExit(f"--init-checkpoint {args.init_checkpoint}: vocabulary differs")
+        try:
+            vla.load_state_dict(init.model.state_dict(), strict=True)
+        except RuntimeError as error:
+            raise SystemExit(f"--init-checkpoint {args.init_checkpoint}: architecture differs ({error})") from None
+        vla.train()
+        seeds = {**metadata.provenance.seeds, "init": init.metadata.provenance.seeds.get("init", -1)}
+        notes = f"initialised from {init.metadata.checkpoint_id} ({init.metadata.provenance.command}; {init.metadata.provenance.notes})"
+        metadata = dataclasses.replace(
+            metadata,
+            provenance=dataclasses.replace(metadata.provenance, parent=init.metadata.checkpoint_id, seeds=seeds, notes=notes),
+        )
+    vla.generation_config = GenerationConfig(
+        eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
+    )
+    metadata = dataclasses.replace(metadata, vocab_size=config.text_config.vocab_size)
+    action_tokenizer = ActionTokenizer(metadata.vocab_size, metadata.n_bins, metadata.action_norm, metadata.chunk_len)
+
+    def tokenize(d: TeacherData) -> TrainingTensors:
+        prompts = [encode_prompt(tokenizer, metadata, config, text) for text in d.instructions]
+        return tokenize_teacher_data(d, prompts, action_tokenizer, metadata.proprio_norm, tokenizer.pad_token_id)
+
+    tensors = tokenize(data)
+    val_tensors = tokenize(val_data) if val_data is not None else None
+    accelerator.print(
+        f"data: {data.num_episodes} episodes, {len(data)} samples, tasks {data.tasks}; "
+        f"val {0 if val_data is None else len(val_data)} samples; "
+        f"params {sum(p.numel() for p in vla.parameters()):,}"
+    )
+
+    module = TeacherTrainingModule(vla, action_tokenizer.first_token_id, metadata.n_bins)
+    decay = [p for n, p in module.named_parameters() if p.ndim >= 2]
+    no_decay = [p for n, p in module.named_parameters() if p.ndim < 2]
+    optimizer = torch.optim.AdamW(
+        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
+    )
+    module, optimizer = accelerator.prepare(module, optimizer)
+    time_limit_s = 60 * args.time_limit_min if args.time_limit_min is not None else None
+
+    step = 0
+    trainer_state_file = run_dir / TRAINER_STATE
+    if args.resume:
+        if not trainer_state_file.is_file():
+            raise SystemExit(f"--resume: no saved state in {run_dir}")
+        accelerator.load_state(str(run_dir / STATE_DIR))
+        saved = json.loads(trainer_state_file.read_text())
+        step = int(saved["step"])
+        start_time -= float(saved.get("train_seconds", 0.0))
+        accelerator.print(f"resumed at step {step}")
+    log_file = open(run_dir / "log.jsonl", "a")
+
+    def save_state() -> None:
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(run_dir / STATE_DIR), safe_serialization=True)
+        if accelerator.is_main_process:
+            export(accelerator.unwrap_model(module).vla, tokenizer, metadata, run_dir / RUN_CHECKPOINTS / args.name, step, start_time, args, final=False)
+            trainer_state_file.write_text(json.dumps({"step": step, "train_seconds": time.perf_counter() - start_time}))
+
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_process = args.batch_size // world
+    bar = tqdm(total=args.steps, initial=step, disable=args.no_progress or not accelerator.is_main_process, desc="train", unit="step")
+    running: dict[str, float] = {}
+    module.train()
+    while step < args.steps:
+        if args.time_limit_min is not None and time.perf_counter() - start_time > 60 * args.time_limit_min:
+            accelerator.print(f"time limit reached at step {step}")
+            break
+        index = batch_indices(len(tensors), args.batch_size, args.seed, step)[rank * per_process : (rank + 1) * per_process]
+        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 31 + rank)
+        batch = make_batch(tensors, index, metadata.image, args.shift, generator, accelerator.device, args.proprio_noise)
+        lr = args.lr * lr_factor(step, args.warmup, args.steps, time.perf_counter() - start_time, time_limit_s)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        losses = module(**batch)
+        loss = losses["ce"] + args.aux_weight * losses["aux"] + args.target_aux_weight * losses["target_aux"]
+        optimizer.zero_grad(set_to_none=True)
+        accelerator.backward(loss)
+        accelerator.clip_grad_norm_(module.parameters(), 1.0)
+        optimizer.step()
+        step += 1
+        for k, v in losses.items():
+            running[k] = running.get(k, 0.0) + float(v.detach())
+        if step % args.log_every == 0 or step == args.steps:
+            count = args.log_every if step % args.log_every == 0 else step % args.log_every
+            record = {"step": step, "lr": lr, "seconds": round(time.perf_counter() - start_time, 1)}
+            record |= {k: round(v / count, 4) for k, v in running.items()}
+            running = {}
+            if val_tensors is not None and step % (args.log_every * 4) == 0:
+                record |= {f"val_{k}": round(v, 4) for k, v in evaluate_batches(module, val_tensors, metadata.image, accelerator.device).items()}
+            if accelerator.is_main_process:
+                log_file.write(json.dumps(record) + "\n")
+                log_file.flush()
+                bar.set_postfix(ce=record["ce"], acc=record["accuracy"], aux=record["aux"])
+        bar.update(1)
+        if step % args.save_every == 0:
+            save_state()
+    bar.close()
+    save_state()
+    final_path = args.model_dir / args.name
+    if accelerator.is_main_process:
+        val = evaluate_batches(module, val_tensors, metadata.image, accelerator.device) if val_tensors is not None else {}
+        export(accelerator.unwrap_model(module).vla, tokenizer, metadata, final_path, step, start_time, args, final=True, extra=val)
+        accelerator.print(f"saved {final_path} after {step} steps in {(time.perf_counter() - start_time) / 60:.1f} min; val {val}")
+    log_file.close()
+    return final_path
+
+
+def export(vla, tokenizer, metadata, path: Path, step, start_time, args, *, final: bool, extra: dict | None = None) -> CheckpointMetadata:
+    """Save a loadable checkpoint (safetensors) with provenance notes; refuse pickles in it."""
+    minutes = (time.perf_counter() - start_time) / 60
+    notes = (
+        f"{'final' if final else 'intermediate'}: {step} steps, batch {args.batch_size}, lr {args.lr}, "
+        f"{minutes:.1f} min train wall time, aux {args.aux_weight}, target_aux {args.target_aux_weight}, "
+        f"shift {args.shift}px, proprio noise {args.proprio_noise}"
+    )
+    if extra:
+        notes += "; held-out " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items())
+    if metadata.provenance.notes:
+        notes += "; " + metadata.provenance.notes
+    provenance = dataclasses.replace(metadata.provenance, notes=notes, created="")
+    vla = vla.eval()
+    saved = save_checkpoint(vla, tokenizer, dataclasses.replace(metadata, provenance=provenance, checkpoint_id="", weights_sha256=""), path)
+    vla.train()
+    pickles = [p for p in Path(path).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES]
+    if pickles:
+        raise RuntimeError(f"pickle-format files in the checkpoint {path}: {pickles}")
+    return saved
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    if not hasattr(args, "command"):
+        args.command = None
+    train(args)
+    return 0

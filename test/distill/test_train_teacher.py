@@ -1,0 +1,129 @@
+"""Teacher training: the loss goes down, the CLI saves a loadable checkpoint, --resume continues."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+
+from ceed_vla_ros import cli
+from ceed_vla_ros.action_tokenizer import ActionTokenizer
+from ceed_vla_ros.checkpoint import PICKLE_SUFFIXES, build_tokenizer, encode_prompt, load_checkpoint, make_model_config, new_model
+from ceed_vla_ros.distill import train_teacher as tt
+from ceed_vla_ros.distill.dataset import build_teacher_data, tokenize_teacher_data
+from ceed_vla_ros.policy import CeedVlaPolicy
+from ceed_vla_ros.sim.env import TabletopArmEnv
+from ceed_vla_ros.sim.expert import make_expert
+from ceed_vla_ros.sim.recorder import DatasetWriter, record_episode
+
+TINY = ["--hidden", "32", "--layers", "1", "--heads", "2", "--keypoints", "8", "--image-tokens", "2",
+        "--vision-channels", "8", "8", "--vision-strides", "2", "2", "--batch-size", "8", "--threads", "1"]
+
+
+@pytest.fixture(scope="module")
+def episodes():
+    recorded = []
+    for task, seeds in (("reach", (0, 1, 2)), ("push", (5,))):
+        with TabletopArmEnv(task=task) as env:
+            expert = make_expert(env)
+            recorded += [record_episode(env, expert, seed=s) for s in seeds]
+    return recorded
+
+
+@pytest.fixture(scope="module")
+def data_file(episodes, tmp_path_factory):
+    path = tmp_path_factory.mktemp("data") / "demo.h5"
+    with DatasetWriter(path, {"task": "mixed"}) as writer:
+        for episode in episodes:
+            writer.add_episode(episode)
+    return path
+
+
+def test_training_steps_lower_the_loss(episodes):
+    torch.manual_seed(0)
+    parser = __import__("argparse").ArgumentParser()
+    tt.add_cli_arguments(parser)
+    args = parser.parse_args(["--data", "x.h5", *TINY])
+    data = build_teacher_data(episodes, chunk_len=4)
+    metadata = tt.build_metadata(args, data, "test")
+    tokenizer = build_tokenizer(tt.all_instructions(), 256, metadata.prompt_template)
+    config = make_model_config(tokenizer, metadata, hidden_size=32, num_layers=1, num_heads=2, num_keypoints=8,
+                               num_image_tokens=2, vision_channels=(8, 8), vision_strides=(2, 2))
+    model = new_model(config, 0).train()
+    metadata = dataclasses.replace(metadata, vocab_size=config.text_config.vocab_size)
+    actions = ActionTokenizer(metadata.vocab_size, 256, metadata.action_norm, 4)
+    prompts = [encode_prompt(tokenizer, metadata, config, text) for text in data.instructions]
+    tensors = tokenize_teacher_data(data, prompts, actions, metadata.proprio_norm, tokenizer.pad_token_id)
+    module = tt.TeacherTrainingModule(model, actions.first_token_id, 256)
+    batch = tt.make_batch(tensors, torch.arange(0, len(tensors), 3), metadata.image, 0, torch.Generator(), torch.device("cpu"))
+    optimizer = torch.optim.Adam(module.parameters(), lr=3e-3)
+
+    def total() -> torch.Tensor:
+        losses = module(**batch)
+        return losses["ce"] + losses["aux"] + losses["target_aux"]
+
+    before = total()
+    assert torch.isfinite(before)
+    for _ in range(3):
+        optimizer.zero_grad()
+        loss = total()
+        loss.backward()
+        optimizer.step()
+    with torch.no_grad():
+        after = total()
+    assert after < before - 0.05, (float(before), float(after))
+
+
+def test_cli_trains_saves_loadable_checkpoint_and_resumes(data_file, tmp_path):
+    model_dir, run_dir = tmp_path / "models", tmp_path / "runs" / "t"
+    common = ["train", "--data", str(data_file), "--model-dir", str(model_dir), "--run-dir", str(run_dir),
+              "--name", "tiny_teacher", "--save-every", "2", "--log-every", "1", "--val-episodes", "1",
+              "--no-progress", "--seed", "3", *TINY]
+    assert cli.main([*common, "--steps", "3"]) == 0
+    assert json.loads((run_dir / "trainer_state.json").read_text())["step"] == 3
+    checkpoint = load_checkpoint(model_dir, "tiny_teacher")
+    meta = checkpoint.metadata
+    assert meta.action_space == "joint_delta" and meta.chunk_len == 4 and meta.dt == pytest.approx(0.1)
+    assert meta.provenance.role == "teacher" and meta.provenance.seeds["train"] == 3
+    assert str(data_file) in meta.provenance.data and "3 steps" in meta.provenance.notes
+    assert meta.proprio_names and meta.proprio_norm is not None
+    assert not [p for p in (model_dir / "tiny_teacher").rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES]
+    # The shipped checkpoint holds the VLA only (no auxiliary heads).
+    assert not any("head" in name and "lm_head" not in name for name in checkpoint.model.state_dict())
+    with TabletopArmEnv(task="reach") as env:
+        obs = env.reset(seed=0)
+    for mode in ("ar", "jacobi"):
+        out = CeedVlaPolicy(checkpoint, mode=mode).predict(obs["image"], obs["joint_positions"], obs["instruction"])
+        assert out.actions.shape == (4, 4) and np.isfinite(out.actions).all()
+        assert out.tokens.numel() == 16
+    # Resume: continues from step 3 to 5 and appends to the log.
+    assert cli.main([*common, "--steps", "5", "--resume"]) == 0
+    assert json.loads((run_dir / "trainer_state.json").read_text())["step"] == 5
+    steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
+    assert steps == [1, 2, 3, 4, 5]
+    assert "5 steps" in load_checkpoint(model_dir, "tiny_teacher").metadata.provenance.notes
+
+
+def test_run_dir_inside_model_dir_is_refused(data_file, tmp_path):
+    with pytest.raises(SystemExit):
+        cli.main(["train", "--data", str(data_file), "--model-dir", str(tmp_path), "--run-dir", str(tmp_path / "run"),
+                  "--steps", "1", "--no-progress", *TINY])
+
+
+def test_batch_indices_are_a_seeded_permutation():
+    seen = torch.cat([tt.batch_indices(10, 3, 0, s) for s in range(3)])
+    assert sorted(seen.tolist()) == sorted(set(seen.tolist())) and len(seen) == 9
+    assert torch.equal(tt.batch_indices(10, 3, 0, 4), tt.batch_indices(10, 3, 0, 4))
+    assert not torch.equal(tt.batch_indices(100, 10, 0, 0), tt.batch_indices(100, 10, 1, 0))
+
+
+def test_lr_schedule_warms_up_and_decays_by_steps_or_time():
+    assert tt.lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert tt.lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert tt.lr_factor(100, 10, 100) == pytest.approx(0.05)
+    # Half the time limit used at a fraction of the steps: the decay follows the time.
+    assert tt.lr_factor(20, 10, 100, elapsed_s=50.0, time_limit_s=100.0) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert tt.lr_factor(20, 10, 100, elapsed_s=100.0, time_limit_s=100.0) == pytest.approx(0.05)
