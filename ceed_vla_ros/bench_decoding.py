@@ -26,8 +26,7 @@ from ceed_vla_ros.checkpoint import (
     CheckpointMetadata,
     build_tokenizer,
     encode_prompt,
-    load_checkpoint,
-    load_checkpoint_path,
+    load_checkpoint_arg,
     make_model_config,
     new_model,
 )
@@ -210,10 +209,7 @@ def cli_main(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     if args.checkpoint:
         try:
-            if os.sep in args.checkpoint:
-                checkpoint = load_checkpoint_path(args.checkpoint)
-            else:
-                checkpoint = load_checkpoint(args.model_dir, args.checkpoint)
+            checkpoint = load_checkpoint_arg(args.model_dir, args.checkpoint)
         except CheckpointError as error:
             print(f"error: {error}")
             return 1

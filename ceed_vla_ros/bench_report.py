@@ -152,25 +152,15 @@ def cli_main(args: argparse.Namespace) -> int:
     pipeline_md = "(skipped)"
     if not args.skip_pipeline:
         print("3/3 ROS pipeline ...", flush=True)
-        from ceed_vla_ros.pipeline_bench import measure, pipeline_table, run_suite, start_load
         from ceed_vla_ros.bringup import get_setup, read_parameters
+        from ceed_vla_ros.pipeline_bench import measure_idle_and_loaded, pipeline_table, run_suite
 
         control_rate = float(read_parameters(get_setup("sim_arm").params_path())["arm_driver"]["control_rate_hz"])
         values = {"model_dir": str(model_dir), "checkpoint": args.student, "decoding_mode": "early_exit",
                   "early_exit_steps": str(args.headline_exit_steps)}
 
-        def body(suite, probe):
-            runs = {"idle": measure(suite, probe, args.pipeline_seconds, 8.0, 2_000_000, control_rate)}
-            load = start_load(os.cpu_count() or 2)
-            try:
-                runs["all cores loaded"] = measure(suite, probe, args.pipeline_seconds, 8.0, 2_000_000, control_rate)
-            finally:
-                for process in load:
-                    process.kill()
-                    process.wait()
-            return runs
-
-        runs, log = run_suite(values, body)
+        runs, log = run_suite(values, lambda suite, probe: measure_idle_and_loaded(
+            suite, probe, args.pipeline_seconds, os.cpu_count() or 2, 8.0, 2_000_000, control_rate))
         (out / "pipeline.json").write_text(json.dumps(runs, indent=2))
         (out / "pipeline_nodes.log").write_text(log)
         pipeline_md = pipeline_table(runs)

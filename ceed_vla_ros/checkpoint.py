@@ -425,6 +425,14 @@ def load_checkpoint(model_dir: str | Path, name: str, *, allow_remote_code_confi
     return load_checkpoint_path(resolve_checkpoint_path(model_dir, name), allow_remote_code_config=allow_remote_code_config)
 
 
+def load_checkpoint_arg(model_dir: str | Path, name_or_path: str) -> Checkpoint:
+    """A command-line checkpoint argument: a folder path if it contains a path separator (or is
+    ``.``/``..``), else a checkpoint name inside ``model_dir``."""
+    if os.sep in name_or_path or name_or_path in (".", ".."):
+        return load_checkpoint_path(name_or_path)
+    return load_checkpoint(model_dir, name_or_path)
+
+
 def load_checkpoint_path(path: str | Path, *, allow_remote_code_config: bool = False) -> Checkpoint:
     """Load and verify a checkpoint folder; the model is returned in eval mode, fp32, on CPU.
 
@@ -599,10 +607,7 @@ def cli_main(args: argparse.Namespace) -> int:
     """``ceed-vla info``: metadata, parameter count and size on disk of a checkpoint."""
     hf_logging.disable_progress_bar()
     try:
-        if os.sep in args.checkpoint or args.checkpoint in (".", ".."):
-            checkpoint = load_checkpoint_path(args.checkpoint)
-        else:
-            checkpoint = load_checkpoint(args.model_dir, args.checkpoint)
+        checkpoint = load_checkpoint_arg(args.model_dir, args.checkpoint)
     except CheckpointError as error:
         print(f"error: {error}")
         return 1

@@ -187,6 +187,24 @@ def measure(suite: NodeSuite, probe: Probe, seconds: float, episode_seconds: flo
     return {"seconds": wall, "episodes": episode, **window.summary(control_rate_hz), "nodes": nodes}
 
 
+def measure_idle_and_loaded(suite: NodeSuite, probe: Probe, seconds: float, load_processes: int,
+                            episode_seconds: float, seed: int, control_rate_hz: float) -> dict[str, dict]:
+    """:func:`measure` on an idle machine, then with ``load_processes`` busy processes (0: skipped)."""
+    print(f"measuring {seconds:.0f} s on an idle machine ...", flush=True)
+    runs = {"idle": measure(suite, probe, seconds, episode_seconds, seed, control_rate_hz)}
+    if load_processes > 0:
+        print(f"measuring {seconds:.0f} s with {load_processes} busy processes ...", flush=True)
+        load = start_load(load_processes)
+        try:
+            runs[f"{load_processes} busy processes"] = measure(suite, probe, seconds, episode_seconds, seed,
+                                                                control_rate_hz)
+        finally:
+            for process in load:
+                process.kill()
+                process.wait()
+    return runs
+
+
 def wait_for_chunks(probe: Probe, timeout_s: float) -> None:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -251,23 +269,8 @@ def cli_main(args: argparse.Namespace) -> int:
     control_rate = float(read_parameters(setup.params_path())["arm_driver"]["control_rate_hz"])
     os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
 
-    def body(suite: NodeSuite, probe: Probe) -> dict:
-        runs = {}
-        print(f"measuring {args.seconds:.0f} s on an idle machine ...", flush=True)
-        runs["idle"] = measure(suite, probe, args.seconds, args.episode_seconds, args.seed, control_rate)
-        if args.load_processes > 0:
-            print(f"measuring {args.seconds:.0f} s with {args.load_processes} busy processes ...", flush=True)
-            load = start_load(args.load_processes)
-            try:
-                runs[f"{args.load_processes} cores loaded"] = measure(
-                    suite, probe, args.seconds, args.episode_seconds, args.seed, control_rate)
-            finally:
-                for process in load:
-                    process.kill()
-                    process.wait()
-        return runs
-
-    runs, log = run_suite(values, body)
+    runs, log = run_suite(values, lambda suite, probe: measure_idle_and_loaded(
+        suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, control_rate))
     table = pipeline_table(runs)
     print(table)
     if args.out:

@@ -11,7 +11,6 @@ import re
 import signal
 import subprocess
 import sys
-import threading
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -19,10 +18,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import rclpy
 from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterType
-from rclpy.executors import SingleThreadedExecutor
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.parameter_client import AsyncParameterClient
@@ -127,32 +124,13 @@ def _stop(process: subprocess.Popen) -> None:
 
 
 @pytest.fixture(scope="module")
-def probe() -> Iterator[Node]:
-    """A probe node on its own context, spun in a background thread."""
-    context = rclpy.Context()
-    rclpy.init(context=context)
-    node = Node("sim_arm_probe", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
-        yield node
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-        thread.join(timeout=5)
-
-
-@pytest.fixture(scope="module")
-def sim(probe: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimArm]:
+def sim(module_ros_node: Node, tmp_path_factory: pytest.TempPathFactory) -> Iterator[SimArm]:
     """The node with default parameters, once its joint states reach the probe."""
     log_path = tmp_path_factory.mktemp("sim_arm") / "node.log"
     with log_path.open("wb") as log:
         process = subprocess.Popen(NODE_COMMAND, stdout=log, stderr=subprocess.STDOUT)
     try:
-        sim = SimArm(process, log_path, probe)
+        sim = SimArm(process, log_path, module_ros_node)
         assert _wait(lambda: bool(sim.joint_states) or process.poll() is not None,
                      STARTUP_TIMEOUT_S), "no /joint_states from sim_arm"
         assert process.poll() is None, sim.log()
