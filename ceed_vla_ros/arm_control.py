@@ -210,6 +210,10 @@ class ArmDriverCore:
             return False, f"image stamp {image_stamp - now:.3f} s in the future"
         if image_stamp <= self._chunk_stamp:
             return False, "not newer than the last accepted chunk (duplicate or out of order)"
+        ends = image_stamp + step_dt * np.arange(1, len(actions) + 1)
+        keep = ends > now
+        if not np.any(keep):
+            return False, f"stale: all {len(actions)} steps already past ({now - image_stamp:.3f} s after the image)"
         reference = None
         if action_space == "joint_delta":
             reference = self.joint_states.at(image_stamp)
@@ -219,10 +223,6 @@ class ArmDriverCore:
             targets = chunk_targets(actions, action_space, reference)
         except ValueError as error:
             return False, str(error)
-        ends = image_stamp + step_dt * np.arange(1, len(targets) + 1)
-        keep = ends > now
-        if not np.any(keep):
-            return False, f"stale: all {len(targets)} steps already past ({now - image_stamp:.3f} s after the image)"
         start = self.current_command()
         if start is None:
             return False, "no joint state yet"

@@ -195,7 +195,7 @@ class PolicyNode(Node):
     def _on_instruction(self, msg: String) -> None:
         problem = instruction_problem(msg.data)
         if problem:
-            self.get_logger().warning(f"instruction topic: ignored ({problem})", throttle_duration_sec=WARN_PERIOD_S)
+            self._warnings.warn(f"instruction topic: ignored ({problem})", kind=f"instruction {problem.split()[0]}")
             return
         self._topic_instruction = msg.data.strip()
         self.get_logger().info(f"instruction: {self._topic_instruction!r}")

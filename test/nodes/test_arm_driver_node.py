@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from sensor_msgs.msg import JointState
-from std_msgs.msg import Float64MultiArray
+from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
 from ceed_vla_ros.checkpoint import load_metadata
@@ -54,16 +54,18 @@ class Probe:
         with self.lock:
             return np.array(self.commands[start:])
 
-    def send_chunk(self, deltas: np.ndarray, checkpoint_id: str | None = None, token_ids=None) -> None:
+    def send_chunk(self, deltas: np.ndarray, checkpoint_id: str | None = None, token_ids=None,
+                   stamp_offset_s: float = 0.0, sequence: int | None = None, step_dt: float | None = None) -> None:
         self.sequence += 1
         tokenizer = self.metadata.action_tokenizer()
         msg = ActionTokens()
-        msg.header.stamp = self.node.get_clock().now().to_msg()
-        msg.sequence = self.sequence
+        stamp = self.node.get_clock().now().nanoseconds + int(stamp_offset_s * 1e9)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
+        msg.sequence = self.sequence if sequence is None else sequence
         msg.checkpoint_id = checkpoint_id or self.metadata.checkpoint_id
         msg.token_ids = [int(t) for t in (tokenizer.encode(deltas) if token_ids is None else token_ids)]
         msg.chunk_length, msg.action_dims = self.metadata.chunk_len, self.metadata.action_dims
-        msg.step_dt = self.metadata.dt
+        msg.step_dt = self.metadata.dt if step_dt is None else step_dt
         msg.decoding_mode = "early_exit"
         self.action_publisher.publish(msg)
 
@@ -113,6 +115,43 @@ def test_actions_of_an_unknown_checkpoint_or_invalid_tokens_are_refused(driver, 
     assert wait_until(lambda: probe.command_count() > mark + 100, 5.0)
     assert np.all(probe.commands_since(mark) == 0.0)
     assert process.alive()
+
+
+def test_stale_future_duplicate_and_out_of_order_chunks_are_refused(driver, wait_until):
+    process, probe = driver
+    mark = probe.command_count()
+    probe.send_chunk(np.full((4, 4), 0.3), stamp_offset_s=-5.0)
+    probe.send_chunk(np.full((4, 4), 0.3), stamp_offset_s=+5.0)
+    assert wait_until(lambda: "stale: all 4 steps already past" in process.output()
+                      and "in the future" in process.output(), 10.0), process.output()
+    assert wait_until(lambda: probe.command_count() > mark + 60, 5.0)
+    assert np.all(probe.commands_since(mark) == 0.0), "a refused chunk moved the arm"
+    probe.send_chunk(np.zeros((4, 4)))  # accepted: holds the pose, sets the newest stamp
+    accepted_sequence = probe.sequence
+    time.sleep(0.2)
+    # older than the accepted chunk, with steps long enough not to be stale
+    probe.send_chunk(np.full((4, 4), 0.3), stamp_offset_s=-0.5, step_dt=1.0)
+    probe.send_chunk(np.full((4, 4), 0.3), sequence=accepted_sequence)  # a duplicate
+    assert wait_until(lambda: "not newer than the last accepted chunk" in process.output()
+                      and f"duplicate sequence {accepted_sequence}" in process.output(), 10.0), process.output()
+    mark = probe.command_count()
+    assert wait_until(lambda: probe.command_count() > mark + 60, 5.0)
+    after = probe.commands_since(mark)
+    # the accepted "zero" chunk decodes to the bin centre next to 0 (about 1e-3 rad): only that moved
+    assert np.abs(after).max() < 0.005 and np.ptp(after, axis=0).max() < 1e-9
+    assert process.alive()
+
+
+def test_estop_topic_latches(driver, ros_node, wait_until):
+    process, probe = driver
+    estop_topic = ros_node.create_publisher(Bool, "/arm_driver/estop", 10)
+    assert wait_until(lambda: estop_topic.get_subscription_count() > 0, 10.0)
+    estop_topic.publish(Bool(data=True))
+    assert wait_until(lambda: "E-STOP latched (topic)" in process.output(), 10.0), process.output()
+    mark = probe.command_count()
+    probe.send_chunk(np.full((4, 4), 0.3))
+    assert wait_until(lambda: probe.command_count() > mark + 60, 5.0)
+    assert np.all(probe.commands_since(mark) == 0.0)
 
 
 def test_estop_latches_until_reset_and_reset_needs_fresh_actions(driver, ros_node, wait_until):

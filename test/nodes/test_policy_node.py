@@ -149,3 +149,34 @@ def test_stale_frames_are_not_decoded(policy, wait_until):
     assert not wait_until(lambda: probe.count() > mark + 1, 1.5)
     probe.image_age_s = 0.0
     assert wait_until(lambda: probe.count() > mark + 1, 10.0)
+
+
+def test_frames_from_the_future_are_not_decoded(policy, wait_until):
+    process, probe = policy
+    probe.image_age_s = -5.0  # stamped 5 s ahead of the clock
+    assert wait_until(lambda: "in the future: skipped" in process.output(), 10.0), process.output()
+    mark = probe.count()
+    assert not wait_until(lambda: probe.count() > mark + 1, 1.5)
+
+
+@pytest.mark.parametrize("text, warning", [
+    ("x" * 600, "longer than 512 characters"),
+    ("reach the \x1b[31mred cube", "non-printable"),
+])
+def test_bad_instructions_on_the_topic_are_ignored(policy, wait_until, text, warning):
+    process, probe = policy
+    probe.instruction_publisher.publish(String(data=text))
+    assert wait_until(lambda: warning in process.output(), 10.0), process.output()
+    mark = probe.count()
+    assert wait_until(lambda: probe.count() > mark + 1, 10.0)
+    assert all(m.instruction == "reach the red cube" for m in probe.since(mark))
+
+
+def test_an_empty_instruction_stops_decoding_until_one_arrives(policy, wait_until):
+    process, probe = policy
+    probe.instruction_publisher.publish(String(data="   "))
+    assert wait_until(lambda: "no instruction yet" in process.output(), 10.0), process.output()
+    mark = probe.count()
+    assert not wait_until(lambda: probe.count() > mark + 1, 1.5)
+    probe.instruction_publisher.publish(String(data="reach the red cube"))
+    assert wait_until(lambda: probe.count() > mark + 1, 10.0)
