@@ -155,6 +155,7 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *,
             executor = SingleThreadedExecutor()
             executor.add_node(node)
             try:
+                executor.spin_once(timeout_sec=0.1)  # run once even if stopped during start-up
                 while not stop.is_set():
                     executor.spin_once(timeout_sec=0.1)
             finally:
