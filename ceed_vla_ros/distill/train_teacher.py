@@ -161,6 +161,21 @@ def batch_indices(num_samples: int, batch_size: int, seed: int, step: int) -> to
     return torch.from_numpy(order[offset * batch_size : (offset + 1) * batch_size].copy())
 
 
+def sample_pool(episode_index: np.ndarray, first_steps: int = 0, factor: int = 1) -> np.ndarray:
+    """Sample indices to draw batches from: every sample once, plus ``factor - 1`` extra copies of the
+    first ``first_steps`` samples of every episode (``episode_index`` runs over the loaded episodes,
+    rows in step order). ``first_steps = 0`` or ``factor = 1``: ``arange(N)`` (uniform sampling)."""
+    episode_index = np.asarray(episode_index)
+    count = len(episode_index)
+    base = np.arange(count)
+    if first_steps <= 0 or factor <= 1 or count == 0:
+        return base
+    starts = np.r_[True, episode_index[1:] != episode_index[:-1]]
+    step_in_episode = base - np.maximum.accumulate(np.where(starts, base, 0))
+    early = base[step_in_episode < first_steps]
+    return np.concatenate([base, np.tile(early, factor - 1)])
+
+
 def lr_factor(step: int, warmup: int, total: int, elapsed_s: float = 0.0, time_limit_s: float | None = None, min_ratio: float = 0.05) -> float:
     """Linear warmup, then cosine decay to ``min_ratio`` over the run. The progress is the larger of
     the step fraction and (with a time limit) the elapsed-time fraction, so a run cut by
@@ -244,6 +259,16 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-checkpoint", type=Path, default=None,
         help="initialise the VLA weights from this checkpoint folder (same architecture/vocab); aux heads start fresh",
     )
+    parser.add_argument(
+        "--init-norm", action="store_true",
+        help="with --init-checkpoint: keep its action/proprio q01/q99 statistics instead of recomputing them from "
+        "--data (the token bins keep their meaning when the new data, e.g. noise-injected demos, is wider)",
+    )
+    parser.add_argument(
+        "--oversample-first-steps", type=int, default=0,
+        help="oversample the first N steps of every episode (the home-pose decision) by --oversample-factor",
+    )
+    parser.add_argument("--oversample-factor", type=int, default=4, help="copies of each oversampled sample")
     parser.add_argument("--max-episodes", type=int, default=None, help="episodes per data file (default all)")
     parser.add_argument("--val-episodes", type=int, default=20, help="held-out episodes per file for val losses")
     parser.add_argument("--seed", type=int, default=0)
@@ -319,6 +344,12 @@ def train(args: argparse.Namespace) -> Path:
             metadata,
             provenance=dataclasses.replace(metadata.provenance, parent=init.metadata.checkpoint_id, seeds=seeds, notes=notes),
         )
+        if args.init_norm:
+            metadata = dataclasses.replace(
+                metadata, action_norm=init.metadata.action_norm, proprio_norm=init.metadata.proprio_norm
+            )
+    elif getattr(args, "init_norm", False):
+        raise SystemExit("--init-norm needs --init-checkpoint")
     vla.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
     )
@@ -330,10 +361,11 @@ def train(args: argparse.Namespace) -> Path:
         return tokenize_teacher_data(d, prompts, action_tokenizer, metadata.proprio_norm, tokenizer.pad_token_id)
 
     tensors = tokenize(data)
+    pool = torch.from_numpy(sample_pool(data.episode_index, args.oversample_first_steps, args.oversample_factor))
     val_tensors = tokenize(val_data) if val_data is not None else None
     accelerator.print(
         f"data: {data.num_episodes} episodes, {len(data)} samples, tasks {data.tasks}; "
-        f"val {0 if val_data is None else len(val_data)} samples; "
+        f"val {0 if val_data is None else len(val_data)} samples; sampling pool {len(pool)}; "
         f"params {sum(p.numel() for p in vla.parameters()):,}"
     )
 
@@ -374,7 +406,7 @@ def train(args: argparse.Namespace) -> Path:
         if args.time_limit_min is not None and time.perf_counter() - start_time > 60 * args.time_limit_min:
             accelerator.print(f"time limit reached at step {step}")
             break
-        index = batch_indices(len(tensors), args.batch_size, args.seed, step)[rank * per_process : (rank + 1) * per_process]
+        index = pool[batch_indices(len(pool), args.batch_size, args.seed, step)[rank * per_process : (rank + 1) * per_process]]
         generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 31 + rank)
         batch = make_batch(tensors, index, metadata.image, args.shift, generator, accelerator.device, args.proprio_noise)
         lr = args.lr * lr_factor(step, args.warmup, args.steps, time.perf_counter() - start_time, time_limit_s)

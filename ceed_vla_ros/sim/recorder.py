@@ -27,12 +27,29 @@ HDF5 layout (format version 1; never pickled, strings are UTF-8 variable-length)
       (optional),
     * ``tool_tip_pixel`` (T, 2) float64 - privileged: (u, v) of the tool tip (optional);
 
-    the three optional arrays (auxiliary training targets) were added later within format
-    version 1: files written before lack them and read back with ``None`` in their place;
+    * ``executed_target`` (T, 4) float64 - only in noise-injected episodes (``action_noise >
+      0``): the absolute joint target the env ACTUALLY applied at step t (noisy expert target
+      after the env's velocity limit and joint-limit clipping); row t+1 of ``joint_positions``
+      results from it (optional);
+
+    the optional arrays (auxiliary training targets, ``executed_target``) were added later within
+    format version 1: files written before lack them and read back with ``None`` in their place;
 
     attributes: ``task``, ``instruction``, ``colour``, ``seed`` (int), ``success`` (bool: the
-    episode ended successfully), ``num_steps``, ``dt``, ``image_size``, ``joint_names``, and
-    ``goal_position`` (3 floats; push only).
+    episode ended successfully), ``num_steps``, ``dt``, ``image_size``, ``joint_names``,
+    ``goal_position`` (3 floats; push only), ``action_noise`` (float, rad; 0 = clean expert
+    rollout) and ``noise_seed`` (int); the last two were added later, files written before lack
+    them and read back as 0.0 / 0.
+
+Noise-injected demonstrations (DART, ``ceed-vla record --action-noise SIGMA``): at every step the
+env is stepped with ``expert_target + N(0, SIGMA^2)`` per joint (rad; the env velocity-limits
+and clips it as usual), so the rollout drifts off the expert's nominal path, while the LABELS
+``joint_target`` / ``action_delta`` are the expert's CLEAN action for the state actually visited:
+``joint_target[t] = env.clip_joint_target(expert.act(obs_t), applied_target[t-1])``, i.e. what
+the env would have applied had the clean target been sent from that state (``applied_target[t-1]``
+= ``executed_target[t-1]``, the home pose at t = 0). The noise of episode seed ``s`` comes from
+``numpy.random.default_rng([noise_seed, s])``, so an episode is reproducible from its attributes.
+With SIGMA = 0 the recording is exactly the clean one (``joint_target`` = applied target).
 
 Training samples (:func:`iter_training_samples`): for every step ``t`` of an episode, the image,
 the joint positions, the instruction and an action chunk ``actions[t : t + k]``. Past the episode
@@ -70,6 +87,8 @@ _STEP_ARRAYS: tuple[str, ...] = (
 )
 # Privileged auxiliary targets added later within format version 1 (absent in older files).
 _OPTIONAL_STEP_ARRAYS: tuple[str, ...] = ("cube_pixels", "goal_pixel", "tool_tip_pixel")
+# Only written for noise-injected (DART) episodes.
+_NOISE_STEP_ARRAYS: tuple[str, ...] = ("executed_target",)
 
 
 @dataclass
@@ -94,6 +113,9 @@ class Episode:
     cube_pixels: np.ndarray | None = None  # (T, 3, 2) float64, privileged, COLOURS order
     goal_pixel: np.ndarray | None = None  # (T, 2) float64, privileged, NaN for reach
     tool_tip_pixel: np.ndarray | None = None  # (T, 2) float64, privileged
+    executed_target: np.ndarray | None = None  # (T, 4) float64, noisy applied target (DART only)
+    action_noise: float = 0.0  # std (rad) of the Gaussian noise on the executed expert target
+    noise_seed: int = 0
 
     @property
     def num_steps(self) -> int:
@@ -128,11 +150,28 @@ class RecordSummary:
         return self.successes / self.attempts if self.attempts else 0.0
 
 
-def record_episode(env: TabletopArmEnv, expert: Expert, seed: int) -> Episode:
-    """Roll out ``expert`` in ``env`` for one episode seeded with ``seed`` and record it."""
+def record_episode(
+    env: TabletopArmEnv,
+    expert: Expert,
+    seed: int,
+    *,
+    action_noise: float = 0.0,
+    noise_seed: int = 0,
+) -> Episode:
+    """Roll out ``expert`` in ``env`` for one episode seeded with ``seed`` and record it.
+
+    With ``action_noise > 0`` the env executes the expert target plus Gaussian noise (std
+    ``action_noise`` rad per joint, rng ``default_rng([noise_seed, seed])``) while the recorded
+    labels stay the expert's clean action for each visited state (see the module docstring).
+    """
+    if action_noise < 0:
+        raise ValueError(f"action_noise must be >= 0, got {action_noise}")
+    noisy = action_noise > 0
+    rng = np.random.default_rng([int(noise_seed), int(seed)]) if noisy else None
     obs = env.reset(seed=seed)
     info = env.privileged()
-    steps: dict[str, list[np.ndarray]] = {key: [] for key in _STEP_ARRAYS + _OPTIONAL_STEP_ARRAYS}
+    keys = _STEP_ARRAYS + _OPTIONAL_STEP_ARRAYS + (_NOISE_STEP_ARRAYS if noisy else ())
+    steps: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     done, success = False, False
     while not done:
         steps["images"].append(obs["image"])
@@ -147,9 +186,17 @@ def record_episode(env: TabletopArmEnv, expert: Expert, seed: int) -> Episode:
             np.full(2, np.nan) if goal is None else env.project_to_pixel(goal)
         )
         steps["tool_tip_pixel"].append(env.project_to_pixel(info["tool_tip_position"]))
-        next_obs, success, done, next_info = env.step(expert.act(obs, info))
-        steps["joint_target"].append(next_info["joint_target"])
-        steps["action_delta"].append(next_info["joint_target"] - obs["joint_positions"])
+        clean = expert.act(obs, info)
+        if noisy:
+            label = env.clip_joint_target(clean, env.joint_target)
+            executed = clean + rng.normal(0.0, action_noise, size=clean.shape)
+            next_obs, success, done, next_info = env.step(executed)
+            steps["executed_target"].append(next_info["joint_target"])
+        else:
+            next_obs, success, done, next_info = env.step(clean)
+            label = next_info["joint_target"]
+        steps["joint_target"].append(label)
+        steps["action_delta"].append(label - obs["joint_positions"])
         obs, info = next_obs, next_info
     arrays = {key: np.stack(values) for key, values in steps.items()}
     return Episode(
@@ -163,6 +210,8 @@ def record_episode(env: TabletopArmEnv, expert: Expert, seed: int) -> Episode:
         image_size=env.image_size,
         joint_names=tuple(env.joint_names),
         goal_position=None if env.goal_position is None else env.goal_position.copy(),
+        action_noise=float(action_noise),
+        noise_seed=int(noise_seed) if noisy else 0,
     )
 
 
@@ -206,7 +255,7 @@ class DatasetWriter:
         group.create_dataset(
             "images", data=episode.images, chunks=frame_chunk, compression=self.compression
         )
-        for key in _STEP_ARRAYS[1:] + _OPTIONAL_STEP_ARRAYS:
+        for key in _STEP_ARRAYS[1:] + _OPTIONAL_STEP_ARRAYS + _NOISE_STEP_ARRAYS:
             value = getattr(episode, key)
             if value is not None:
                 group.create_dataset(key, data=np.asarray(value, dtype=np.float64))
@@ -222,6 +271,8 @@ class DatasetWriter:
         attrs["joint_names"] = list(episode.joint_names)
         if episode.goal_position is not None:
             attrs["goal_position"] = np.asarray(episode.goal_position, dtype=np.float64)
+        attrs["action_noise"] = float(episode.action_noise)
+        attrs["noise_seed"] = int(episode.noise_seed)
         self.num_episodes += 1
         self._file.attrs["num_episodes"] = self.num_episodes
         return index
@@ -261,7 +312,8 @@ class DatasetReader:
         group = self._file["episodes"][self._keys[index]]
         attrs = group.attrs
         arrays = {key: group[key][()] for key in _STEP_ARRAYS}
-        arrays |= {key: group[key][()] if key in group else None for key in _OPTIONAL_STEP_ARRAYS}
+        optional = _OPTIONAL_STEP_ARRAYS + _NOISE_STEP_ARRAYS
+        arrays |= {key: group[key][()] if key in group else None for key in optional}
         return Episode(
             **arrays,
             task=str(attrs["task"]),
@@ -273,6 +325,8 @@ class DatasetReader:
             image_size=int(attrs["image_size"]),
             joint_names=tuple(str(n) for n in attrs["joint_names"]),
             goal_position=np.asarray(attrs["goal_position"]) if "goal_position" in attrs else None,
+            action_noise=float(attrs.get("action_noise", 0.0)),
+            noise_seed=int(attrs.get("noise_seed", 0)),
         )
 
     def __iter__(self) -> Iterator[Episode]:
@@ -340,11 +394,14 @@ def record_dataset(
     compression: str | None = "lzf",
     overwrite: bool = False,
     progress: bool = True,
+    action_noise: float = 0.0,
+    noise_seed: int = 0,
 ) -> RecordSummary:
     """Record ``episodes`` expert demonstrations into ``out``; attempt ``i`` uses seed ``seed+i``.
 
     With ``only_successful`` failed attempts are dropped and further seeds are tried until
-    ``episodes`` successes are written (at most ``2 * episodes + 10`` attempts).
+    ``episodes`` successes are written (at most ``2 * episodes + 10`` attempts). With
+    ``action_noise > 0`` the rollouts are noise-injected (DART, see the module docstring).
     """
     from tqdm import tqdm
 
@@ -358,7 +415,9 @@ def record_dataset(
     ):
         expert = make_expert(env)
         while writer.num_episodes < episodes and attempts < max_attempts:
-            episode = record_episode(env, expert, seed=seed + attempts)
+            episode = record_episode(
+                env, expert, seed=seed + attempts, action_noise=action_noise, noise_seed=noise_seed
+            )
             attempts += 1
             successes += episode.success
             if only_successful and not episode.success:
@@ -394,12 +453,22 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--compression", choices=("lzf", "gzip", "none"), default="lzf", help="image compression"
     )
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
+    parser.add_argument(
+        "--action-noise",
+        type=float,
+        default=0.0,
+        help="DART: std (rad, per joint) of Gaussian noise added to the EXECUTED expert target; "
+        "the stored labels stay the expert's clean action for each visited state",
+    )
+    parser.add_argument("--noise-seed", type=int, default=0, help="seed of the action noise")
 
 
 def cli_main(args: argparse.Namespace) -> int:
     """Run ``ceed-vla record``; print a summary; return 1 if fewer episodes than asked."""
     if args.episodes < 1:
         raise SystemExit("--episodes must be >= 1")
+    if args.action_noise < 0:
+        raise SystemExit("--action-noise must be >= 0")
     try:
         summary = record_dataset(
             args.task,
@@ -411,12 +480,15 @@ def cli_main(args: argparse.Namespace) -> int:
             only_successful=args.only_successful,
             compression=None if args.compression == "none" else args.compression,
             overwrite=args.overwrite,
+            action_noise=args.action_noise,
+            noise_seed=args.noise_seed,
         )
     except FileExistsError as error:
         print(f"error: {error}")
         return 1
     print(
-        f"wrote {summary.episodes} {args.task} episodes to {summary.path} "
+        f"wrote {summary.episodes} {args.task} episodes "
+        f"{f'(action noise {args.action_noise} rad) ' if args.action_noise > 0 else ''}to {summary.path} "
         f"({summary.file_bytes / 1e6:.1f} MB) in {summary.seconds:.1f} s: "
         f"expert success {summary.successes}/{summary.attempts} ({summary.success_rate:.1%}), "
         f"{summary.steps} steps ({summary.steps / max(summary.seconds, 1e-9):.0f} steps/s)"

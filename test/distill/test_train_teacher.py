@@ -127,3 +127,26 @@ def test_lr_schedule_warms_up_and_decays_by_steps_or_time():
     # Half the time limit used at a fraction of the steps: the decay follows the time.
     assert tt.lr_factor(20, 10, 100, elapsed_s=50.0, time_limit_s=100.0) == pytest.approx(0.05 + 0.95 * 0.5)
     assert tt.lr_factor(20, 10, 100, elapsed_s=100.0, time_limit_s=100.0) == pytest.approx(0.05)
+
+
+def test_init_norm_keeps_the_init_checkpoints_statistics(data_file, tmp_path):
+    common = ["train", "--data", str(data_file), "--model-dir", str(tmp_path / "models"), "--steps", "1",
+              "--val-episodes", "1", "--no-progress", "--save-every", "1", *TINY]
+    assert cli.main([*common, "--run-dir", str(tmp_path / "runs" / "a"), "--name", "a", "--max-episodes", "1"]) == 0
+    init = load_checkpoint(tmp_path / "models", "a").metadata
+    for flag, name in (([], "b"), (["--init-norm"], "c")):
+        assert cli.main([*common, "--run-dir", str(tmp_path / "runs" / name), "--name", name,
+                         "--init-checkpoint", str(tmp_path / "models" / "a"), *flag]) == 0
+    recomputed, kept = (load_checkpoint(tmp_path / "models", n).metadata for n in ("b", "c"))
+    assert kept.action_norm == init.action_norm and kept.proprio_norm == init.proprio_norm
+    assert recomputed.action_norm != init.action_norm  # 1 episode vs all 4 (the data file's 3 + val 1)
+    with pytest.raises(SystemExit):
+        cli.main([*common, "--run-dir", str(tmp_path / "runs" / "d"), "--name", "d", "--init-norm"])
+
+
+def test_sample_pool_oversamples_the_first_steps_of_each_episode():
+    episodes = np.array([0, 0, 0, 1, 1, 2, 2, 2, 2])
+    np.testing.assert_array_equal(tt.sample_pool(episodes), np.arange(9))
+    pool = tt.sample_pool(episodes, first_steps=2, factor=3)
+    counts = np.bincount(pool, minlength=9)
+    np.testing.assert_array_equal(counts, [3, 3, 1, 3, 3, 3, 3, 1, 1])

@@ -123,3 +123,57 @@ def test_record_cli_writes_a_dataset(tmp_path, capsys):
     assert cli.main(argv + ["--overwrite", "--image-size", "32"]) == 0
     with DatasetReader(out) as reader:
         assert reader[0].images.shape[1:] == (32, 32, 3)
+
+
+def test_action_noise_changes_visited_states_but_labels_stay_the_experts(tmp_path):
+    with TabletopArmEnv(task="reach") as env:
+        expert = make_expert(env)
+        clean = record_episode(env, expert, seed=3)
+        noisy = record_episode(env, expert, seed=3, action_noise=0.08, noise_seed=5)
+        again = record_episode(env, expert, seed=3, action_noise=0.08, noise_seed=5)
+        assert clean.action_noise == 0.0 and clean.executed_target is None
+        assert noisy.action_noise == 0.08 and noisy.noise_seed == 5
+        _assert_episodes_equal(noisy, again)  # reproducible from (noise_seed, seed)
+        # Same start, then the noise drives the arm through different states.
+        np.testing.assert_array_equal(noisy.joint_positions[0], clean.joint_positions[0])
+        steps = min(clean.num_steps, noisy.num_steps)
+        assert np.abs(noisy.joint_positions[1:steps] - clean.joint_positions[1:steps]).max() > 1e-2
+        # The executed (noisy) targets differ from the labels ...
+        assert np.abs(noisy.executed_target - noisy.joint_target).max() > 1e-2
+        np.testing.assert_array_equal(
+            noisy.action_delta, noisy.joint_target - noisy.joint_positions
+        )
+        # ... and replaying the executed targets visits the recorded states, where every label is
+        # the expert's clean action for that state (velocity-limited/clipped like the env does).
+        obs = env.reset(seed=3)
+        info = env.privileged()
+        for t in range(noisy.num_steps):
+            np.testing.assert_array_equal(obs["joint_positions"], noisy.joint_positions[t])
+            np.testing.assert_array_equal(obs["image"], noisy.images[t])
+            expected = env.clip_joint_target(expert.act(obs, info), env.joint_target)
+            np.testing.assert_array_equal(noisy.joint_target[t], expected)
+            obs, _, done, info = env.step(noisy.executed_target[t])
+            np.testing.assert_array_equal(info["joint_target"], noisy.executed_target[t])
+            assert done == (t == noisy.num_steps - 1)
+    # Round trip, and a clean file keeps the old defaults.
+    path = tmp_path / "dart.h5"
+    with DatasetWriter(path, {"task": "reach"}) as writer:
+        writer.add_episode(noisy)
+        writer.add_episode(clean)
+    with DatasetReader(path) as reader:
+        _assert_episodes_equal(reader[0], noisy)
+        _assert_episodes_equal(reader[1], clean)
+    with h5py.File(path, "r+") as raw:  # a file written before the noise attributes existed
+        group = raw["episodes/000001"]
+        del group.attrs["action_noise"], group.attrs["noise_seed"]
+    with DatasetReader(path) as reader:
+        _assert_episodes_equal(reader[1], clean)
+
+
+def test_record_cli_action_noise(tmp_path, capsys):
+    out = tmp_path / "dart.h5"
+    argv = ["record", "--task", "reach", "--episodes", "2", "--out", str(out), "--action-noise", "0.05"]
+    assert cli.main(argv) == 0
+    assert "action noise 0.05" in capsys.readouterr().out
+    with DatasetReader(out) as reader:
+        assert all(e.action_noise == 0.05 and e.executed_target is not None for e in reader)
