@@ -16,6 +16,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-pipeline": ("ceed_vla_ros.pipeline_bench", "Measure the ROS pipeline's latency, rates and CPU with the sim arm."),
     "bench-all": ("ceed_vla_ros.bench_report", "Decoding speed, closed-loop success and ROS pipeline in one report."),
     "bench": ("ceed_vla_ros.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
+    "collect-trajectories": (
+        "ceed_vla_ros.distill.trajectories",
+        "Collect a teacher's Jacobi trajectories over demonstrations (distillation data).",
+    ),
+    "distill": ("ceed_vla_ros.distill.train_student", "Consistency-distil a student from a teacher's Jacobi trajectories."),
     "demo": ("ceed_vla_ros.demo", "Run the simulated-arm suite for a few episodes with live progress."),
     "eval": ("ceed_vla_ros.evaluation", "Closed-loop evaluation of checkpoints x decoding settings in the simulator."),
     "info": ("ceed_vla_ros.checkpoint", "Show a checkpoint's metadata, parameter count and size on disk."),

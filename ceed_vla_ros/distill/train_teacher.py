@@ -63,7 +63,6 @@ from ceed_vla_ros.distill.dataset import (
     AUX_POINT_NAMES,
     TeacherData,
     TrainingTensors,
-    load_teacher_data,
     random_shift,
     tokenize_teacher_data,
 )

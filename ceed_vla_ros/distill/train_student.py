@@ -1,0 +1,469 @@
+"""``ceed-vla distill``: consistency distillation of a STUDENT from a teacher's Jacobi trajectories.
+
+Inputs: the teacher checkpoint, a trajectory file of that teacher
+(:mod:`ceed_vla_ros.distill.trajectories`) and the demonstration files it references (images and
+proprio are read from there, not duplicated in the trajectory file).
+
+Recipe (CEED-VLA / CLLM, losses in :mod:`ceed_vla_ros.distill.losses`):
+
+* the student starts as an exact copy of the teacher;
+* each step takes a batch of samples; for each sample one Jacobi state ``Y`` is drawn uniformly
+  from its trajectory ``J = {Y^0, ..., Y*}`` EXCLUDING the fixed point (CLLM's choice; a sample whose
+  trajectory is only ``{Y*}`` uses ``Y*``, its consistency term is then exactly zero);
+* ONE batched forward of the student over ``[prompt + Y]`` and ``[prompt + Y*]`` (same images and
+  proprio) gives the block logits (:func:`~ceed_vla_ros.distill.losses.block_prediction_logits`);
+  both losses use the logits restricted to the action tokens, the range the teacher was trained
+  on and every decoder argmax is taken over;
+* ``loss = consistency_loss(state, fixed point (detached)) + ar_weight * ar_loss(fixed point,
+  mixed_labels)``: the AR labels are the teacher's fixed point ``Y*`` except for samples whose
+  teacher actions are more than ``--l1-threshold`` (mean absolute difference per action element,
+  normalised [-1, 1] action units) from the ground-truth chunk, which take the ground-truth tokens.
+
+Default ``--l1-threshold 0.1``: 5 % of the normalised action range, about 13 bins (a bin is
+2/256 = 0.0078 wide) of mean error per element. The teacher's typical error on its own training
+data is far below that (see the collection summary / the model card); samples above it are the
+teacher's outliers (wrong cube, mode errors), where the paper's mixed labels switch to the
+ground truth.
+
+Runs through Hugging Face ``accelerate``: the same command works on one CPU and, with
+``accelerate launch --num_processes N -m ceed_vla_ros.cli distill ...``, on N GPUs (the global
+``--batch-size`` is split over the processes). Resumable: every ``--save-every`` steps the
+accelerate state (model weights as safetensors; optimizer / scheduler / RNG as torch files, in the
+run dir only) and ``trainer_state.json`` go to ``--run-dir``; ``--resume`` continues from there
+with the same batches (the sample order and the drawn states are functions of seed and step).
+The final student is written with :func:`~ceed_vla_ros.checkpoint.save_checkpoint` to
+``<model-dir>/<out-name>`` with ``Provenance(role="student", parent=<teacher checkpoint_id>)``.
+
+Validation (``--val-samples`` trajectories held out from training): early-exit decoding of the
+model from the stored ``Y^0`` with k = 1, 2, 3, 4 iterations (the action L1 to the ground truth and
+token agreement with the teacher's fixed point) and the mean Jacobi iterations to convergence.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import json
+import os
+import shlex
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from ceed_vla_ros.checkpoint import PICKLE_SUFFIXES, Checkpoint, Provenance, load_checkpoint_arg, save_checkpoint
+from ceed_vla_ros.decoding import TokenRange
+from ceed_vla_ros.distill.losses import CeedLoss, block_prediction_logits, ceed_loss, mixed_labels
+from ceed_vla_ros.distill.trajectories import (
+    SampleSet,
+    TrajectorySet,
+    batched_jacobi_trajectories,
+    load_samples,
+    read_trajectories,
+)
+
+STATE_DIR = "state"
+TRAINER_STATE = "trainer_state.json"
+RUN_CHECKPOINT = "checkpoint"
+DEFAULT_L1_THRESHOLD = 0.1
+EARLY_EXIT_STEPS = (1, 2, 3, 4)
+
+
+@dataclasses.dataclass
+class DistillBatch:
+    """Tensors of one distillation batch (CPU or device)."""
+
+    input_ids: torch.Tensor  # (2B, L + n): B rows [prompt + Y], then B rows [prompt + Y*]
+    attention_mask: torch.Tensor  # (2B, L + n)
+    pixel_values: torch.Tensor  # (2B, 3, H, W)
+    proprio: torch.Tensor  # (2B, proprio_dim)
+    fixed_point: torch.Tensor  # (B, n)
+    ground_truth: torch.Tensor  # (B, n)
+    teacher_actions: torch.Tensor  # (B, k, d) normalised
+    ground_truth_actions: torch.Tensor  # (B, k, d) normalised
+    prompt_len: int
+    block_len: int
+
+    def to(self, device: torch.device) -> DistillBatch:
+        return dataclasses.replace(
+            self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+        )
+
+
+def draw_states(trajectories: TrajectorySet, rows: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """One state per sample, uniform over ``Y^0 .. Y^{T-2}`` (``Y*`` only when ``J = {Y*}``)."""
+    counts = trajectories.num_states[rows].astype(np.int64)
+    choice = np.floor(rng.random(rows.size) * np.maximum(counts - 1, 1)).astype(np.int64)
+    choice = np.where(counts > 1, choice, 0)
+    return trajectories.states[trajectories.state_offset[rows] + choice].astype(np.int64)
+
+
+def make_batch(
+    samples: SampleSet,
+    trajectories: TrajectorySet,
+    rows: np.ndarray,
+    states: np.ndarray,
+    image_spec,
+) -> DistillBatch:
+    """``rows`` index both ``samples`` and ``trajectories`` (same order); ``states`` (B, n) = Y."""
+    index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
+    base = samples.model_batch(index, image_spec)
+    prompt = base["input_ids"]
+    fixed_point = torch.from_numpy(trajectories.fixed_point[rows].astype(np.int64))
+    state = torch.from_numpy(np.asarray(states, dtype=np.int64))
+    n = fixed_point.shape[1]
+    ids = torch.cat((torch.cat((prompt, state), 1), torch.cat((prompt, fixed_point), 1)))
+    mask = torch.cat((base["attention_mask"], torch.ones_like(state)), 1).repeat(2, 1)
+    return DistillBatch(
+        input_ids=ids,
+        attention_mask=mask,
+        pixel_values=base["pixel_values"].repeat(2, 1, 1, 1),
+        proprio=base["proprio"].repeat(2, 1),
+        fixed_point=fixed_point,
+        ground_truth=torch.from_numpy(trajectories.ground_truth[rows].astype(np.int64)),
+        teacher_actions=torch.from_numpy(trajectories.teacher_actions[rows]),
+        ground_truth_actions=torch.from_numpy(trajectories.ground_truth_actions[rows]),
+        prompt_len=prompt.shape[1],
+        block_len=n,
+    )
+
+
+def distill_loss(
+    model: torch.nn.Module,
+    batch: DistillBatch,
+    allowed: TokenRange,
+    *,
+    ar_weight: float = 1.0,
+    l1_threshold: float = DEFAULT_L1_THRESHOLD,
+) -> tuple[CeedLoss, torch.Tensor]:
+    """Consistency + mixed-label AR loss of ``model`` on ``batch``; also returns which samples use GT labels."""
+    logits = model(
+        input_ids=batch.input_ids,
+        attention_mask=batch.attention_mask,
+        pixel_values=batch.pixel_values,
+        proprio=batch.proprio,
+        use_cache=False,
+    ).logits
+    block = block_prediction_logits(logits, batch.prompt_len, batch.block_len)[..., allowed.start : allowed.stop]
+    size = batch.fixed_point.shape[0]
+    state_logits, fixed_point_logits = block[:size], block[size:]
+    labels, uses_truth = mixed_labels(
+        batch.fixed_point, batch.ground_truth, batch.teacher_actions, batch.ground_truth_actions, l1_threshold
+    )
+    loss = ceed_loss(state_logits, fixed_point_logits, labels - allowed.start, ar_weight)
+    return loss, uses_truth
+
+
+def distill_step(
+    model: torch.nn.Module,
+    optimizer: torch.optim.Optimizer,
+    batch: DistillBatch,
+    allowed: TokenRange,
+    *,
+    ar_weight: float = 1.0,
+    l1_threshold: float = DEFAULT_L1_THRESHOLD,
+    backward=None,
+    clip_grad_norm=None,
+    max_grad_norm: float = 1.0,
+) -> tuple[CeedLoss, torch.Tensor]:
+    """One optimizer step on ``batch`` (``backward`` / ``clip_grad_norm``: accelerate's, or plain torch)."""
+    loss, uses_truth = distill_loss(model, batch, allowed, ar_weight=ar_weight, l1_threshold=l1_threshold)
+    optimizer.zero_grad(set_to_none=True)
+    (backward or (lambda value: value.backward()))(loss.total)
+    (clip_grad_norm or torch.nn.utils.clip_grad_norm_)(model.parameters(), max_grad_norm)
+    optimizer.step()
+    return loss, uses_truth
+
+
+@torch.no_grad()
+def evaluate_early_exit(
+    model: torch.nn.Module,
+    samples: SampleSet,
+    trajectories: TrajectorySet,
+    rows: np.ndarray,
+    image_spec,
+    allowed: TokenRange,
+    n_bins: int,
+    batch_size: int = 64,
+) -> dict[str, float]:
+    """Jacobi from the stored Y^0 with ``model``: per early-exit k, the action L1 to the ground truth
+    and the token agreement with the teacher's Y*; plus mean iterations to the fixed point."""
+    was_training = model.training
+    model.eval()
+    device = next(model.parameters()).device
+    l1 = {k: [] for k in (*EARLY_EXIT_STEPS, "fixed")}
+    agree = {k: [] for k in (*EARLY_EXIT_STEPS, "fixed")}
+    iterations = []
+    for begin in range(0, len(rows), batch_size):
+        chunk = rows[begin : begin + batch_size]
+        base = samples.model_batch(torch.from_numpy(chunk.astype(np.int64)), image_spec)
+        initial = torch.from_numpy(trajectories.states[trajectories.state_offset[chunk]].astype(np.int64))
+        result = batched_jacobi_trajectories(
+            model,
+            base["input_ids"].to(device),
+            base["attention_mask"].to(device),
+            {"pixel_values": base["pixel_values"].to(device), "proprio": base["proprio"].to(device)},
+            initial.to(device),
+            allowed=allowed,
+        )
+        truth = trajectories.ground_truth_actions[chunk].reshape(len(chunk), -1)
+        teacher = trajectories.fixed_point[chunk]
+        for i, states in enumerate(result.states):
+            iterations.append(states.shape[0] - 1)
+            for k in (*EARLY_EXIT_STEPS, "fixed"):
+                tokens = (states[-1] if k == "fixed" else states[min(k, states.shape[0] - 1)]).numpy()
+                # Y^0 may hold non-action ids at k=0 only; from k>=1 every position is an action token.
+                bins = np.clip(allowed.stop - 1 - tokens, 0, n_bins - 1)
+                actions = -1.0 + (bins + 0.5) * (2.0 / n_bins)
+                l1[k].append(float(np.abs(actions - truth[i]).mean()))
+                agree[k].append(float((tokens == teacher[i]).mean()))
+    model.train(was_training)
+    out = {"val_iterations": float(np.mean(iterations))}
+    for k in (*EARLY_EXIT_STEPS, "fixed"):
+        name = "fp" if k == "fixed" else f"k{k}"
+        out[f"val_l1_{name}"] = float(np.mean(l1[k]))
+        out[f"val_agree_{name}"] = float(np.mean(agree[k]))
+    return out
+
+
+def batch_rows(train_rows: np.ndarray, batch_size: int, seed: int, step: int) -> np.ndarray:
+    """Global batch ``step`` of a seeded epoch-wise permutation of ``train_rows`` (stateless)."""
+    per_epoch = max(1, train_rows.size // batch_size)
+    epoch, offset = divmod(step, per_epoch)
+    order = np.random.default_rng([seed, 11, epoch]).permutation(train_rows.size)
+    return train_rows[order[offset * batch_size : (offset + 1) * batch_size]]
+
+
+def split_rows(num: int, val_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train rows, held-out validation rows), seeded."""
+    order = np.random.default_rng([seed, 5]).permutation(num)
+    n_val = min(val_samples, max(0, num - 1))
+    return np.sort(order[n_val:]), np.sort(order[:n_val])
+
+
+def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.1) -> float:
+    if step < warmup:
+        return (step + 1) / warmup
+    progress = min(1.0, (step - warmup) / max(1, total - warmup))
+    return min_ratio + (1 - min_ratio) * 0.5 * (1 + np.cos(np.pi * progress))
+
+
+def check_data(trajectories: TrajectorySet, data: list[Path], teacher: Checkpoint) -> None:
+    """The trajectory file must come from this teacher and reference these demonstration files."""
+    expected = trajectories.attrs["teacher_checkpoint_id"]
+    if expected != teacher.metadata.checkpoint_id:
+        raise SystemExit(f"trajectories come from teacher {expected}, not {teacher.metadata.checkpoint_id}")
+    recorded = trajectories.data_files
+    if len(recorded) != len(data):
+        raise SystemExit(f"trajectories reference {len(recorded)} data files {recorded}, --data gives {len(data)}")
+    from ceed_vla_ros.sim.recorder import DatasetReader
+
+    counts = json.loads(trajectories.attrs.get("data_episodes", "null") or "null")
+    for i, path in enumerate(data):
+        if counts is not None:
+            with DatasetReader(path) as reader:
+                if len(reader) != counts[i]:
+                    raise SystemExit(f"{path}: {len(reader)} episodes, the trajectories were collected on {counts[i]} ({recorded[i]})")
+        if Path(path).name != Path(recorded[i]).name:
+            print(f"warning: --data {path} stands for the recorded {recorded[i]}", file=sys.stderr)
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="teacher checkpoint name in --model-dir (or a folder path)")
+    parser.add_argument("--trajectories", type=Path, required=True, help="file from ceed-vla collect-trajectories")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="the demonstration files of the trajectories, same order")
+    parser.add_argument("--out-name", default="sim_student", help="student checkpoint name (folder in --model-dir)")
+    parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("CEED_VLA_MODEL_DIR", "models")))
+    parser.add_argument("--run-dir", type=Path, default=Path("runs/student"), help="run state / logs (outside --model-dir)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last state saved in --run-dir")
+    parser.add_argument("--ar-weight", type=float, default=1.0, help="weight w of the AR term (paper: 1)")
+    parser.add_argument("--l1-threshold", type=float, default=DEFAULT_L1_THRESHOLD,
+                        help="GT labels for samples whose teacher actions are further than this from the GT "
+                             "(mean |diff| per element, normalised [-1, 1] units; default %(default)s)")
+    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps")
+    parser.add_argument("--time-limit-min", type=float, default=None, help="stop (and save) after this many minutes")
+    parser.add_argument("--batch-size", type=int, default=32, help="global batch size (samples; 2x sequences)")
+    parser.add_argument("--lr", type=float, default=2e-4)
+    parser.add_argument("--weight-decay", type=float, default=0.0)
+    parser.add_argument("--warmup", type=int, default=50)
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--val-samples", type=int, default=256, help="trajectories held out for validation")
+    parser.add_argument("--eval-every", type=int, default=500, help="steps between validations (0: start/end only)")
+    parser.add_argument("--save-every", type=int, default=250, help="steps between saved run states")
+    parser.add_argument("--log-every", type=int, default=25)
+    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def distill(args: argparse.Namespace) -> Path:
+    from accelerate import Accelerator
+    from accelerate.utils import set_seed
+    from tqdm import tqdm
+
+    torch.set_num_threads(args.threads)
+    accelerator = Accelerator()
+    set_seed(args.seed)
+    command = getattr(args, "command", None) or "ceed-vla distill " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    start_time = time.perf_counter()
+    run_dir = Path(args.run_dir)
+    model_dir = Path(args.model_dir)
+    if model_dir.resolve() in run_dir.resolve().parents or run_dir.resolve() == model_dir.resolve():
+        raise SystemExit("--run-dir must be outside --model-dir (run state contains pickled optimizer files)")
+    run_dir.mkdir(parents=True, exist_ok=True)
+
+    teacher = load_checkpoint_arg(model_dir, args.teacher)
+    trajectories = read_trajectories(args.trajectories)
+    check_data(trajectories, list(args.data), teacher)
+    samples = load_samples(args.data, teacher, refs=trajectories.refs())
+    metadata = teacher.metadata
+    allowed = TokenRange(*teacher.action_tokenizer.token_range)
+    train_rows, val_rows = split_rows(len(trajectories), args.val_samples, args.seed)
+    accelerator.print(
+        f"teacher {metadata.checkpoint_id}; {len(trajectories)} trajectories ({train_rows.size} train, {val_rows.size} val), "
+        f"mean {float(trajectories.num_states.mean() - 1):.2f} Jacobi iterations, "
+        f"{float((trajectories.l1 > args.l1_threshold).mean()):.1%} samples with GT labels (l1 > {args.l1_threshold})"
+    )
+
+    student = teacher.model  # the student starts as the teacher (a fresh copy loaded from disk)
+    student.train()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.warmup, args.steps))
+    student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
+
+    step = 0
+    state_file = run_dir / TRAINER_STATE
+    history: list[dict] = []
+    if args.resume:
+        if not state_file.is_file():
+            raise SystemExit(f"--resume: no saved state in {run_dir}")
+        accelerator.load_state(str(run_dir / STATE_DIR))
+        saved = json.loads(state_file.read_text())
+        step = int(saved["step"])
+        start_time -= float(saved.get("train_seconds", 0.0))
+        history = saved.get("validation", [])
+        accelerator.print(f"resumed at step {step}")
+    log_file = open(run_dir / "log.jsonl", "a") if accelerator.is_main_process else None
+
+    def log(record: dict) -> None:
+        if log_file is not None:
+            log_file.write(json.dumps(record) + "\n")
+            log_file.flush()
+
+    def validate() -> dict:
+        if val_rows.size == 0 or not accelerator.is_main_process:
+            return {}
+        result = evaluate_early_exit(accelerator.unwrap_model(student), samples, trajectories, val_rows,
+                                     metadata.image, allowed, metadata.n_bins)
+        result = {"step": step, **{k: round(v, 5) for k, v in result.items()}}
+        history.append(result)
+        log(result)
+        accelerator.print("validation " + json.dumps(result))
+        return result
+
+    def save_state() -> None:
+        accelerator.wait_for_everyone()
+        accelerator.save_state(str(run_dir / STATE_DIR), safe_serialization=True)
+        if accelerator.is_main_process:
+            export(accelerator.unwrap_model(student), teacher, run_dir / RUN_CHECKPOINT, args, command, trajectories,
+                   step, time.perf_counter() - start_time, last, history, final=False)
+            state_file.write_text(json.dumps({"step": step, "train_seconds": time.perf_counter() - start_time,
+                                              "validation": history}))
+
+    if step == 0:
+        validate()
+    world, rank = accelerator.num_processes, accelerator.process_index
+    per_process = args.batch_size // world
+    bar = tqdm(total=args.steps, initial=step, unit="step", desc="distill", mininterval=2.0,
+               disable=args.no_progress or not accelerator.is_main_process)
+    running = {"consistency": 0.0, "ar": 0.0, "total": 0.0, "gt_labels": 0.0}
+    count = 0
+    last: dict = {}
+    student.train()
+    while step < args.steps:
+        if args.time_limit_min is not None and time.perf_counter() - start_time > 60 * args.time_limit_min:
+            accelerator.print(f"time limit reached at step {step}")
+            break
+        rows = batch_rows(train_rows, args.batch_size, args.seed, step)[rank * per_process : (rank + 1) * per_process]
+        rng = np.random.default_rng([args.seed, 13, step, rank])
+        batch = make_batch(samples, trajectories, rows, draw_states(trajectories, rows, rng), metadata.image)
+        loss, uses_truth = distill_step(student, optimizer, batch.to(accelerator.device), allowed,
+                                        ar_weight=args.ar_weight, l1_threshold=args.l1_threshold,
+                                        backward=accelerator.backward, clip_grad_norm=accelerator.clip_grad_norm_)
+        scheduler.step()
+        step += 1
+        count += 1
+        running["consistency"] += loss.consistency
+        running["ar"] += loss.ar
+        running["total"] += float(loss.total.detach())
+        running["gt_labels"] += float(uses_truth.float().mean())
+        bar.update(1)
+        bar.set_postfix(cons=f"{loss.consistency:.4f}", ar=f"{loss.ar:.4f}", refresh=False)
+        if step % args.log_every == 0 or step == args.steps:
+            last = {k: round(v / count, 5) for k, v in running.items()}
+            log({"step": step, "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - start_time, 1), **last})
+            running = dict.fromkeys(running, 0.0)
+            count = 0
+        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
+            validate()
+        if step % args.save_every == 0:
+            save_state()
+    bar.close()
+    if count:
+        last = {k: round(v / count, 5) for k, v in running.items()}
+    validate()
+    save_state()
+    final_path = model_dir / args.out_name
+    if accelerator.is_main_process:
+        saved = export(accelerator.unwrap_model(student), teacher, final_path, args, command, trajectories, step,
+                       time.perf_counter() - start_time, last, history, final=True)
+        accelerator.print(f"saved {final_path} ({saved.checkpoint_id}) after {step} steps, "
+                          f"{(time.perf_counter() - start_time) / 60:.1f} min")
+    if log_file is not None:
+        log_file.close()
+    return final_path
+
+
+def export(student, teacher: Checkpoint, path: Path, args, command: str, trajectories: TrajectorySet, step: int,
+           seconds: float, last: dict, history: list[dict], *, final: bool):
+    """Save the student with provenance (role student, parent = the teacher's checkpoint_id)."""
+    val = history[-1] if history else {}
+    first = history[0] if history else {}
+    notes = (
+        f"{'final' if final else 'intermediate'}: consistency distillation, {step} steps, batch {args.batch_size}, "
+        f"lr {args.lr}, ar_weight {args.ar_weight}, l1_threshold {args.l1_threshold}, {seconds / 60:.1f} min train "
+        f"wall time; last losses {json.dumps(last)}"
+    )
+    if val:
+        notes += (f"; held-out ({args.val_samples}) early-exit action L1 k1..k4 / fixed point: "
+                  + " ".join(f"{val.get(f'val_l1_k{k}', float('nan')):.4f}" for k in EARLY_EXIT_STEPS)
+                  + f" / {val.get('val_l1_fp', float('nan')):.4f}, mean Jacobi iterations {val.get('val_iterations', float('nan')):.2f}")
+        if first and first is not val:
+            notes += f" (teacher at step 0: iterations {first.get('val_iterations', float('nan')):.2f}, k1 L1 {first.get('val_l1_k1', float('nan')):.4f})"
+    data = (
+        f"{args.trajectories} ({len(trajectories)} Jacobi trajectories of {trajectories.attrs['teacher_checkpoint_id']}, "
+        f"{int(trajectories.attrs['num_states'])} states) over {', '.join(str(p) for p in args.data)}"
+    )
+    provenance = Provenance(
+        role="student",
+        parent=teacher.metadata.checkpoint_id,
+        command=command,
+        seeds={"distill": int(args.seed), "trajectories": int(trajectories.attrs.get("seed", 0))},
+        data=data,
+        notes=notes,
+    )
+    metadata = dataclasses.replace(teacher.metadata, name=path.name, provenance=provenance, checkpoint_id="", weights_sha256="")
+    was_training = student.training
+    saved = save_checkpoint(student.eval(), teacher.tokenizer, metadata, path)
+    student.train(was_training)
+    pickles = [p for p in Path(path).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES]
+    if pickles:
+        raise RuntimeError(f"pickle-format files in the checkpoint {path}: {pickles}")
+    return saved
+
+
+def cli_main(args: argparse.Namespace) -> int:
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    distill(args)
+    return 0
