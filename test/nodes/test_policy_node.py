@@ -132,6 +132,8 @@ def test_early_exit_steps_set_live_changes_the_next_chunks(policy, wait_until):
     ("checkpoint", "no_such_checkpoint", "missing"),
     ("instruction", "reach\x07 the red cube", "non-printable"),
     ("num_threads", 4, "read-only"),
+    ("early_exit_steps", "three", "Wrong parameter type"),
+    ("decoding_mode", 2, "Wrong parameter type"),
 ])
 def test_invalid_parameters_are_rejected_with_a_reason_and_the_node_keeps_going(policy, wait_until, name, value, reason):
     process, probe = policy
