@@ -385,7 +385,9 @@ def save_checkpoint(
     """Write a checkpoint folder (created if needed) and return the metadata as saved.
 
     Fills ``vocab_size`` (from the model), ``weights_sha256``, ``checkpoint_id`` and (if empty)
-    ``provenance.created``; checks the metadata against model and tokenizer first.
+    ``provenance.created``; checks the metadata against model and tokenizer first. Raises
+    CheckpointError if the folder holds pickle-format files afterwards (e.g. left from an older run):
+    such a folder would be refused on load.
     """
     path = Path(path)
     vocab_size = model.config.text_config.vocab_size
@@ -405,6 +407,9 @@ def save_checkpoint(
         metadata, weights_sha256=sha, checkpoint_id=f"{metadata.name}-{sha[:8]}", provenance=provenance
     )
     (path / METADATA_FILE).write_text(metadata.to_yaml())
+    pickles = sorted(p for p in path.rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES)
+    if pickles:
+        raise CheckpointError(f"{path}: pickle-format files in the checkpoint folder: {[str(p) for p in pickles]}")
     return metadata
 
 

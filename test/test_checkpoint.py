@@ -229,3 +229,11 @@ def test_info_command(source, capsys):
     assert cli.main(["info", str(source)]) == 0
     assert cli.main(["info", "missing", "--model-dir", str(source.parent)]) == 1
     assert "error:" in capsys.readouterr().out
+
+
+def test_saving_into_a_folder_with_a_leftover_pickle_is_refused(tmp_path):
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    (folder / "pytorch_model.bin").write_bytes(b"left over from an older run")
+    with pytest.raises(CheckpointError, match="pickle-format files"):
+        build_tiny_checkpoint(folder, make_metadata(), seed=1, instructions=["reach the cube"], **SIZES)

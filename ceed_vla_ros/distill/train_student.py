@@ -53,7 +53,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ceed_vla_ros.checkpoint import PICKLE_SUFFIXES, Checkpoint, Provenance, load_checkpoint_arg, save_checkpoint
+from ceed_vla_ros.checkpoint import Checkpoint, Provenance, load_checkpoint_arg, save_checkpoint
 from ceed_vla_ros.decoding import TokenRange
 from ceed_vla_ros.distill.losses import CeedLoss, block_prediction_logits, ceed_loss, mixed_labels
 from ceed_vla_ros.distill.trajectories import (
@@ -457,9 +457,6 @@ def export(student, teacher: Checkpoint, path: Path, args, command: str, traject
     was_training = student.training
     saved = save_checkpoint(student.eval(), teacher.tokenizer, metadata, path)
     student.train(was_training)
-    pickles = [p for p in Path(path).rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES]
-    if pickles:
-        raise RuntimeError(f"pickle-format files in the checkpoint {path}: {pickles}")
     return saved
 
 
