@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 import h5py
 import numpy as np
@@ -12,45 +11,17 @@ import pytest
 import torch
 
 from ceed_vla_ros import cli
-from ceed_vla_ros.checkpoint import CheckpointMetadata, ImageSpec, build_tiny_checkpoint, load_checkpoint
 from ceed_vla_ros.decoding import HFCausalLMAdapter, TokenRange, decode
 from ceed_vla_ros.distill import trajectories as T
-from ceed_vla_ros.distill.dataset import load_teacher_data
-from ceed_vla_ros.distill.train_teacher import all_instructions
-from ceed_vla_ros.sim.mjcf import JOINT_NAMES
-from ceed_vla_ros.sim.recorder import DatasetReader, record_dataset
+from ceed_vla_ros.sim.recorder import DatasetReader
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
-IMAGE = 32
-CHUNK = 2  # block of 8 tokens
 
 
-def make_world(root: Path) -> dict:
-    """Two reach episodes + one push episode (different prompt lengths) and a tiny random teacher."""
-    files = [root / "reach.h5", root / "push.h5"]
-    record_dataset("reach", 2, files[0], seed=0, image_size=IMAGE, horizon=10, progress=False)
-    record_dataset("push", 1, files[1], seed=3, image_size=IMAGE, horizon=10, progress=False)
-    data = load_teacher_data(files, CHUNK)
-    metadata = CheckpointMetadata(
-        name="tiny_teacher", action_space="joint_delta", joint_names=list(JOINT_NAMES), action_dims=4,
-        chunk_len=CHUNK, dt=0.1, action_norm=data.action_stats(), proprio_names=list(JOINT_NAMES),
-        proprio_norm=data.proprio_stats(), image=ImageSpec(height=IMAGE, width=IMAGE),
-    )
-    build_tiny_checkpoint(
-        root / "models" / "tiny_teacher", metadata, seed=0, instructions=all_instructions(), hidden_size=32,
-        num_layers=2, num_heads=4, num_image_tokens=2, num_keypoints=4, vision_channels=(8,), vision_strides=(2,),
-        vision_mlp_hidden=16,
-    )
-    return {"root": root, "files": files, "teacher": load_checkpoint(root / "models", "tiny_teacher")}
-
-
-@pytest.fixture(scope="module")
-def world(tmp_path_factory) -> dict:
-    world = make_world(tmp_path_factory.mktemp("traj"))
-    world["samples"] = T.load_samples(world["files"], world["teacher"])
-    world["trajectories"] = T.collect(world["teacher"], world["samples"], batch_size=8, seed=0, progress=False)
-    return world
+@pytest.fixture
+def world(distill_world) -> dict:
+    return distill_world
 
 
 def _batch1(checkpoint, samples, row, initial, mode="jacobi"):
@@ -125,7 +96,7 @@ def test_stored_labels_and_references(world):
             f, e, s = int(loaded.file_index[row]), int(loaded.episode[row]), int(loaded.step[row])
             episode = readers[f][e]
             np.testing.assert_array_equal(samples.tensors.images[row].numpy(), episode.images[s])
-            t_next = np.minimum(s + np.arange(CHUNK), episode.num_steps - 1)
+            t_next = np.minimum(s + np.arange(teacher.metadata.chunk_len), episode.num_steps - 1)
             chunk = episode.joint_target[t_next] - episode.joint_positions[s]
             np.testing.assert_array_equal(loaded.ground_truth[row], tokenizer.encode(chunk))
             truth = np.clip(teacher.metadata.action_norm.normalize(chunk), -1, 1)
