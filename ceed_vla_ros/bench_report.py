@@ -152,12 +152,11 @@ def cli_main(args: argparse.Namespace) -> int:
     pipeline_md = "(skipped)"
     if not args.skip_pipeline:
         print("3/3 ROS pipeline ...", flush=True)
-        from ceed_vla_ros.bringup import get_setup, read_parameters
-        from ceed_vla_ros.pipeline_bench import measure_idle_and_loaded, pipeline_table, run_suite
+        from ceed_vla_ros.pipeline_bench import measure_idle_and_loaded, pipeline_table, run_suite, sim_suite_settings
 
-        control_rate = float(read_parameters(get_setup("sim_arm").params_path())["arm_driver"]["control_rate_hz"])
-        values = {"model_dir": str(model_dir), "checkpoint": args.student, "decoding_mode": "early_exit",
-                  "early_exit_steps": str(args.headline_exit_steps)}
+        values, control_rate = sim_suite_settings([
+            f"model_dir:={model_dir}", f"checkpoint:={args.student}", "decoding_mode:=early_exit",
+            f"early_exit_steps:={args.headline_exit_steps}"])
 
         runs, log = run_suite(values, lambda suite, probe: measure_idle_and_loaded(
             suite, probe, args.pipeline_seconds, os.cpu_count() or 2, 8.0, 2_000_000, control_rate))

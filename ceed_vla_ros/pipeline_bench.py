@@ -251,6 +251,17 @@ def pipeline_table(runs: dict[str, dict]) -> str:
     return "\n".join(lines)
 
 
+def sim_suite_settings(assignments: list[str]) -> tuple[dict[str, str], float]:
+    """Launch-argument values of the sim_arm setup and the driver's configured control rate (Hz)."""
+    from ceed_vla_ros.bringup import parse_assignments, read_parameters
+
+    setup = get_setup("sim_arm")
+    values = parse_assignments(assignments, setup)
+    control_rate = float(read_parameters(setup.params_path())["arm_driver"]["control_rate_hz"])
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    return values, control_rate
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per condition")
     parser.add_argument("--load-processes", type=int, default=os.cpu_count() or 2,
@@ -262,12 +273,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    from ceed_vla_ros.bringup import parse_assignments, read_parameters
-
-    setup = get_setup("sim_arm")
-    values = parse_assignments(args.assignments, setup)
-    control_rate = float(read_parameters(setup.params_path())["arm_driver"]["control_rate_hz"])
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    values, control_rate = sim_suite_settings(args.assignments)
 
     runs, log = run_suite(values, lambda suite, probe: measure_idle_and_loaded(
         suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, control_rate))
@@ -292,12 +298,7 @@ def add_soak_arguments(parser: argparse.ArgumentParser) -> None:
 def soak_main(args: argparse.Namespace) -> int:
     from tqdm import tqdm
 
-    from ceed_vla_ros.bringup import parse_assignments, read_parameters
-
-    setup = get_setup("sim_arm")
-    values = parse_assignments(args.assignments, setup)
-    control_rate = float(read_parameters(setup.params_path())["arm_driver"]["control_rate_hz"])
-    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    values, control_rate = sim_suite_settings(args.assignments)
     total = args.minutes * 60.0
     window = min(60.0, total / 3)
 
