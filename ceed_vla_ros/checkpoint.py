@@ -337,6 +337,7 @@ def make_model_config(
     vision_strides: tuple[int, ...] = (2, 1, 2, 1),
     vision_mlp_hidden: int = 256,
     max_position_embeddings: int = 512,
+    vision_prompt_conditioning: bool = False,
 ) -> CeedVlaConfig:
     """A :class:`CeedVlaConfig` matching the tokenizer and metadata (vocab, proprio dim, image size)."""
     if metadata.image.height != metadata.image.width:
@@ -362,6 +363,7 @@ def make_model_config(
         num_keypoints=num_keypoints,
         vision_mlp_hidden=vision_mlp_hidden,
         num_image_tokens=num_image_tokens,
+        vision_prompt_conditioning=vision_prompt_conditioning,
         proprio_dim=metadata.proprio_dim,
         image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
         proprio_token_id=tokenizer.convert_tokens_to_ids("<proprio>"),

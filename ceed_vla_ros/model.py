@@ -6,6 +6,10 @@ Architecture (``CeedVlaForActionPrediction``):
   channels (x, y in [-1, 1]), a 1x1 conv to ``num_keypoints`` heat maps, a spatial softmax giving the
   expected (x, y) of every heat map (the *keypoints*), and global-average-pooled CNN features; an MLP
   maps [keypoints, pooled] to ``num_image_tokens`` token embeddings;
+* optional instruction conditioning of the vision tokens (``vision_prompt_conditioning``, as RT-1
+  conditions its image encoder on the instruction): the MLP also reads the mean of the
+  RMS-normalised embeddings of the prompt's text tokens, so it can pick out what the instruction names (e.g. which cube) before the
+  decoder sees the image;
 * proprioception: normalised joint positions (``proprio_dim`` values, may be 0) -> one token by a
   linear layer;
 * decoder: a transformers ``LlamaForCausalLM`` (``config.text_config``).
@@ -63,6 +67,8 @@ class CeedVlaConfig(PreTrainedConfig):
         proprio_dim: length of the proprioception vector (0: no proprio token).
         image_token_id: placeholder id of the image tokens in ``input_ids``.
         proprio_token_id: placeholder id of the proprio token in ``input_ids``.
+        vision_prompt_conditioning: the image-token MLP also reads the mean embedding of the
+            prompt's text tokens (see :meth:`CeedVlaForActionPrediction.embed_inputs`).
     """
 
     model_type = MODEL_TYPE
@@ -78,6 +84,7 @@ class CeedVlaConfig(PreTrainedConfig):
     proprio_dim: int = 0
     image_token_id: int = 4
     proprio_token_id: int = 5
+    vision_prompt_conditioning: bool = False
     tie_word_embeddings: bool = False
 
     def __post_init__(self, **kwargs) -> None:
@@ -167,7 +174,10 @@ class CeedVlaVisionEncoder(nn.Module):
         self.spatial_softmax = SpatialSoftmax()
         hidden = config.text_config.hidden_size
         self.num_image_tokens = config.num_image_tokens
-        hidden_layer = nn.Linear(2 * config.num_keypoints + in_channels, config.vision_mlp_hidden)
+        self.feature_size = 2 * config.num_keypoints + in_channels
+        """Length of one row of :meth:`features` (2 * num_keypoints + pooled channels)."""
+        self.condition_size = hidden if config.vision_prompt_conditioning else 0
+        hidden_layer = nn.Linear(self.feature_size + self.condition_size, config.vision_mlp_hidden)
         hidden_layer.he_init = True  # see CeedVlaPreTrainedModel._init_weights
         self.projector = nn.Sequential(
             hidden_layer,
@@ -175,16 +185,34 @@ class CeedVlaVisionEncoder(nn.Module):
             nn.Linear(config.vision_mlp_hidden, config.num_image_tokens * hidden),
         )
 
-    def forward(self, pixel_values: torch.Tensor) -> VisionEncoderOutput:
-        """``pixel_values``: (batch, 3, H, W), preprocessed (see ``policy.preprocess_images``)."""
+    def features(self, pixel_values: torch.Tensor) -> torch.Tensor:
+        """The CNN stage: (batch, feature_size) = [keypoints (x, y) flattened, pooled CNN features].
+
+        ``pixel_values``: (batch, 3, H, W), preprocessed (see ``policy.preprocess_images``). A
+        training run with a frozen CNN computes these once per image and trains :meth:`project`.
+        """
         batch, _, height, width = pixel_values.shape
         grid_x, grid_y = coordinate_grid(height, width, pixel_values.device, pixel_values.dtype)
         coords = torch.stack((grid_x, grid_y)).expand(batch, 2, height, width)
         features = self.cnn(torch.cat((pixel_values, coords), dim=1))
         keypoints = self.spatial_softmax(self.keypoint_conv(features))
-        pooled = features.mean(dim=(2, 3))
-        tokens = self.projector(torch.cat((keypoints.flatten(1), pooled), dim=1))
+        return torch.cat((keypoints.flatten(1), features.mean(dim=(2, 3))), dim=1)
+
+    def project(self, features: torch.Tensor, condition: torch.Tensor | None = None) -> VisionEncoderOutput:
+        """The MLP stage: :meth:`features` rows (+ the prompt ``condition`` (batch, hidden) when the
+        config asks for it) -> image token embeddings (and the keypoints)."""
+        batch = features.shape[0]
+        keypoints = features[:, : 2 * self.keypoint_conv.out_channels].reshape(batch, -1, 2)
+        if self.condition_size:
+            if condition is None:
+                raise ValueError("this vision encoder is conditioned on the prompt: give condition")
+            features = torch.cat((features, condition.to(features.dtype)), dim=1)
+        tokens = self.projector(features)
         return VisionEncoderOutput(image_embeds=tokens.reshape(batch, self.num_image_tokens, -1), keypoints=keypoints)
+
+    def forward(self, pixel_values: torch.Tensor, condition: torch.Tensor | None = None) -> VisionEncoderOutput:
+        """``pixel_values``: (batch, 3, H, W), preprocessed (see ``policy.preprocess_images``)."""
+        return self.project(self.features(pixel_values), condition)
 
 
 class CeedVlaPreTrainedModel(PreTrainedModel):
@@ -234,8 +262,18 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         input_ids: torch.LongTensor,
         pixel_values: torch.Tensor | None = None,
         proprio: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
+        prompt_length: int | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor | None]:
         """Token embeddings with the image / proprio placeholders replaced; also returns the keypoints.
+
+        ``vision_features`` (rows of ``vision_encoder.features``, precomputed) may replace
+        ``pixel_values``: training with a frozen CNN.
+
+        With ``config.vision_prompt_conditioning`` the image tokens also depend on the mean
+        embedding of the prompt's text tokens: every position before ``prompt_length`` (default:
+        all of ``input_ids``, as in a prefill) that is neither padding nor a placeholder. Training
+        forwards that append action tokens to the prompt pass ``prompt_length``.
 
         Only the first ``num_image_tokens`` image placeholders (first proprio placeholder) of each
         row are replaced. Without ``pixel_values`` / ``proprio`` (decode steps after the prefill)
@@ -246,8 +284,14 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         """
         embeds = self.get_input_embeddings()(input_ids)
         keypoints = None
-        if pixel_values is not None:
-            vision = self.vision_encoder(pixel_values.to(embeds.dtype))
+        if pixel_values is not None and vision_features is not None:
+            raise ValueError("give pixel_values or vision_features, not both")
+        if pixel_values is not None or vision_features is not None:
+            condition = self._prompt_condition(input_ids, embeds, prompt_length) if self.config.vision_prompt_conditioning else None
+            if vision_features is None:
+                vision = self.vision_encoder(pixel_values.to(embeds.dtype), condition)
+            else:
+                vision = self.vision_encoder.project(vision_features.to(embeds.dtype), condition)
             keypoints = vision.keypoints
             image_mask = input_ids == self.config.image_token_id
             embeds = _scatter_placeholders(embeds, image_mask, vision.image_embeds, "image")
@@ -258,6 +302,20 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
             proprio_embeds = self.proprio_projector(proprio.to(embeds.dtype)).unsqueeze(1)
             embeds = _scatter_placeholders(embeds, proprio_mask, proprio_embeds, "proprio")
         return embeds, keypoints
+
+    def _prompt_condition(self, input_ids: torch.Tensor, embeds: torch.Tensor, prompt_length: int | None) -> torch.Tensor:
+        """(batch, hidden) mean of the RMS-normalised embeddings of the prompt's text tokens (see
+        :meth:`embed_inputs`). Normalising each token first keeps the instruction's distinguishing
+        words at unit scale; raw embeddings start at std 0.02 and would hardly move the MLP."""
+        length = input_ids.shape[1] if prompt_length is None else int(prompt_length)
+        ids = input_ids[:, :length]
+        text = (ids != self.config.image_token_id) & (ids != self.config.proprio_token_id)
+        if self.config.text_config.pad_token_id is not None:
+            text &= ids != self.config.text_config.pad_token_id
+        tokens = embeds[:, :length]
+        tokens = tokens * torch.rsqrt(tokens.pow(2).mean(-1, keepdim=True) + 1e-6)
+        weights = text.to(embeds.dtype).unsqueeze(-1)
+        return (tokens * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
     @deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")
     def forward(
@@ -272,18 +330,22 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         labels: torch.LongTensor | None = None,
         use_cache: bool | None = None,
         logits_to_keep: int | torch.Tensor = 0,
+        vision_features: torch.Tensor | None = None,
+        prompt_length: int | None = None,
         **kwargs,
     ) -> CeedVlaOutput:
         """Causal-LM forward. ``labels`` are aligned with ``input_ids`` (shifted inside), -100 = ignored.
 
         ``pixel_values`` (batch, 3, H, W) and ``proprio`` (batch, proprio_dim) are only needed when
-        ``input_ids`` contain their placeholders (the prefill / training step).
+        ``input_ids`` contain their placeholders (the prefill / training step); precomputed
+        ``vision_features`` may stand in for ``pixel_values``; ``prompt_length`` marks where the
+        prompt ends when tokens follow it (see :meth:`embed_inputs`).
         """
         keypoints = None
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("give input_ids or inputs_embeds")
-            inputs_embeds, keypoints = self.embed_inputs(input_ids, pixel_values, proprio)
+            inputs_embeds, keypoints = self.embed_inputs(input_ids, pixel_values, proprio, vision_features, prompt_length)
         kwargs.pop("return_dict", None)
         outputs = self.language_model(
             attention_mask=attention_mask,

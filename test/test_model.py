@@ -45,6 +45,19 @@ def test_forward_shapes_and_keypoints():
     assert direct.image_embeds.shape == (2, 2, 32) and direct.keypoints.shape == (2, 8, 2)
 
 
+
+def test_cached_vision_features_stand_in_for_pixels():
+    model = make_model()
+    pixels, proprio = torch.randn(2, 3, 32, 32), torch.randn(2, 3)
+    features = model.vision_encoder.features(pixels)
+    assert features.shape == (2, model.vision_encoder.feature_size) == (2, 2 * 8 + 16)
+    ids = torch.cat([prompt(model, [10, 11, 12])] * 2)
+    direct = model(input_ids=ids, pixel_values=pixels, proprio=proprio)
+    cached = model(input_ids=ids, vision_features=features, proprio=proprio)
+    assert torch.equal(direct.logits, cached.logits) and torch.equal(direct.keypoints, cached.keypoints)
+    with pytest.raises(ValueError, match="not both"):
+        model(input_ids=ids, pixel_values=pixels, vision_features=features, proprio=proprio)
+
 def test_image_and_proprio_change_the_output():
     model = make_model()
     ids = prompt(model, [10, 11])
@@ -159,3 +172,33 @@ def test_config_validation():
         CeedVlaConfig(text_config=text, image_token_id=12)
     with pytest.raises(ValueError, match="equal length"):
         CeedVlaConfig(text_config=text, vision_channels=[8, 8], vision_strides=[1])
+
+
+def conditioned_model(seed: int = 0) -> CeedVlaForActionPrediction:
+    torch.manual_seed(seed)
+    config = tiny_config()
+    config.vision_prompt_conditioning = True
+    return CeedVlaForActionPrediction(config).eval()
+
+
+def test_prompt_conditioned_image_tokens_depend_on_the_instruction_only():
+    model = conditioned_model()
+    assert model.vision_encoder.projector[0].in_features == model.vision_encoder.feature_size + 32
+    pixels, proprio = torch.randn(1, 3, 32, 32), torch.randn(1, 3)
+    red, blue = prompt(model, [10, 11, 12]), prompt(model, [10, 13, 12])
+    embeds_red, _ = model.embed_inputs(red, pixels, proprio)
+    embeds_blue, _ = model.embed_inputs(blue, pixels, proprio)
+    assert not torch.allclose(embeds_red[0, :2], embeds_blue[0, :2])  # the image tokens differ
+    # Tokens after the prompt (actions in training) do not change the image tokens when the
+    # prompt length is given, so a training forward sees what the prefill saw.
+    longer = torch.cat((red, torch.tensor([[20, 21, 22]])), dim=1)
+    embeds_longer, _ = model.embed_inputs(longer, pixels, proprio, prompt_length=red.shape[1])
+    assert torch.equal(embeds_longer[0, :2], embeds_red[0, :2])
+    unbounded, _ = model.embed_inputs(longer, pixels, proprio)
+    assert not torch.allclose(unbounded[0, :2], embeds_red[0, :2])
+    # Left padding is not part of the prompt.
+    padded = torch.cat((torch.zeros(1, 2, dtype=torch.long), red), dim=1)
+    embeds_padded, _ = model.embed_inputs(padded, pixels, proprio)
+    torch.testing.assert_close(embeds_padded[0, 2:4], embeds_red[0, :2])
+    with pytest.raises(ValueError, match="condition"):
+        model.vision_encoder(pixels)

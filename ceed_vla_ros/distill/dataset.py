@@ -178,18 +178,21 @@ class TrainingTensors:
     aux_mask: torch.Tensor  # (N, 5) float32
     target_point: torch.Tensor  # (N, 2) float32
     task_index: torch.Tensor  # (N,) int64
+    vision_features: torch.Tensor | None = None  # (N, F) float32: a frozen CNN's output per image
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
 
     def batch(self, index: torch.Tensor) -> dict[str, torch.Tensor]:
-        """Gather rows ``index``: uint8 images and the full (prompt + action) ``input_ids``."""
+        """Gather rows ``index``: uint8 ``images`` (or, once cached, ``vision_features``) and the
+        full (prompt + action) ``input_ids``."""
         instr = self.instruction_index[index]
         prompts = self.prompt_ids[instr]
         actions = self.action_tokens[index]
         mask = torch.cat((self.prompt_mask[instr], torch.ones_like(actions)), dim=1)
+        pixels = {"images": self.images[index]} if self.vision_features is None else {"vision_features": self.vision_features[index]}
         return {
-            "images": self.images[index],
+            **pixels,
             "proprio": self.proprio[index],
             "input_ids": torch.cat((prompts, actions), dim=1),
             "attention_mask": mask,

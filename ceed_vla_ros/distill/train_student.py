@@ -137,17 +137,29 @@ def distill_loss(
     *,
     ar_weight: float = 1.0,
     l1_threshold: float = DEFAULT_L1_THRESHOLD,
+    frozen_vision: bool = False,
 ) -> tuple[CeedLoss, torch.Tensor]:
-    """Consistency + mixed-label AR loss of ``model`` on ``batch``; also returns which samples use GT labels."""
+    """Consistency + mixed-label AR loss of ``model`` on ``batch``; also returns which samples use GT labels.
+
+    ``frozen_vision``: the CNN stage runs once per image (the state and fixed-point rows share it)
+    without gradients, and only the rest of the model is trained.
+    """
+    size = batch.fixed_point.shape[0]
+    if frozen_vision:
+        with torch.no_grad():
+            features = getattr(model, "module", model).vision_encoder.features(batch.pixel_values[:size])
+        vision = {"vision_features": features.repeat(2, 1)}
+    else:
+        vision = {"pixel_values": batch.pixel_values}
     logits = model(
         input_ids=batch.input_ids,
         attention_mask=batch.attention_mask,
-        pixel_values=batch.pixel_values,
         proprio=batch.proprio,
+        prompt_length=batch.prompt_len,
         use_cache=False,
+        **vision,
     ).logits
     block = block_prediction_logits(logits, batch.prompt_len, batch.block_len)[..., allowed.start : allowed.stop]
-    size = batch.fixed_point.shape[0]
     state_logits, fixed_point_logits = block[:size], block[size:]
     labels, uses_truth = mixed_labels(
         batch.fixed_point, batch.ground_truth, batch.teacher_actions, batch.ground_truth_actions, l1_threshold
@@ -167,9 +179,12 @@ def distill_step(
     backward=None,
     clip_grad_norm=None,
     max_grad_norm: float = 1.0,
+    frozen_vision: bool = False,
 ) -> tuple[CeedLoss, torch.Tensor]:
     """One optimizer step on ``batch`` (``backward`` / ``clip_grad_norm``: accelerate's, or plain torch)."""
-    loss, uses_truth = distill_loss(model, batch, allowed, ar_weight=ar_weight, l1_threshold=l1_threshold)
+    loss, uses_truth = distill_loss(
+        model, batch, allowed, ar_weight=ar_weight, l1_threshold=l1_threshold, frozen_vision=frozen_vision
+    )
     optimizer.zero_grad(set_to_none=True)
     (backward or (lambda value: value.backward()))(loss.total)
     (clip_grad_norm or torch.nn.utils.clip_grad_norm_)(model.parameters(), max_grad_norm)
@@ -282,6 +297,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--l1-threshold", type=float, default=DEFAULT_L1_THRESHOLD,
                         help="GT labels for samples whose teacher actions are further than this from the GT "
                              "(mean |diff| per element, normalised [-1, 1] units; default %(default)s)")
+    parser.add_argument(
+        "--freeze-vision", action="store_true",
+        help="keep the teacher's CNN (vision features) fixed in the student and train the rest: the CNN runs once per "
+        "image without gradients, several times cheaper on a CPU",
+    )
     parser.add_argument("--steps", type=int, default=2000, help="optimizer steps")
     parser.add_argument("--time-limit-min", type=float, default=None, help="stop (and save) after this many minutes")
     parser.add_argument("--batch-size", type=int, default=32, help="global batch size (samples; 2x sequences)")
@@ -328,7 +348,13 @@ def distill(args: argparse.Namespace) -> Path:
 
     student = teacher.model  # the student starts as the teacher (a fresh copy loaded from disk)
     student.train()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=args.lr, weight_decay=args.weight_decay)
+    frozen_vision = bool(getattr(args, "freeze_vision", False))
+    if frozen_vision:
+        from ceed_vla_ros.distill.train_teacher import freeze_vision
+
+        freeze_vision(student)
+    trainable = [p for p in student.parameters() if p.requires_grad]
+    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.warmup, args.steps))
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
 
@@ -390,7 +416,8 @@ def distill(args: argparse.Namespace) -> Path:
         batch = make_batch(samples, trajectories, rows, draw_states(trajectories, rows, rng), metadata.image)
         loss, uses_truth = distill_step(student, optimizer, batch.to(accelerator.device), allowed,
                                         ar_weight=args.ar_weight, l1_threshold=args.l1_threshold,
-                                        backward=accelerator.backward, clip_grad_norm=accelerator.clip_grad_norm_)
+                                        backward=accelerator.backward, clip_grad_norm=accelerator.clip_grad_norm_,
+                                        frozen_vision=frozen_vision)
         scheduler.step()
         step += 1
         count += 1
@@ -432,7 +459,8 @@ def export(student, teacher: Checkpoint, path: Path, args, command: str, traject
     first = history[0] if history else {}
     notes = (
         f"{'final' if final else 'intermediate'}: consistency distillation, {step} steps, batch {args.batch_size}, "
-        f"lr {args.lr}, ar_weight {args.ar_weight}, l1_threshold {args.l1_threshold}, {seconds / 60:.1f} min train "
+        f"lr {args.lr}, ar_weight {args.ar_weight}, l1_threshold {args.l1_threshold}, "
+        f"{'CNN frozen, ' if getattr(args, 'freeze_vision', False) else ''}{seconds / 60:.1f} min train "
         f"wall time; last losses {json.dumps(last)}"
     )
     if val:

@@ -83,18 +83,26 @@ def all_instructions() -> list[str]:
 class TeacherTrainingModule(nn.Module):
     """The VLA plus the training-only auxiliary heads; ``forward`` returns the losses."""
 
-    def __init__(self, vla: CeedVlaForActionPrediction, action_start: int, n_bins: int) -> None:
+    def __init__(
+        self,
+        vla: CeedVlaForActionPrediction,
+        action_start: int,
+        n_bins: int,
+        first_action_weight: float = 1.0,
+        action_dims: int = 1,
+    ) -> None:
         super().__init__()
         self.vla = vla
         self.action_start = action_start
         self.n_bins = n_bins
+        self.first_action_weight = float(first_action_weight)
+        self.action_dims = int(action_dims)
         config = vla.config
         self.keypoint_head = nn.Linear(2 * config.num_keypoints, 2 * len(AUX_POINT_NAMES))
         self.target_head = nn.Linear(config.text_config.hidden_size, 2)
 
     def forward(
         self,
-        pixel_values: torch.Tensor,
         proprio: torch.Tensor,
         input_ids: torch.Tensor,
         attention_mask: torch.Tensor,
@@ -102,12 +110,16 @@ class TeacherTrainingModule(nn.Module):
         aux_points: torch.Tensor,
         aux_mask: torch.Tensor,
         target_point: torch.Tensor,
+        pixel_values: torch.Tensor | None = None,
+        vision_features: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
         n = action_tokens.shape[1]
         prompt_len = input_ids.shape[1] - n
         out = self.vla(
             input_ids=input_ids,
             pixel_values=pixel_values,
+            vision_features=vision_features,
+            prompt_length=prompt_len,
             proprio=proprio,
             attention_mask=attention_mask,
             output_hidden_states=True,
@@ -116,7 +128,10 @@ class TeacherTrainingModule(nn.Module):
         # Position p predicts token p + 1: the action tokens are predicted from prompt_len - 1 on.
         logits = out.logits[:, prompt_len - 1 : prompt_len - 1 + n, self.action_start : self.action_start + self.n_bins]
         classes = action_tokens - self.action_start
-        ce = F.cross_entropy(logits.reshape(-1, self.n_bins).float(), classes.reshape(-1))
+        per_token = F.cross_entropy(logits.reshape(-1, self.n_bins).float(), classes.reshape(-1), reduction="none")
+        weights = torch.ones(n, device=per_token.device)
+        weights[: self.action_dims] = self.first_action_weight  # the tokens of the chunk's first action
+        ce = (per_token.reshape(-1, n) * weights).sum(-1).mean() / weights.sum()
         accuracy = (logits.argmax(-1) == classes).float().mean()
         keypoints = out.keypoints.flatten(1)
         predicted = self.keypoint_head(keypoints).reshape(-1, len(AUX_POINT_NAMES), 2)
@@ -141,13 +156,15 @@ def make_batch(
     batch = tensors.batch(index)
     if proprio_noise > 0:
         batch["proprio"] = batch["proprio"] + proprio_noise * torch.randn(batch["proprio"].shape, generator=generator)
+    batch.pop("task_index")
+    if "vision_features" in batch:  # frozen CNN: features cached from unshifted images
+        return {k: v.to(device) for k, v in batch.items()}
     images, offsets = random_shift(batch.pop("images"), shift, generator)
     size = images.shape[1]
     delta = offsets.float() * (2.0 / (size - 1))  # pixels -> [-1, 1] grid units
     batch["aux_points"] = batch["aux_points"] + delta[:, None, :] * batch["aux_mask"][..., None]
     batch["target_point"] = batch["target_point"] + delta
     batch["pixel_values"] = preprocess_images(images, image_spec)
-    batch.pop("task_index")
     return {k: v.to(device) for k, v in batch.items()}
 
 
@@ -185,6 +202,54 @@ def lr_factor(step: int, warmup: int, total: int, elapsed_s: float = 0.0, time_l
         progress = max(progress, elapsed_s / time_limit_s)
     progress = min(1.0, progress)
     return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
+
+
+PROJECTOR_INPUT = "vision_encoder.projector.0.weight"
+
+
+def widen_projector_input(state: dict[str, torch.Tensor], vla: CeedVlaForActionPrediction) -> dict[str, torch.Tensor]:
+    """``state`` with the image-token MLP's input layer zero-padded to ``vla``'s wider input (a checkpoint
+    without prompt conditioning, loaded into a model with it: identical outputs at first)."""
+    old, new = state.get(PROJECTOR_INPUT), vla.state_dict()[PROJECTOR_INPUT]
+    if old is None or old.shape == new.shape or old.shape[0] != new.shape[0] or old.shape[1] > new.shape[1]:
+        return state
+    widened = torch.zeros_like(new)
+    widened[:, : old.shape[1]] = old
+    return {**state, PROJECTOR_INPUT: widened}
+
+
+FROZEN_VISION_MODULES = ("cnn", "keypoint_conv", "spatial_softmax")
+"""Parts of ``vla.vision_encoder`` that ``--freeze-vision`` keeps fixed (the projector MLP trains)."""
+
+
+def freeze_vision(vla: CeedVlaForActionPrediction) -> None:
+    """Stop gradients into the CNN stage of the vision encoder (``vision_encoder.features``)."""
+    for name in FROZEN_VISION_MODULES:
+        getattr(vla.vision_encoder, name).requires_grad_(False)
+
+
+@torch.no_grad()
+def cache_vision_features(
+    vla: CeedVlaForActionPrediction,
+    tensors: TrainingTensors,
+    image_spec: ImageSpec,
+    batch_size: int = 512,
+    desc: str = "vision features",
+    progress: bool = True,
+) -> None:
+    """Run the (frozen) CNN stage once over every image of ``tensors`` and keep the result in
+    ``tensors.vision_features``; later batches carry features instead of images."""
+    from tqdm import tqdm
+
+    encoder = vla.vision_encoder
+    was_training = encoder.training
+    encoder.eval()
+    rows = []
+    for start in tqdm(range(0, len(tensors), batch_size), desc=desc, unit="batch", disable=not progress):
+        images = tensors.images[start : start + batch_size]
+        rows.append(encoder.features(preprocess_images(images, image_spec)))
+    encoder.train(was_training)
+    tensors.vision_features = torch.cat(rows).float()
 
 
 def build_metadata(args: argparse.Namespace, data: TeacherData, command: str) -> CheckpointMetadata:
@@ -245,6 +310,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--image-tokens", type=int, default=4)
     parser.add_argument("--keypoints", type=int, default=32)
     parser.add_argument("--vision-channels", type=int, nargs="+", default=[32, 32, 64, 64])
+    parser.add_argument(
+        "--vision-prompt-conditioning", action="store_true",
+        help="the image-token MLP also reads the prompt's mean text embedding (instruction-aware image tokens); "
+        "with an --init-checkpoint without it, the MLP is widened with zero weights (same function at step 0)",
+    )
     parser.add_argument("--vision-strides", type=int, nargs="+", default=[2, 1, 2, 1])
     parser.add_argument("--aux-weight", type=float, default=1.0, help="keypoint aux loss weight (0: off)")
     parser.add_argument("--target-aux-weight", type=float, default=1.0, help="named-cube aux loss weight (0: off)")
@@ -261,6 +331,16 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--init-norm", action="store_true",
         help="with --init-checkpoint: keep its action/proprio q01/q99 statistics instead of recomputing them from "
         "--data (the token bins keep their meaning when the new data, e.g. noise-injected demos, is wider)",
+    )
+    parser.add_argument(
+        "--first-action-weight", type=float, default=1.0,
+        help="weight of the cross-entropy of the chunk's FIRST action's tokens relative to the others (1: plain mean); "
+        "the first action is the one executed next and the one that needs the image most",
+    )
+    parser.add_argument(
+        "--freeze-vision", action="store_true",
+        help="with --init-checkpoint: keep its CNN (keypoints + pooled features) fixed, compute its features once "
+        "per image and train only the rest (projector, proprio, decoder): much cheaper steps; --shift is unused",
     )
     parser.add_argument(
         "--oversample-first-steps", type=int, default=0,
@@ -323,6 +403,7 @@ def train(args: argparse.Namespace) -> Path:
         num_keypoints=args.keypoints,
         vision_channels=tuple(args.vision_channels),
         vision_strides=tuple(args.vision_strides),
+        vision_prompt_conditioning=getattr(args, "vision_prompt_conditioning", False),
     )
     vla = new_model(config, args.seed).train()
     if args.init_checkpoint is not None:
@@ -332,7 +413,7 @@ def train(args: argparse.Namespace) -> Path:
         if init.tokenizer.get_vocab() != tokenizer.get_vocab():
             raise SystemExit(f"--init-checkpoint {args.init_checkpoint}: vocabulary differs")
         try:
-            vla.load_state_dict(init.model.state_dict(), strict=True)
+            vla.load_state_dict(widen_projector_input(init.model.state_dict(), vla), strict=True)
         except RuntimeError as error:
             raise SystemExit(f"--init-checkpoint {args.init_checkpoint}: architecture differs ({error})") from None
         vla.train()
@@ -346,8 +427,8 @@ def train(args: argparse.Namespace) -> Path:
             metadata = dataclasses.replace(
                 metadata, action_norm=init.metadata.action_norm, proprio_norm=init.metadata.proprio_norm
             )
-    elif getattr(args, "init_norm", False):
-        raise SystemExit("--init-norm needs --init-checkpoint")
+    elif getattr(args, "init_norm", False) or getattr(args, "freeze_vision", False):
+        raise SystemExit("--init-norm and --freeze-vision need --init-checkpoint")
     vla.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
     )
@@ -367,9 +448,20 @@ def train(args: argparse.Namespace) -> Path:
         f"params {sum(p.numel() for p in vla.parameters()):,}"
     )
 
-    module = TeacherTrainingModule(vla, action_tokenizer.first_token_id, metadata.n_bins)
-    decay = [p for n, p in module.named_parameters() if p.ndim >= 2]
-    no_decay = [p for n, p in module.named_parameters() if p.ndim < 2]
+    if getattr(args, "freeze_vision", False):
+        freeze_vision(vla)
+        for part, part_tensors in (("train", tensors), ("val", val_tensors)):
+            if part_tensors is not None:
+                cache_vision_features(vla, part_tensors, metadata.image, desc=f"{part} vision features", progress=not args.no_progress)
+        notes = "; ".join(filter(None, (metadata.provenance.notes, "CNN frozen (--freeze-vision)")))
+        metadata = dataclasses.replace(metadata, provenance=dataclasses.replace(metadata.provenance, notes=notes))
+
+    module = TeacherTrainingModule(
+        vla, action_tokenizer.first_token_id, metadata.n_bins, args.first_action_weight, metadata.action_dims
+    )
+    trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
+    decay = [p for n, p in trainable if p.ndim >= 2]
+    no_decay = [p for n, p in trainable if p.ndim < 2]
     optimizer = torch.optim.AdamW(
         [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
     )
@@ -450,7 +542,8 @@ def export(vla, tokenizer, metadata, path: Path, step, start_time, args, *, fina
     notes = (
         f"{'final' if final else 'intermediate'}: {step} steps, batch {args.batch_size}, lr {args.lr}, "
         f"{minutes:.1f} min train wall time, aux {args.aux_weight}, target_aux {args.target_aux_weight}, "
-        f"shift {args.shift}px, proprio noise {args.proprio_noise}"
+        f"shift {args.shift}px, proprio noise {args.proprio_noise}, first-action weight {getattr(args, 'first_action_weight', 1.0)}, "
+        f"oversampled first {getattr(args, 'oversample_first_steps', 0)} steps x{getattr(args, 'oversample_factor', 1)}"
     )
     if extra:
         notes += "; held-out " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items())

@@ -56,6 +56,26 @@ def test_one_distillation_step_lowers_the_loss_on_the_batch(world):
     assert before.total.item() == pytest.approx(before.consistency + before.ar, rel=1e-5)
 
 
+def test_frozen_vision_step_keeps_the_cnn_and_gives_the_same_loss(world):
+    samples, trajectories = world["samples"], world["trajectories"]
+    rows = np.arange(0, len(samples), 3)
+    states = S.draw_states(trajectories, rows, np.random.default_rng(0))
+    batch = S.make_batch(samples, trajectories, rows, states, world["teacher"].metadata.image)
+    student = fresh_student(world)
+    with torch.no_grad():
+        plain, _ = S.distill_loss(student, batch, allowed(world))
+        frozen, _ = S.distill_loss(student, batch, allowed(world), frozen_vision=True)
+    assert frozen.total.item() == pytest.approx(plain.total.item(), rel=1e-5)
+    from ceed_vla_ros.distill.train_teacher import freeze_vision
+
+    freeze_vision(student)
+    cnn = copy.deepcopy(student.vision_encoder.cnn.state_dict())
+    decoder = copy.deepcopy(student.language_model.state_dict())
+    optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-3)
+    S.distill_step(student, optimizer, batch, allowed(world), frozen_vision=True)
+    assert all(torch.equal(v, student.vision_encoder.cnn.state_dict()[k]) for k, v in cnn.items())
+    assert any(not torch.equal(v, student.language_model.state_dict()[k]) for k, v in decoder.items())
+
 def test_draw_states_picks_intermediate_states_only():
     trajectories = T.TrajectorySet(
         attrs={}, file_index=np.zeros(2), episode=np.zeros(2), step=np.zeros(2), state_offset=np.array([0, 3]),

@@ -150,3 +150,41 @@ def test_sample_pool_oversamples_the_first_steps_of_each_episode():
     pool = tt.sample_pool(episodes, first_steps=2, factor=3)
     counts = np.bincount(pool, minlength=9)
     np.testing.assert_array_equal(counts, [3, 3, 1, 3, 3, 3, 3, 1, 1])
+
+
+def test_freeze_vision_trains_everything_but_the_cnn_on_cached_features(data_file, tmp_path):
+    common = ["train", "--data", str(data_file), "--model-dir", str(tmp_path / "models"), "--val-episodes", "1",
+              "--no-progress", "--save-every", "10", "--lr", "1e-2", *TINY]
+    assert cli.main([*common, "--run-dir", str(tmp_path / "runs" / "a"), "--name", "a", "--steps", "1"]) == 0
+    assert cli.main([*common, "--run-dir", str(tmp_path / "runs" / "b"), "--name", "b", "--steps", "3",
+                     "--init-checkpoint", str(tmp_path / "models" / "a"), "--freeze-vision"]) == 0
+    before, after = (load_checkpoint(tmp_path / "models", n) for n in ("a", "b"))
+    old, new = before.model.state_dict(), after.model.state_dict()
+    frozen = [k for k in old if k.startswith(tuple(f"vision_encoder.{m}." for m in tt.FROZEN_VISION_MODULES))
+              or k == "vision_encoder.spatial_softmax.log_temperature"]
+    assert frozen and all(torch.equal(old[k], new[k]) for k in frozen)
+    for trained in ("vision_encoder.projector.0.weight", "proprio_projector.weight",
+                    "language_model.model.layers.0.mlp.up_proj.weight"):
+        assert not torch.equal(old[trained], new[trained]), trained
+    assert "--freeze-vision" in after.metadata.provenance.notes
+    with pytest.raises(SystemExit):
+        cli.main([*common, "--run-dir", str(tmp_path / "runs" / "c"), "--name", "c", "--steps", "1", "--freeze-vision"])
+
+
+
+def test_widening_the_projector_for_prompt_conditioning_keeps_the_function(episodes):
+    data = build_teacher_data(episodes, chunk_len=4)
+    parser = __import__("argparse").ArgumentParser()
+    tt.add_cli_arguments(parser)
+    metadata = tt.build_metadata(parser.parse_args(["--data", "x.h5", *TINY]), data, "test")
+    tokenizer = build_tokenizer(tt.all_instructions(), 256, metadata.prompt_template)
+    sizes = dict(hidden_size=32, num_layers=1, num_heads=2, num_keypoints=8, num_image_tokens=2,
+                 vision_channels=(8, 8), vision_strides=(2, 2))
+    plain = new_model(make_model_config(tokenizer, metadata, **sizes), 0).eval()
+    wide = new_model(make_model_config(tokenizer, metadata, vision_prompt_conditioning=True, **sizes), 1).eval()
+    wide.load_state_dict(tt.widen_projector_input(plain.state_dict(), wide), strict=True)
+    config = plain.config
+    ids = torch.tensor([encode_prompt(tokenizer, metadata, config, "reach the red cube")])
+    inputs = dict(input_ids=ids, pixel_values=torch.rand(1, 3, 64, 64), proprio=torch.rand(1, 4))
+    with torch.no_grad():
+        torch.testing.assert_close(wide(**inputs).logits, plain(**inputs).logits)
