@@ -62,10 +62,16 @@ def run_episodes(args: argparse.Namespace, progress) -> list[EpisodeResult]:
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     lock = threading.Lock()
-    state = {"success": False, "log": ActionLog()}
+    state = {"success": False, "armed": False, "log": ActionLog()}
 
     def on_success(msg: Bool) -> None:
+        # /sim_arm/success is in order but carries no stamp: a True still in flight from the previous
+        # episode could arrive after the reset. Every episode starts at the home pose (not a success),
+        # so count True only after the first False that follows the reset.
         with lock:
+            if not state["armed"]:
+                state["armed"] = not msg.data
+                return
             state["success"] = state["success"] or msg.data
 
     def on_actions(msg: ActionTokens) -> None:
@@ -93,7 +99,7 @@ def run_episodes(args: argparse.Namespace, progress) -> list[EpisodeResult]:
             if response is None or not response.success:
                 raise RuntimeError(f"reset to seed {seed} failed: {response.message if response else 'timeout'}")
             with lock:
-                state["success"], state["log"] = False, ActionLog()
+                state["success"], state["armed"], state["log"] = False, False, ActionLog()
             started = time.monotonic()
             while time.monotonic() - started < args.episode_timeout and not state["success"]:
                 time.sleep(0.05)
