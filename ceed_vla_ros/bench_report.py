@@ -104,6 +104,44 @@ def comparison_table(decoding: dict, overall: list[dict], teacher: str, student_
     ]) + "\n\nDifferent models, tasks and hardware: the ratios, not the absolute figures, are comparable.\n"
 
 
+TEACHER_REACH_TARGET = 0.80
+"""Issue target: the teacher with AR decoding succeeds in at least 80 % of reach episodes."""
+MIN_PASS_RATIO = 4.0
+"""Issue target: early exit needs at least 4x fewer forward passes per chunk than AR ..."""
+MAX_SUCCESS_DROP = 0.05
+"""... with success at most 5 points below the teacher's AR success."""
+
+
+def targets_section(per_task: list[dict], teacher: str, student: str) -> str:
+    """The training issue's targets, each with its measured figures and a plain met / NOT met."""
+    rows = {(r["setting"], r["task"]): r for r in per_task}
+    tasks = sorted({r["task"] for r in per_task})
+    lines = ["| target | measured | verdict |", "|---|---|:---:|"]
+    reach = rows.get((f"{teacher}:ar", "reach"))
+    if reach is None:
+        lines.append(f"| {teacher} AR reach success >= {TEACHER_REACH_TARGET:.0%} | not measured (no reach task) | - |")
+    else:
+        met = reach["success_rate"] >= TEACHER_REACH_TARGET
+        lines.append(f"| {teacher} AR reach success >= {TEACHER_REACH_TARGET:.0%} | {reach['success_rate']:.0%} "
+                     f"({reach['successes']}/{reach['episodes']}) | {'met' if met else '**NOT met**'} |")
+    for setting in sorted({r["setting"] for r in per_task if r["setting"].startswith(f"{student}:early_exit:")}):
+        ratios, drops = [], []
+        for task in tasks:
+            ar, ours = rows.get((f"{teacher}:ar", task)), rows.get((setting, task))
+            if ar is None or ours is None:
+                continue
+            ratios.append(ar["mean_forward_passes"] / ours["mean_forward_passes"])
+            drops.append((task, ar["success_rate"] - ours["success_rate"]))
+        if not ratios:
+            continue
+        met = min(ratios) >= MIN_PASS_RATIO and all(drop <= MAX_SUCCESS_DROP + 1e-9 for _, drop in drops)
+        change = ", ".join(f"{task} {-100 * drop:+.0f} pts" for task, drop in drops)
+        lines.append(f"| {setting}: >= {MIN_PASS_RATIO:.0f}x fewer forward passes than {teacher} AR, success at most "
+                     f"{100 * MAX_SUCCESS_DROP:.0f} pts below | {min(ratios):.2f}x; {change} | "
+                     f"{'met' if met else '**NOT met**'} |")
+    return "\n".join(lines) + "\n"
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="sim_teacher")
     parser.add_argument("--student", default="sim_student")
@@ -148,6 +186,7 @@ def cli_main(args: argparse.Namespace) -> int:
     plot_success_vs_speedup(closed["overall"], f"{args.teacher}:ar", out)
     headline = f"{args.student}:early_exit:{args.headline_exit_steps}"
     comparison = comparison_table(decoding, closed["overall"], args.teacher, headline, args.student)
+    targets = targets_section(closed["per_task"], args.teacher, args.student)
 
     pipeline_md = "(skipped)"
     if not args.skip_pipeline:
@@ -172,6 +211,9 @@ Closed loop: {args.episodes} episodes per task and setting, tasks {', '.join(arg
 {DEFAULT_EVAL_SEED}..{DEFAULT_EVAL_SEED + args.episodes - 1}, {steps} action(s) executed per chunk.
 Decoding: {args.repeats} timed chunks per method over {args.observations} simulator observations (seed {args.seed}).
 
+## Targets (training issue), measured in this run's closed loop
+
+{targets}
 ## How we compare
 
 {comparison}
