@@ -135,7 +135,7 @@ def targets_section(per_task: list[dict], teacher: str, student: str) -> str:
         if not ratios:
             continue
         met = min(ratios) >= MIN_PASS_RATIO and all(drop <= MAX_SUCCESS_DROP + 1e-9 for _, drop in drops)
-        change = ", ".join(f"{task} {-100 * drop:+.0f} pts" for task, drop in drops)
+        change = ", ".join(f"{task} {round(-100 * drop) + 0:+d} pts" for task, drop in drops)  # + 0: no "-0"
         lines.append(f"| {setting}: >= {MIN_PASS_RATIO:.0f}x fewer forward passes than {teacher} AR, success at most "
                      f"{100 * MAX_SUCCESS_DROP:.0f} pts below | {min(ratios):.2f}x; {change} | "
                      f"{'met' if met else '**NOT met**'} |")
