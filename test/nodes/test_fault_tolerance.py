@@ -25,6 +25,7 @@ from ceed_vla_ros.msg import ActionTokens
 
 WATCHDOG_S = 0.5  # config/sim_arm.yaml
 CONTROL_PERIOD_S = 1.0 / 200.0
+DISCOVERY_SLACK_S = 1.5
 
 
 class Recorder:
@@ -120,8 +121,15 @@ def test_policy_killed_mid_episode_the_driver_holds_and_resumes_only_on_fresh_ac
     restarted = time.monotonic()
     running.start_node("policy")
     assert wait_for_following(recorder, restarted, wait_until, 90.0), log.getvalue()
-    resumed = next(when for when, holding in recorder.holding if when > restarted and not holding)
-    assert resumed >= recorder.actions_after(restarted)[0] - 0.05, "motion resumed before fresh actions"
+    hold = recorder.hold_started_after(last_action)
+    resumed = next(when for when, holding in recorder.holding if when > hold and not holding)
+    # Held for the whole time the policy was dead: nothing but the restarted policy moves the arm.
+    assert resumed > restarted, "motion resumed before the policy was restarted"
+    # ... and only once its fresh chunks flow. This probe and the driver are separate DDS
+    # participants and may discover the new publisher up to about a second apart (seen on the
+    # loaded 2-core CI machine), hence the slack; a driver resuming on stale chunks would instead
+    # resume before the restarted policy has even loaded (several seconds).
+    assert resumed >= recorder.actions_after(restarted)[0] - DISCOVERY_SLACK_S, "motion resumed before fresh actions"
 
 
 def test_camera_stall_stops_the_actions_and_the_driver_holds(suite, wait_until):
