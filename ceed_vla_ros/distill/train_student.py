@@ -56,6 +56,7 @@ import torch
 from ceed_vla_ros.checkpoint import Checkpoint, Provenance, load_checkpoint_arg, save_checkpoint
 from ceed_vla_ros.decoding import TokenRange
 from ceed_vla_ros.distill.losses import CeedLoss, block_prediction_logits, ceed_loss, mixed_labels
+from ceed_vla_ros.distill.run_state import STATE_DIR, TRAINER_STATE, resume_run
 from ceed_vla_ros.distill.trajectories import (
     SampleSet,
     TrajectorySet,
@@ -64,8 +65,6 @@ from ceed_vla_ros.distill.trajectories import (
     read_trajectories,
 )
 
-STATE_DIR = "state"
-TRAINER_STATE = "trainer_state.json"
 RUN_CHECKPOINT = "checkpoint"
 DEFAULT_L1_THRESHOLD = 0.1
 EARLY_EXIT_STEPS = (1, 2, 3, 4)
@@ -362,14 +361,10 @@ def distill(args: argparse.Namespace) -> Path:
     state_file = run_dir / TRAINER_STATE
     history: list[dict] = []
     if args.resume:
-        if not state_file.is_file():
-            raise SystemExit(f"--resume: no saved state in {run_dir}")
-        accelerator.load_state(str(run_dir / STATE_DIR))
-        saved = json.loads(state_file.read_text())
+        saved = resume_run(accelerator, run_dir)
         step = int(saved["step"])
         start_time -= float(saved.get("train_seconds", 0.0))
         history = saved.get("validation", [])
-        accelerator.print(f"resumed at step {step}")
     log_file = open(run_dir / "log.jsonl", "a") if accelerator.is_main_process else None
 
     def log(record: dict) -> None:

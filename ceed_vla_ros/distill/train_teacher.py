@@ -65,13 +65,12 @@ from ceed_vla_ros.distill.dataset import (
     random_shift,
     tokenize_teacher_data,
 )
+from ceed_vla_ros.distill.run_state import STATE_DIR, TRAINER_STATE, resume_run
 from ceed_vla_ros.model import CeedVlaForActionPrediction
 from ceed_vla_ros.policy import preprocess_images
 from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS
 from ceed_vla_ros.sim.mjcf import JOINT_NAMES
 
-STATE_DIR = "state"
-TRAINER_STATE = "trainer_state.json"
 RUN_CHECKPOINTS = "checkpoints"  # <run-dir>/checkpoints/<name>: the latest intermediate checkpoint
 
 
@@ -471,13 +470,9 @@ def train(args: argparse.Namespace) -> Path:
     step = 0
     trainer_state_file = run_dir / TRAINER_STATE
     if args.resume:
-        if not trainer_state_file.is_file():
-            raise SystemExit(f"--resume: no saved state in {run_dir}")
-        accelerator.load_state(str(run_dir / STATE_DIR))
-        saved = json.loads(trainer_state_file.read_text())
+        saved = resume_run(accelerator, run_dir)
         step = int(saved["step"])
         start_time -= float(saved.get("train_seconds", 0.0))
-        accelerator.print(f"resumed at step {step}")
     log_file = open(run_dir / "log.jsonl", "a")
 
     def save_state() -> None:
@@ -542,7 +537,7 @@ def export(vla, tokenizer, metadata, path: Path, step, start_time, args, *, fina
     notes = (
         f"{'final' if final else 'intermediate'}: {step} steps, batch {args.batch_size}, lr {args.lr}, "
         f"{minutes:.1f} min train wall time, aux {args.aux_weight}, target_aux {args.target_aux_weight}, "
-        f"shift {args.shift}px, proprio noise {args.proprio_noise}, first-action weight {getattr(args, 'first_action_weight', 1.0)}, "
+        f"shift {'unused (CNN frozen)' if getattr(args, 'freeze_vision', False) else f'{args.shift}px'}, proprio noise {args.proprio_noise}, first-action weight {getattr(args, 'first_action_weight', 1.0)}, "
         f"oversampled first {getattr(args, 'oversample_first_steps', 0)} steps x{getattr(args, 'oversample_factor', 1)}"
     )
     if extra:

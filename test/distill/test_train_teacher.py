@@ -167,6 +167,7 @@ def test_freeze_vision_trains_everything_but_the_cnn_on_cached_features(data_fil
                     "language_model.model.layers.0.mlp.up_proj.weight"):
         assert not torch.equal(old[trained], new[trained]), trained
     assert "--freeze-vision" in after.metadata.provenance.notes
+    assert "shift unused (CNN frozen)" in after.metadata.provenance.notes
     with pytest.raises(SystemExit):
         cli.main([*common, "--run-dir", str(tmp_path / "runs" / "c"), "--name", "c", "--steps", "1", "--freeze-vision"])
 
