@@ -11,9 +11,11 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor, SetParametersResult
+from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValueException
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
@@ -73,7 +75,11 @@ def declare_parameters(node: Node, params: Sequence[Param],
     """
     by_name = {p.name: p for p in params}
     for param in params:
-        node.declare_parameter(param.name, param.default, param.descriptor())
+        try:
+            node.declare_parameter(param.name, param.default, param.descriptor())
+        except (InvalidParameterTypeException, InvalidParameterValueException) as error:
+            # a start-up override of the wrong type or out of range: rclpy's reason, no traceback
+            raise StartupError(f"invalid start-up parameter {param.name}: {error}") from error
         reason = param.refusal(node.get_parameter(param.name).value)
         if reason:
             raise StartupError(f"invalid start-up parameter: {reason}")
@@ -114,9 +120,9 @@ def parameter_values(node: Node, params: Sequence[Param]) -> dict[str, Any]:
     return {p.name: node.get_parameter(p.name).value for p in params}
 
 
-def usage(description: str, params: Sequence[Param]) -> str:
+def usage(description: str, params: Sequence[Param], executable: str = "node") -> str:
     """``--help`` text: the node's description and its parameters."""
-    lines = [description.strip(), "", "usage: <executable> [--ros-args -p name:=value ...]", "", "parameters:"]
+    lines = [description.strip(), "", f"usage: {executable} [--ros-args -p name:=value ...]", "", "parameters:"]
     for param in params:
         limits = ""
         if param.minimum is not None or param.maximum is not None:
@@ -129,15 +135,18 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *,
              params: Sequence[Param] = ()) -> int:
     """init rclpy, spin the node until Ctrl-C / SIGTERM, then destroy it and shut down cleanly.
 
-    ``--help`` / ``-h`` before ``--ros-args`` prints :func:`usage` and exits. SIGINT and SIGTERM only
-    ask the spin loop to stop, and the node is destroyed before rclpy shuts down: rclpy's own
-    handlers shut the context down from another thread while callbacks may still publish, which
-    ends in a traceback. One single-threaded executor runs all callbacks, so they never overlap.
+    Returns the exit code: 0 after a stop request, 1 when the node cannot start (one
+    ``cannot start: <reason>`` line on stderr, no traceback). ``--help`` / ``-h`` before
+    ``--ros-args`` prints :func:`usage` and exits. SIGINT and SIGTERM only ask the spin loop to stop,
+    and the node is destroyed before rclpy shuts down: rclpy's own handlers shut the context down
+    from another thread while callbacks may still publish, which ends in a traceback. One
+    single-threaded executor runs all callbacks, so they never overlap. ``rclpy.init`` is called
+    and shut down explicitly: it is a context manager only since 2024 (not on Humble or Jazzy).
     """
     argv = list(sys.argv if args is None else args)
     own_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "--help" in own_args or "-h" in own_args:
-        print(usage(description, params))
+        print(usage(description, params, Path(argv[0]).name if argv else "node"))
         return 0
 
     import signal
@@ -149,24 +158,27 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *,
 
     stop = threading.Event()
     previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    node = executor = None
+    code = 0
     try:
-        with rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO):
-            node = node_factory()
-            executor = SingleThreadedExecutor()
-            executor.add_node(node)
-            try:
-                executor.spin_once(timeout_sec=0.1)  # run once even if stopped during start-up
-                while not stop.is_set():
-                    executor.spin_once(timeout_sec=0.1)
-            finally:
-                executor.shutdown()
-                node.destroy_node()
+        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+        node = node_factory()
+        executor = SingleThreadedExecutor()
+        executor.add_node(node)
+        executor.spin_once(timeout_sec=0.1)  # run once even if stopped during start-up
+        while not stop.is_set():
+            executor.spin_once(timeout_sec=0.1)
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     except StartupError as error:
         print(f"cannot start: {error}", file=sys.stderr, flush=True)
-        return 1
+        code = 1
     finally:
+        if executor is not None:
+            executor.shutdown()
+        if node is not None:
+            node.destroy_node()
+        rclpy.try_shutdown()  # also destroys a node whose __init__ failed (newer rclpy tracks them)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
-    return 0
+    return code

@@ -85,6 +85,10 @@ PARAMETERS = (
 
 class PolicyNode(Node):
     def __init__(self) -> None:
+        # set before anything can fail: destroy_node also runs on a node whose __init__ failed
+        self._worker: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._frame_ready = threading.Condition()
         super().__init__("policy")
         declare_parameters(self, PARAMETERS, on_accepted=self._on_parameters_changed)
         values = parameter_values(self, PARAMETERS)
@@ -93,7 +97,6 @@ class PolicyNode(Node):
         self.model_dir = resolve_model_dir(values["model_dir"])
         self.add_on_set_parameters_callback(checkpoint_change_validator(self.model_dir))
         self._lock = threading.Lock()  # guards the policy swap and the settings below
-        self._frame_ready = threading.Condition()
         self._newest_frame: Image | None = None
         self._topic_instruction = ""
         self._settings = values
@@ -105,7 +108,6 @@ class PolicyNode(Node):
         self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
         self._previous_stamp: float | None = None
         self._joint_states = JointStateHistory()
-        self._stopping = threading.Event()
         try:
             self._policy = self._build_policy(values["checkpoint"])
         except CheckpointError as error:
@@ -274,7 +276,8 @@ class PolicyNode(Node):
         self._stopping.set()
         with self._frame_ready:
             self._frame_ready.notify_all()
-        self._worker.join(timeout=5.0)
+        if self._worker is not None:
+            self._worker.join(timeout=5.0)
         super().destroy_node()
 
 
