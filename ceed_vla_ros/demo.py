@@ -52,6 +52,7 @@ def run_episodes(args: argparse.Namespace, progress) -> list[EpisodeResult]:
     from std_msgs.msg import Bool
 
     from ceed_vla_ros.msg import ActionTokens
+    from ceed_vla_ros.nodes.rclpy_compat import call_service
     from ceed_vla_ros.srv import ResetEpisode
 
     context = rclpy.Context()
@@ -95,7 +96,7 @@ def run_episodes(args: argparse.Namespace, progress) -> list[EpisodeResult]:
             raise RuntimeError(f"no /actions within {args.startup_timeout:.0f} s: see the node log")
         for index in range(args.episodes):
             seed = args.seed + index
-            response = reset.call(ResetEpisode.Request(task=args.task, seed=seed, colour=""), timeout_sec=10.0)
+            response = call_service(reset, ResetEpisode.Request(task=args.task, seed=seed, colour=""), 10.0)
             if response is None or not response.success:
                 raise RuntimeError(f"reset to seed {seed} failed: {response.message if response else 'timeout'}")
             with lock:

@@ -19,6 +19,8 @@ from rclpy.exceptions import InvalidParameterTypeException, InvalidParameterValu
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 
+from ceed_vla_ros.nodes import rclpy_compat
+
 Check = Callable[[Any], "str | None"]  # returns the reason a value is refused, or None
 
 
@@ -71,7 +73,8 @@ def declare_parameters(node: Node, params: Sequence[Param],
     """Declare ``params`` on ``node`` and validate every later change.
 
     ``on_accepted`` (optional) runs after a change is accepted, with the new parameters; it must
-    not fail (do slow work in the background).
+    not fail (do slow work in the background), and must read the new values from its argument (on
+    Humble, ``node.get_parameter`` still returns the old ones while it runs).
     """
     by_name = {p.name: p for p in params}
     for param in params:
@@ -94,9 +97,11 @@ def declare_parameters(node: Node, params: Sequence[Param],
                 return SetParametersResult(successful=False, reason=reason)
         return SetParametersResult(successful=True)
 
-    node.add_on_set_parameters_callback(validate)
     if on_accepted is not None:
-        node.add_post_set_parameters_callback(on_accepted)
+        # before the validator: on Humble the post-set callback is an on-set callback, which runs
+        # after every validator only when it was registered first (see rclpy_compat)
+        rclpy_compat.add_post_set_callback(node, on_accepted)
+    node.add_on_set_parameters_callback(validate)
 
 
 def checkpoint_change_validator(model_dir) -> Callable[[list[Parameter]], SetParametersResult]:

@@ -14,6 +14,7 @@ from std_srvs.srv import Trigger
 
 from ceed_vla_ros.checkpoint import load_metadata
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.rclpy_compat import call_service
 
 REPO = Path(__file__).resolve().parents[2]
 JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
@@ -159,14 +160,14 @@ def test_estop_latches_until_reset_and_reset_needs_fresh_actions(driver, ros_nod
     estop = ros_node.create_client(Trigger, "/arm_driver/estop")
     reset = ros_node.create_client(Trigger, "/arm_driver/reset_estop")
     assert estop.wait_for_service(timeout_sec=10.0) and reset.wait_for_service(timeout_sec=10.0)
-    assert estop.call(Trigger.Request(), timeout_sec=10.0).success
+    assert call_service(estop, Trigger.Request(), 10.0).success
     mark = probe.command_count()
     for _ in range(5):
         probe.send_chunk(np.full((4, 4), 0.3))
         time.sleep(0.1)
     frozen = probe.commands_since(mark)
     assert len(frozen) > 20 and np.all(frozen == frozen[0]), "the arm moved while the e-stop was latched"
-    assert reset.call(Trigger.Request(), timeout_sec=10.0).success
+    assert call_service(reset, Trigger.Request(), 10.0).success
     mark = probe.command_count()
     assert wait_until(lambda: probe.command_count() > mark + 40, 5.0)
     still = probe.commands_since(mark)

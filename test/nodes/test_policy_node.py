@@ -16,6 +16,7 @@ from std_msgs.msg import String
 
 from ceed_vla_ros.image_conversion import rgb_to_image_fields
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.rclpy_compat import call_service
 
 REPO = Path(__file__).resolve().parents[2]
 JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
@@ -72,7 +73,7 @@ class Probe:
             parameter_value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
         request = SetParameters.Request(parameters=[ParameterMsg(name=name, value=parameter_value)])
         assert self.set_parameters.wait_for_service(timeout_sec=10.0)
-        result = self.set_parameters.call(request, timeout_sec=10.0).results[0]
+        result = call_service(self.set_parameters, request, 10.0).results[0]
         return result.successful, result.reason
 
 

@@ -22,7 +22,6 @@ from builtin_interfaces.msg import Duration
 from rcl_interfaces.msg import ParameterType
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.parameter_client import AsyncParameterClient
 from rclpy.qos import (
     DurabilityPolicy,
     QoSProfile,
@@ -33,6 +32,7 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ceed_vla_ros.nodes import rclpy_compat
 from ceed_vla_ros.sim.env import TabletopArmEnv
 from ceed_vla_ros.sim.expert import DlsIk
 from ceed_vla_ros.sim.mjcf import CUBE_HALF, HOME_QPOS, JOINT_NAMES
@@ -310,8 +310,11 @@ def test_success_turns_true_when_the_tool_reaches_the_named_cube(sim, wait_until
     assert all(sim.successes[-3:]), "~/success is not true with the tool on the cube"
 
 
-def test_parameters_are_described_and_read_only(sim, wait_until):
-    client = AsyncParameterClient(sim.probe, "sim_arm")
+# rclpy's AsyncParameterClient (Iron and later) and Humble's stand-in, both over DDS
+@pytest.mark.parametrize("make_client", [rclpy_compat.parameter_client, rclpy_compat.ParameterServicesClient],
+                         ids=["parameter_client", "humble_fallback"])
+def test_parameters_are_described_and_read_only(sim, wait_until, make_client):
+    client = make_client(sim.probe, "sim_arm")
     assert client.wait_for_services(timeout_sec=10.0)
     names = ["task", "seed", "colour", "joint_state_rate_hz", "camera_rate_hz", "image_size"]
     future = client.describe_parameters(names)
