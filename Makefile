@@ -30,6 +30,15 @@ PACKAGE_SOURCES := $(shell find ceed_vla_ros msg srv launch config models -type 
                    CMakeLists.txt setup.py package.xml pyproject.toml
 PYTEST_ARGS   ?=
 
+# The ROS wheels' bootstrapper re-executes python once with LD_LIBRARY_PATH naming its venv's libraries
+# and marks that in _ROS_WHEELS_BOOTSTRAP_COMPLETE. Started from such a process (say, a tool in the
+# other distribution's venv), the marker would skip this venv's bootstrap and the inherited path would
+# load the other distribution's libraries: drop both then.
+ifneq ($(_ROS_WHEELS_BOOTSTRAP_COMPLETE),)
+unexport _ROS_WHEELS_BOOTSTRAP_COMPLETE
+unexport LD_LIBRARY_PATH
+endif
+
 # Tests talk over real DDS: keep discovery on this machine and give each run its own domain.
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 export HF_HUB_OFFLINE := 1
