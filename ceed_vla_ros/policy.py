@@ -96,7 +96,7 @@ class CeedVlaPolicy:
         self.checkpoint = checkpoint
         self.metadata = checkpoint.metadata
         self.action_tokenizer = checkpoint.action_tokenizer
-        self.lm = HFCausalLMAdapter(checkpoint.model)
+        self.lm = HFCausalLMAdapter(checkpoint.model, min_context=self.metadata.block_len)
         self.allowed = TokenRange(*self.action_tokenizer.token_range)
         self.mode = mode
         self.early_exit_steps = early_exit_steps
@@ -147,7 +147,10 @@ class CeedVlaPolicy:
         if self.metadata.proprio_norm is not None:
             if joint_positions is None:
                 raise ValueError("this checkpoint needs joint_positions (proprio)")
-            proprio = self.metadata.proprio_norm.normalize(np.asarray(joint_positions, dtype=np.float64), clip=False)
+            joint_positions = np.asarray(joint_positions, dtype=np.float64)
+            if not np.all(np.isfinite(joint_positions)):
+                raise ValueError(f"joint_positions must be finite, got {joint_positions.tolist()}")
+            proprio = self.metadata.proprio_norm.normalize(joint_positions, clip=False)
             inputs["proprio"] = torch.as_tensor(proprio, dtype=torch.float32).reshape(1, -1)
         input_ids = self.prompt_ids(instruction)
         block_len = self.metadata.block_len

@@ -37,7 +37,7 @@ from ceed_vla_ros.checkpoint import CheckpointError, load_checkpoint
 from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb
 from ceed_vla_ros.msg import ActionTokens
-from ceed_vla_ros.nodes.diagnostics import OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
+from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.nodes.parameters import (
     Param,
     StartupError,
@@ -84,12 +84,13 @@ PARAMETERS = (
 
 
 class PolicyNode(Node):
-    def __init__(self) -> None:
+    def __init__(self, **node_options) -> None:
+        """``node_options`` go to rclpy's Node (e.g. ``context``, ``parameter_overrides``)."""
         # set before anything can fail: destroy_node also runs on a node whose __init__ failed
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
         self._frame_ready = threading.Condition()
-        super().__init__("policy")
+        super().__init__("policy", **node_options)
         declare_parameters(self, PARAMETERS, on_accepted=self._on_parameters_changed)
         values = parameter_values(self, PARAMETERS)
         torch.set_num_threads(values["num_threads"])
@@ -108,9 +109,12 @@ class PolicyNode(Node):
         self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
         self._previous_stamp: float | None = None
         self._joint_states = JointStateHistory()
+        self._joint_states_refused = 0
+        self._decode_errors = 0
+        self._last_decode_error: tuple[float, str] | None = None  # (monotonic time, message)
         try:
             self._policy = self._build_policy(values["checkpoint"])
-        except CheckpointError as error:
+        except (CheckpointError, ValueError) as error:  # ValueError: the model cannot decode (warm-up)
             raise StartupError(str(error)) from error
 
         self.publisher = self.create_publisher(ActionTokens, "/actions", 10)
@@ -132,15 +136,25 @@ class PolicyNode(Node):
         if last is not None:
             values.update(last_decode_ms=last.wall_time_ms, last_iterations=last.iterations,
                           last_forward_passes=last.forward_passes, last_converged=last.converged)
-        silent = None if self._last_publish_time is None else time.monotonic() - self._last_publish_time
-        if silent is None or silent > STALL_S:
+        now = time.monotonic()
+        silent = None if self._last_publish_time is None else now - self._last_publish_time
+        history = self._joint_states
+        if history.last_reset is not None:
+            values["joint_state_clock_reset"] = (f"stamps went back from {history.last_reset[0]:.3f} "
+                                                 f"to {history.last_reset[1]:.3f} s: history restarted")
+        error = self._last_decode_error
+        if error is not None and now - error[0] < STALL_S:
+            level, message = ERROR, f"decoding failed: {error[1]}"
+        elif silent is None or silent > STALL_S:
             level = WARN
             message = "no chunk published yet" if silent is None else f"no chunk for {silent:.1f} s"
             if self.skip_reason:
                 message += f" (last skip: {self.skip_reason})"
         else:
             level, message = OK, "publishing chunks"
-        return Health(level, message, values, counters={"chunks": self._sequence, "frames_skipped": self.skipped})
+        return Health(level, message, values, counters={
+            "chunks": self._sequence, "frames_skipped": self.skipped, "decode_errors": self._decode_errors,
+            "joint_states_refused": self._joint_states_refused, "joint_state_clock_resets": history.clock_resets})
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _build_policy(self, name: str) -> CeedVlaPolicy:
@@ -192,7 +206,15 @@ class PolicyNode(Node):
         if any(name not in index for name in names):
             return
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self._joint_states.add(stamp, np.array([msg.position[index[name]] for name in names]))
+        resets = self._joint_states.clock_resets
+        if not self._joint_states.add(stamp, np.array([msg.position[index[name]] for name in names])):
+            if not np.all(np.isfinite([msg.position[index[name]] for name in names])):
+                self._joint_states_refused += 1
+                self._warnings.warn("joint state with non-finite positions: ignored", kind="joint non-finite")
+        elif self._joint_states.clock_resets != resets:
+            before, after = self._joint_states.last_reset
+            self.get_logger().warning(f"/joint_states stamps went back from {before:.3f} to {after:.3f} s "
+                                      "(clock step or a bad stamp): joint-state history restarted")
 
     def _on_instruction(self, msg: String) -> None:
         problem = instruction_problem(msg.data)
@@ -209,8 +231,16 @@ class PolicyNode(Node):
                 self._frame_ready.wait_for(lambda: self._newest_frame is not None or self._stopping.is_set(),
                                            timeout=0.5)
                 frame, self._newest_frame = self._newest_frame, None
-            if frame is not None:
+            if frame is None:
+                continue
+            try:
                 self._decode_and_publish(frame)
+            except Exception as error:  # noqa: BLE001 - a failing frame must not end decoding for good
+                self._decode_errors += 1
+                self._last_decode_error = (time.monotonic(), f"{type(error).__name__}: {error}")
+                self.get_logger().error(f"decoding a frame failed ({self._decode_errors} so far), "
+                                        f"decoding the next: {type(error).__name__}: {error}",
+                                        throttle_duration_sec=WARN_PERIOD_S)
 
     def _skip(self, reason: str) -> None:
         """A frame that is not decoded: count it, log the reason (throttled)."""

@@ -28,6 +28,8 @@ class Probe:
         self.sent_stamps: set[tuple[int, int]] = set()
         self.lock = threading.Lock()
         self.image_age_s = 0.0
+        self.joint_positions = [0.1, -0.2, 0.3, 0.0]
+        self.joint_stamp_offset_s = 0.0  # added to the next joint state's stamp, then reset
         self.image_publisher = node.create_publisher(Image, "/ceed_vla/image", qos_profile_sensor_data)
         self.joint_publisher = node.create_publisher(JointState, "/joint_states", 10)
         latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
@@ -44,8 +46,10 @@ class Probe:
             self.actions.append(msg)
 
     def _publish_joint_state(self) -> None:
-        msg = JointState(name=JOINTS, position=[0.1, -0.2, 0.3, 0.0])
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg = JointState(name=JOINTS, position=list(self.joint_positions))
+        stamp = self.node.get_clock().now().nanoseconds + int(self.joint_stamp_offset_s * 1e9)
+        self.joint_stamp_offset_s = 0.0
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
         self.joint_publisher.publish(msg)
 
     def _publish_image(self) -> None:
@@ -92,6 +96,7 @@ def policy(policy_process, wait_until):
     process, probe = policy_process
     assert wait_until(lambda: probe.count() >= 2, 30.0), process.output()
     probe.image_age_s = 0.0
+    probe.joint_positions = [0.1, -0.2, 0.3, 0.0]
     assert probe.set("decoding_mode", "early_exit")[0] and probe.set("early_exit_steps", 2)[0]
     mark = probe.count()
     assert wait_until(lambda: any(m.iterations == 2 for m in probe.since(mark)), 10.0), process.output()
@@ -182,3 +187,23 @@ def test_an_empty_instruction_stops_decoding_until_one_arrives(policy, wait_unti
     assert not wait_until(lambda: probe.count() > mark + 1, 1.5)
     probe.instruction_publisher.publish(String(data="reach the red cube"))
     assert wait_until(lambda: probe.count() > mark + 1, 10.0)
+
+
+def test_non_finite_joint_states_never_reach_the_model(policy, wait_until):
+    process, probe = policy
+    probe.joint_positions = [0.1, float("nan"), 0.3, float("inf")]
+    assert wait_until(lambda: "non-finite positions: ignored" in process.output(), 10.0), process.output()
+    # once the last finite sample is older than the lookup allows, frames are skipped, not decoded
+    assert wait_until(lambda: "no joint state near the frame's stamp" in process.output(), 10.0), process.output()
+    mark = probe.count()
+    assert not wait_until(lambda: probe.count() > mark + 1, 1.5)
+    probe.joint_positions = [0.1, -0.2, 0.3, 0.0]
+    assert wait_until(lambda: probe.count() > mark + 1, 10.0)
+
+
+def test_one_future_stamped_joint_state_does_not_stop_the_loop(policy, wait_until):
+    process, probe = policy
+    probe.joint_stamp_offset_s = 3600.0  # one sample an hour ahead: a clock step or a bad stamp
+    assert wait_until(lambda: "joint-state history restarted" in process.output(), 10.0), process.output()
+    mark = probe.count()
+    assert wait_until(lambda: probe.count() > mark + 2, 10.0), process.output()
