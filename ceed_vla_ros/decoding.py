@@ -46,6 +46,7 @@ from typing import Any, Literal, Protocol
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicSlidingWindowLayer
 
 DecodeMode = Literal["ar", "jacobi", "early_exit"]
 DECODE_MODES: tuple[str, ...] = ("ar", "jacobi", "early_exit")
@@ -75,9 +76,22 @@ class HFCausalLMAdapter:
     prefill only, the way LLaVA-style models expect them.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, min_context: int = 0) -> None:
+        """``min_context``: the shortest prompt + block the caller will decode (checked now)."""
         self.model = model
         self._cache_config = model.config.get_text_config()
+        self.sliding_window = cache_sliding_window(self._cache_config)
+        if min_context:
+            self.check_context(min_context)
+
+    def check_context(self, length: int) -> None:
+        """Refuse a prompt + block of ``length`` positions that a sliding-window cache cannot crop."""
+        if self.sliding_window is not None and length >= self.sliding_window:
+            raise ValueError(
+                f"this model uses sliding-window attention (window {self.sliding_window}) and a prompt + "
+                f"block of {length} tokens does not fit in it: Jacobi and AR decoding crop the KV cache "
+                f"back to the prompt, which a full sliding-window cache cannot undo. Use a model whose "
+                f"config has sliding_window null or larger than the longest prompt + block.")
 
     def prefill(self, input_ids: torch.Tensor, inputs: Mapping[str, torch.Tensor]) -> tuple[DynamicCache, torch.Tensor]:
         cache = DynamicCache(config=self._cache_config)
@@ -93,6 +107,13 @@ class HFCausalLMAdapter:
     def crop_cache(self, cache: DynamicCache, length: int) -> None:
         # transformers 5: crop takes the (negative) number of positions to remove.
         cache.crop(length - cache.get_seq_length())
+
+
+def cache_sliding_window(text_config: Any) -> int | None:
+    """The smallest sliding window of the cache transformers builds for this config (None: none)."""
+    cache = DynamicCache(config=text_config)
+    windows = [layer.sliding_window for layer in cache.layers if isinstance(layer, DynamicSlidingWindowLayer)]
+    return min(windows) if windows else None
 
 
 @dataclass(frozen=True)
@@ -215,6 +236,9 @@ def decode(
     """Prefill ``input_ids`` (1, L) with ``inputs`` and decode one block; see :func:`decode_from_prefix`."""
     start = time.perf_counter()
     cache, last_logits = lm.prefill(input_ids, inputs or {})
+    check_context = getattr(lm, "check_context", None)  # adapters with a bounded cache refuse here
+    if check_context is not None:
+        check_context(lm.cache_length(cache) + block_len)
     result = decode_from_prefix(
         lm,
         cache,

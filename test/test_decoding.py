@@ -271,3 +271,32 @@ def test_bench_smoke(capsys):
         "HF generate (greedy)", "ours: AR", "ours: Jacobi", "ours: early exit k=1", "ours: early exit k=2",
     ]
     assert all(line.split("|")[-2].strip() == "100%" for line in table[1:4])  # generate, AR, Jacobi agree
+
+
+def mistral(window: int | None):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(vocab_size=VOCAB, hidden_size=32, intermediate_size=64, num_hidden_layers=2,
+                           num_attention_heads=4, num_key_value_heads=2, sliding_window=window,
+                           pad_token_id=0, bos_token_id=None, eos_token_id=None)
+    return MistralForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("mode", ["ar", "jacobi", "early_exit"])
+def test_sliding_window_shorter_than_prompt_and_block_is_refused_clearly(mode):
+    ids = torch.randint(6, VOCAB, (1, 12))
+    lm = HFCausalLMAdapter(mistral(window=8))
+    with pytest.raises(ValueError, match=r"sliding-window attention \(window 8\).*19 tokens"):
+        decode(lm, ids, mode=mode, block_len=7, allowed=ACTIONS, early_exit_steps=2)
+    with pytest.raises(ValueError, match="sliding-window"):
+        HFCausalLMAdapter(mistral(window=8), min_context=8)  # refused at load time too
+
+
+def test_sliding_window_that_holds_prompt_and_block_decodes_exactly():
+    ids = torch.randint(6, VOCAB, (1, 12))
+    lm = HFCausalLMAdapter(mistral(window=64))
+    assert lm.sliding_window == 64 and HFCausalLMAdapter(mistral(window=None)).sliding_window is None
+    ar = decode(lm, ids, mode="ar", block_len=7, allowed=ACTIONS)
+    jacobi = decode(lm, ids, mode="jacobi", block_len=7, allowed=ACTIONS)
+    assert torch.equal(ar.tokens, jacobi.tokens)
