@@ -6,6 +6,11 @@ start the same executables with the same parameter files, remappings and overrid
 
 A launch argument sets one or more node parameters, or remaps a topic. Its default is the value in
 the setup's parameter file, so an argument left alone changes nothing.
+
+When a node exits on its own, both bring-ups do the same (:attr:`NodeLaunch.respawn`): the camera
+subscriber and the policy are restarted after :data:`RESPAWN_DELAY_S` (meanwhile no fresh actions
+arrive and the arm driver's watchdog holds the arm); the arm driver and the simulated arm are what
+keeps the arm safe, so their exit ends the whole bring-up.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ class LaunchArgument:
 class NodeLaunch:
     executable: str
     name: str
+    respawn: bool = False  # restarted when it exits; otherwise its exit ends the bring-up
+
+
+RESPAWN_DELAY_S = 2.0
+"""Seconds between a respawned node's exit and its restart (a node that cannot start retries)."""
+SIGTERM_TIMEOUT_S = 10.0
+"""``ros2 launch``: seconds after Ctrl-C before a node still running gets SIGTERM (default 5)."""
 
 
 @dataclass(frozen=True)
@@ -52,8 +64,8 @@ class Setup:
         return (config_dir or share_directory() / "config") / self.params_file
 
 
-CAMERA = NodeLaunch("camera_subscriber", "camera_subscriber")
-POLICY = NodeLaunch("policy_node", "policy")
+CAMERA = NodeLaunch("camera_subscriber", "camera_subscriber", respawn=True)
+POLICY = NodeLaunch("policy_node", "policy", respawn=True)
 DRIVER = NodeLaunch("arm_driver", "arm_driver")
 SIM_ARM = NodeLaunch("sim_arm", "sim_arm")
 
@@ -172,7 +184,7 @@ def _yaml_value(value: str, setup: Setup, node: str, parameter: str, config_dir:
 def launch_description(setup_name: str):
     """A ``launch.LaunchDescription`` for ``ros2 launch`` (imports launch/launch_ros lazily)."""
     from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument
+    from launch.actions import DeclareLaunchArgument, Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
     from launch_ros.parameter_descriptions import ParameterValue
@@ -195,7 +207,11 @@ def launch_description(setup_name: str):
                 if target_node == node.name:
                     value_type = type(declared_types.get(node.name, {}).get(parameter, ""))
                     overrides[parameter] = ParameterValue(LaunchConfiguration(argument.name), value_type=value_type)
+        if node.respawn:
+            on_exit = {"respawn": True, "respawn_delay": RESPAWN_DELAY_S}
+        else:
+            on_exit = {"on_exit": [Shutdown(reason=f"{node.name} exited: it keeps the arm safe, stopping all")]}
         actions.append(Node(package="ceed_vla_ros", executable=node.executable, name=node.name,
                             parameters=[str(params_file), overrides], remappings=remappings, output="screen",
-                            emulate_tty=True))
+                            emulate_tty=True, sigterm_timeout=str(SIGTERM_TIMEOUT_S), **on_exit))
     return LaunchDescription(actions)

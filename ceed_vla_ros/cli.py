@@ -16,6 +16,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench-pipeline": ("ceed_vla_ros.pipeline_bench", "Measure the ROS pipeline's latency, rates and CPU with the sim arm."),
     "bench-all": ("ceed_vla_ros.bench_report", "Decoding speed, closed-loop success and ROS pipeline in one report."),
     "bench": ("ceed_vla_ros.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
+    "bench-shutdown": ("ceed_vla_ros.shutdown_bench", "Seconds each node of a bring-up takes to exit after Ctrl-C."),
     "collect-trajectories": (
         "ceed_vla_ros.distill.trajectories",
         "Collect a teacher's Jacobi trajectories over demonstrations (distillation data).",

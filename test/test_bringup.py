@@ -75,3 +75,42 @@ def test_unknown_arguments_are_refused():
         parse_assignments(["chekpoint:=x"], get_setup("sim_arm"))
     with pytest.raises(ValueError, match="name:=value"):
         parse_assignments(["checkpoint=x"], get_setup("sim_arm"))
+
+
+def test_launch_description_respawns_camera_and_policy_and_ends_with_the_driver(monkeypatch):
+    """The structure ``ros2 launch`` gets. launch/launch_ros are not installable here, so minimal
+    stand-ins record what bringup.launch_description builds with them (their real signatures:
+    launch_ros.actions.Node forwards respawn / respawn_delay / on_exit / sigterm_timeout to
+    launch.actions.ExecuteProcess)."""
+    import sys
+    import types
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    modules = {name: types.ModuleType(name) for name in (
+        "launch", "launch.actions", "launch.substitutions", "launch_ros", "launch_ros.actions",
+        "launch_ros.parameter_descriptions")}
+    modules["launch"].LaunchDescription = Recorded
+    modules["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (Recorded,), {})
+    modules["launch.actions"].Shutdown = type("Shutdown", (Recorded,), {})
+    modules["launch.substitutions"].LaunchConfiguration = Recorded
+    modules["launch_ros.actions"].Node = type("Node", (Recorded,), {})
+    modules["launch_ros.parameter_descriptions"].ParameterValue = Recorded
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    from ceed_vla_ros.bringup import RESPAWN_DELAY_S, launch_description
+
+    for setup_name in SETUPS:
+        actions = launch_description(setup_name).args[0]
+        nodes = {a.kwargs["name"]: a.kwargs for a in actions if type(a).__name__ == "Node"}
+        assert set(nodes) == {node.name for node in SETUPS[setup_name].nodes}
+        for name, kwargs in nodes.items():
+            assert float(kwargs["sigterm_timeout"]) >= 10.0
+            if name in ("camera_subscriber", "policy"):
+                assert kwargs["respawn"] is True and kwargs["respawn_delay"] == RESPAWN_DELAY_S
+                assert "on_exit" not in kwargs
+            else:
+                assert not kwargs.get("respawn", False)
+                assert [type(a).__name__ for a in kwargs["on_exit"]] == ["Shutdown"]

@@ -106,6 +106,20 @@ def test_console_scripts_start(name):
     assert "usage" in result.stdout.lower()
 
 
+@pytest.mark.parametrize("name", sorted(executables()))
+def test_pip_install_has_ros2_run_executables(name):
+    # `ros2 run` / `ros2 launch` from a ROS 2 install find the pip-installed package through
+    # AMENT_PREFIX_PATH=<venv prefix>, and then look for <prefix>/lib/ceed_vla_ros/<name>.
+    prefix = Path(sys.prefix)
+    assert (prefix / "share/ament_index/resource_index/packages/ceed_vla_ros").exists()
+    assert (prefix / "share/ceed_vla_ros/package.xml").exists()
+    launcher = prefix / "lib" / "ceed_vla_ros" / name
+    assert os.access(launcher, os.X_OK), f"{launcher} missing or not executable"
+    result = subprocess.run([str(launcher), "--help"], capture_output=True, text=True, timeout=60)  # as ros2 run does
+    assert result.returncode == 0, result.stderr
+    assert "usage" in result.stdout.lower()
+
+
 @pytest.fixture(scope="module")
 def colcon_style_install(tmp_path_factory) -> Path:
     """Configure, build and install CMakeLists.txt into a fresh prefix, as colcon build would."""

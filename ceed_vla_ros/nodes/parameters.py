@@ -8,6 +8,7 @@ enforces types, ranges and read-only; the callback adds choices and per-paramete
 
 from __future__ import annotations
 
+import os
 import sys
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -142,6 +143,8 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *,
     from another thread while callbacks may still publish, which ends in a traceback. One
     single-threaded executor runs all callbacks, so they never overlap. ``rclpy.init`` is called
     and shut down explicitly: it is a context manager only since 2024 (not on Humble or Jazzy).
+    With ``args`` None (the program's own command line) the process exits right after the
+    shutdown, without the interpreter's slow teardown.
     """
     argv = list(sys.argv if args is None else args)
     own_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
@@ -181,4 +184,11 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *,
         rclpy.try_shutdown()  # also destroys a node whose __init__ failed (newer rclpy tracks them)
         for signum, handler in previous.items():
             signal.signal(signum, handler)
+    if args is None:
+        # Running as the program (console script, ros2 run): everything is shut down, so skip the
+        # interpreter's teardown, which takes seconds with torch loaded on a busy 2-core machine
+        # (measured ~2 s per process, 20 ms for everything above) and made ros2 launch escalate.
+        sys.stdout.flush()
+        sys.stderr.flush()
+        os._exit(code)
     return code
