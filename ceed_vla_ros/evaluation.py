@@ -247,7 +247,7 @@ def write_report(results: list[SettingTaskResult], execute_steps: int, out: Path
         "policy_hz_definition": "execute_steps * chunks / total decode seconds",
         "per_task": summaries,
         "overall": totals,
-        "episodes": {f"{r.setting}|{r.task}": [asdict(e) for e in r.episodes] for r in results},
+        "episode_results": {f"{r.setting}|{r.task}": [asdict(e) for e in r.episodes] for r in results},
         "iterations": {f"{r.setting}|{r.task}": r.iterations for r in results},
     }
     (out / "results.json").write_text(json.dumps(report, indent=1))

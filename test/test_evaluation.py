@@ -84,7 +84,8 @@ def test_eval_end_to_end_on_a_tiny_checkpoint(tmp_path):
     assert rows["tiny:early_exit:1@warm_start"]["mean_forward_passes"] <= 2
     assert rows["tiny:ar"]["policy_hz"] > 0 and report["execute_steps"] == 2
     # The same seeds for every setting.
-    seeds = {label: [e["seed"] for e in eps] for label, eps in report["episodes"].items()}
+    assert report["episodes"] == 2  # episodes per task and setting, as asked for
+    seeds = {label: [e["seed"] for e in eps] for label, eps in report["episode_results"].items()}
     assert len({tuple(v) for v in seeds.values()}) == 1
     for name in ("results.md", "success_vs_forward_passes.png", "iterations_hist.png"):
         assert (out / name).stat().st_size > 0

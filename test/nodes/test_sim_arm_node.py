@@ -293,7 +293,7 @@ def test_invalid_reset_is_rejected_and_changes_nothing(sim, wait_until, request_
     assert len(sim.instructions) == instructions
 
 
-def test_success_turns_true_when_the_tool_reaches_the_named_cube(sim, wait_until):
+def test_success_turns_true_when_the_tool_reaches_the_named_cube_and_ends_the_episode(sim, wait_until):
     response = sim.reset(wait_until, task="reach", seed=3)
     assert response.success
     # The same seed in this process gives the same layout: aim the tool at the cube top.
@@ -305,15 +305,26 @@ def test_success_turns_true_when_the_tool_reaches_the_named_cube(sim, wait_until
     sim.wait_fresh_joint_states(wait_until)
     assert not any(sim.successes[-3:])
     sim.forward.publish(Float64MultiArray(data=target.tolist()))
-    assert sim.wait_for_positions(wait_until, target)
+    assert wait_until(lambda: any(sim.successes[-3:]), 10.0), "~/success is not true with the tool on the cube"
+    # The episode has ended: the arm holds where it succeeded and ignores commands until a reset.
+    sim.wait_fresh_joint_states(wait_until, count=30)
+    held = sim.positions()
+    sim.forward.publish(Float64MultiArray(data=list(HOME_QPOS)))
+    sim.wait_fresh_joint_states(wait_until, count=50)
+    np.testing.assert_allclose(sim.positions(), held, atol=0.01)
+    assert all(sim.successes[-80:])
+    assert sim.reset(wait_until, task="reach", seed=3).success
     sim.wait_fresh_joint_states(wait_until)
-    assert all(sim.successes[-3:]), "~/success is not true with the tool on the cube"
+    assert not any(sim.successes[-3:])
+    away = np.array(HOME_QPOS) + np.array([0.3, 0.0, 0.0, 0.0])  # a new episode obeys again
+    sim.forward.publish(Float64MultiArray(data=away.tolist()))
+    assert sim.wait_for_positions(wait_until, away)
 
 
 def test_parameters_are_described_and_read_only(sim, wait_until):
     client = AsyncParameterClient(sim.probe, "sim_arm")
     assert client.wait_for_services(timeout_sec=10.0)
-    names = ["task", "seed", "colour", "joint_state_rate_hz", "camera_rate_hz", "image_size"]
+    names = ["task", "seed", "colour", "joint_state_rate_hz", "camera_rate_hz", "image_size", "end_on_success"]
     future = client.describe_parameters(names)
     assert wait_until(future.done, 5.0)
     descriptors = {d.name: d for d in future.result().descriptors}
