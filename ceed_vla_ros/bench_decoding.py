@@ -21,15 +21,10 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from ceed_vla_ros.action_tokenizer import NormStats
-from ceed_vla_ros.checkpoint import (
-    CheckpointError,
-    CheckpointMetadata,
-    build_tokenizer,
-    encode_prompt,
-    load_checkpoint_arg,
-    make_model_config,
-    new_model,
-)
+from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata
+from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config, new_model
+from ceed_vla_ros.checkpoint import load_checkpoint_arg
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.decoding import HFCausalLMAdapter, TokenRange, decode
 from ceed_vla_ros.model import CeedVlaForActionPrediction
 from ceed_vla_ros.policy import preprocess_images
@@ -187,7 +182,7 @@ def sim_prompts(checkpoint, count: int, seed: int) -> list[Prompt]:
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="benchmark this checkpoint (path containing '/' or a name) instead")
-    parser.add_argument("--model-dir", default=os.environ.get("CEED_VLA_MODEL_DIR", "models"))
+    add_model_dir_argument(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per method (after one warm-up)")
     parser.add_argument("--observations", type=int, default=10,
@@ -209,7 +204,7 @@ def cli_main(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     if args.checkpoint:
         try:
-            checkpoint = load_checkpoint_arg(args.model_dir, args.checkpoint)
+            checkpoint = load_checkpoint_arg(model_dir_argument(args.model_dir), args.checkpoint)
         except CheckpointError as error:
             print(f"error: {error}")
             return 1

@@ -29,6 +29,7 @@ import torch
 from ceed_vla_ros.bench_decoding import format_table, run_benchmark, sim_prompts
 from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import TokenRange
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.evaluation import DEFAULT_EVAL_SEED, Setting, evaluate, markdown_table, write_report
 
 PAPER = {  # arXiv 2506.13725, see shared notes: CEED-VLA vs AR on LIBERO-Long (OpenVLA, H100)
@@ -145,7 +146,7 @@ def targets_section(per_task: list[dict], teacher: str, student: str) -> str:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="sim_teacher")
     parser.add_argument("--student", default="sim_student")
-    parser.add_argument("--model-dir", type=Path, default=None, help="default: $CEED_VLA_MODEL_DIR or the shipped models/")
+    add_model_dir_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--episodes", type=int, default=50, help="closed-loop episodes per task and setting")
     parser.add_argument("--tasks", nargs="+", default=["reach", "push"])
@@ -163,11 +164,10 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def cli_main(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from ceed_vla_ros.paths import default_model_dir
 
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
-    model_dir = args.model_dir or default_model_dir()
+    model_dir = model_dir_argument(args.model_dir)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()

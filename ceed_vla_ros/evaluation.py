@@ -47,7 +47,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ceed_vla_ros.checkpoint import DEFAULT_MODEL_DIR_ENV, Checkpoint, CheckpointError, load_checkpoint
+from ceed_vla_ros.metadata import CheckpointError
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
+from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint
 from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
 from ceed_vla_ros.policy import CeedVlaPolicy
 from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
@@ -288,7 +290,7 @@ def write_report(results: list[SettingTaskResult], execute_steps: int, out: Path
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", nargs="+", required=True, help="CHECKPOINT:MODE[:EXIT_STEPS][@INIT] ...")
-    parser.add_argument("--model-dir", default=os.environ.get(DEFAULT_MODEL_DIR_ENV, "models"), help="folder of named checkpoints")
+    add_model_dir_argument(parser)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task and setting")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="seed of episode 0 (episode i: seed + i)")
@@ -314,7 +316,7 @@ def cli_main(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / time.strftime("eval-%Y%m%d-%H%M%S")
     start = time.perf_counter()
     try:
-        results, steps = evaluate(settings, args.model_dir, args.tasks, args.episodes, args.seed, args.execute_steps, not args.no_progress)
+        results, steps = evaluate(settings, model_dir_argument(args.model_dir), args.tasks, args.episodes, args.seed, args.execute_steps, not args.no_progress)
     except (ValueError, CheckpointError) as error:
         print(f"error: {error}")
         return 2

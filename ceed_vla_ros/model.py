@@ -31,9 +31,11 @@ Importing this module registers the ``ceed_vla`` model type with ``AutoConfig`` 
 ``AutoModelForCausalLM`` (our own code; ``trust_remote_code`` is never needed or used).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -43,12 +45,15 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerFast,
 )
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
+
+from ceed_vla_ros.metadata import DEFAULT_PROMPT_TEMPLATE, CheckpointMetadata
 
 MODEL_TYPE = "ceed_vla"
 
@@ -407,3 +412,98 @@ def _scatter_placeholders(embeds: torch.Tensor, mask: torch.Tensor, values: torc
 
 AutoConfig.register(MODEL_TYPE, CeedVlaConfig, exist_ok=True)
 AutoModelForCausalLM.register(CeedVlaConfig, CeedVlaForActionPrediction, exist_ok=True)
+
+
+# -- building a model: its tokenizer, config and random weights ---------------------------------------
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>", "<proprio>")
+
+
+def action_token(bin_index: int) -> str:
+    """Tokenizer string of the action token of bin ``bin_index``."""
+    return f"<act_{bin_index}>"
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerFast, metadata: CheckpointMetadata, config: CeedVlaConfig, instruction: str
+) -> list[int]:
+    """Prompt ids: placeholders (``prefix_token_ids``) + tokenised ``prompt_template`` (no BOS/EOS)."""
+    text = metadata.prompt_template.format(instruction=instruction.strip())
+    return prefix_token_ids(config) + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def build_tokenizer(texts: Iterable[str], n_bins: int = 256, template: str = DEFAULT_PROMPT_TEMPLATE) -> PreTrainedTokenizerFast:
+    """WordLevel tokenizer: specials, the lower-cased words of ``template`` and ``texts``, then actions.
+
+    Ids: ``<pad>`` 0, ``<unk>`` 1, ``<s>`` 2, ``</s>`` 3, ``<image>`` 4, ``<proprio>`` 5, the words
+    (sorted), and last the ``n_bins`` action tokens so that ``id = vocab_size - 1 - bin``.
+    """
+    pre_tokenizer = pre_tokenizers.Whitespace()
+    words: set[str] = set()
+    for text in [template.replace("{instruction}", " "), *texts]:
+        words.update(piece for piece, _ in pre_tokenizer.pre_tokenize_str(text.lower()))
+    tokens = list(SPECIAL_TOKENS) + sorted(words - set(SPECIAL_TOKENS))
+    tokens += [action_token(b) for b in range(n_bins - 1, -1, -1)]
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizer
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=["<image>", "<proprio>"],
+    )
+
+
+def make_model_config(
+    tokenizer: PreTrainedTokenizerFast,
+    metadata: CheckpointMetadata,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+    num_image_tokens: int = 4,
+    num_keypoints: int = 32,
+    vision_channels: tuple[int, ...] = (32, 32, 64, 64),
+    vision_strides: tuple[int, ...] = (2, 1, 2, 1),
+    vision_mlp_hidden: int = 256,
+    max_position_embeddings: int = 512,
+    vision_prompt_conditioning: bool = False,
+) -> CeedVlaConfig:
+    """A :class:`CeedVlaConfig` matching the tokenizer and metadata (vocab, proprio dim, image size)."""
+    if metadata.image.height != metadata.image.width:
+        raise ValueError("the model expects square images (image.height == image.width)")
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    return CeedVlaConfig(
+        text_config=text_config,
+        image_size=metadata.image.height,
+        vision_channels=list(vision_channels),
+        vision_strides=list(vision_strides),
+        num_keypoints=num_keypoints,
+        vision_mlp_hidden=vision_mlp_hidden,
+        num_image_tokens=num_image_tokens,
+        vision_prompt_conditioning=vision_prompt_conditioning,
+        proprio_dim=metadata.proprio_dim,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        proprio_token_id=tokenizer.convert_tokens_to_ids("<proprio>"),
+    )
+
+
+def new_model(config: CeedVlaConfig, seed: int) -> CeedVlaForActionPrediction:
+    """A randomly initialised model, reproducible from ``seed``."""
+    torch.manual_seed(seed)
+    return CeedVlaForActionPrediction(config).eval()

@@ -13,7 +13,8 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from ceed_vla_ros.checkpoint import Checkpoint, ImageSpec
+from ceed_vla_ros.metadata import ImageSpec
+from ceed_vla_ros.checkpoint import Checkpoint
 from ceed_vla_ros.decoding import (
     INIT_STRATEGIES,
     DecodeMode,

@@ -13,12 +13,9 @@ import yaml
 
 from ceed_vla_ros import cli
 from ceed_vla_ros.action_tokenizer import NormStats
+from ceed_vla_ros.metadata import METADATA_FILE, CheckpointError, CheckpointMetadata, Provenance
 from ceed_vla_ros.checkpoint import (
-    METADATA_FILE,
     REQUIRED_FILES,
-    CheckpointError,
-    CheckpointMetadata,
-    Provenance,
     build_tiny_checkpoint,
     load_checkpoint,
     load_checkpoint_path,

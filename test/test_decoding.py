@@ -9,7 +9,8 @@ from transformers import LlamaConfig
 
 from ceed_vla_ros import cli
 from ceed_vla_ros.action_tokenizer import NormStats
-from ceed_vla_ros.checkpoint import CheckpointMetadata, build_tiny_checkpoint
+from ceed_vla_ros.metadata import CheckpointMetadata
+from ceed_vla_ros.checkpoint import build_tiny_checkpoint
 from ceed_vla_ros.decoding import (
     HFCausalLMAdapter,
     TokenRange,

@@ -10,7 +10,8 @@ import pytest
 
 from ceed_vla_ros import cli
 from ceed_vla_ros.action_tokenizer import NormStats
-from ceed_vla_ros.checkpoint import CheckpointMetadata, build_tiny_checkpoint
+from ceed_vla_ros.metadata import CheckpointMetadata
+from ceed_vla_ros.checkpoint import build_tiny_checkpoint
 from ceed_vla_ros.decoding import DecodeStats
 from ceed_vla_ros.evaluation import Setting, SettingTaskResult, run_episode
 from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS, TabletopArmEnv

@@ -53,7 +53,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ceed_vla_ros.checkpoint import Checkpoint, Provenance, load_checkpoint_arg, save_checkpoint
+from ceed_vla_ros.metadata import Provenance
+from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg, save_checkpoint
 from ceed_vla_ros.decoding import TokenRange
 from ceed_vla_ros.distill.losses import CeedLoss, block_prediction_logits, ceed_loss, mixed_labels
 from ceed_vla_ros.distill.run_state import STATE_DIR, TRAINER_STATE, resume_run

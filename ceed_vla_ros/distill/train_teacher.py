@@ -48,16 +48,9 @@ from torch import nn
 from transformers import GenerationConfig
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
-from ceed_vla_ros.checkpoint import (
-    CheckpointMetadata,
-    ImageSpec,
-    Provenance,
-    build_tokenizer,
-    encode_prompt,
-    make_model_config,
-    new_model,
-    save_checkpoint,
-)
+from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec, Provenance
+from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config, new_model
+from ceed_vla_ros.checkpoint import save_checkpoint
 from ceed_vla_ros.distill.dataset import (
     AUX_POINT_NAMES,
     TeacherData,

@@ -21,7 +21,7 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from ceed_vla_ros.checkpoint import CheckpointError, ImageSpec, load_metadata
+from ceed_vla_ros.metadata import CheckpointError, ImageSpec, load_metadata
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb, rgb_to_image_fields
 from ceed_vla_ros.nodes.parameters import (

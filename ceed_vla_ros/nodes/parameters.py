@@ -103,7 +103,7 @@ def declare_parameters(node: Node, params: Sequence[Param],
 def checkpoint_change_validator(model_dir) -> Callable[[list[Parameter]], SetParametersResult]:
     """A set-parameters callback refusing a ``checkpoint`` whose metadata cannot be read from
     ``model_dir`` (missing, outside the directory, malformed); the full load happens later."""
-    from ceed_vla_ros.checkpoint import CheckpointError, load_metadata
+    from ceed_vla_ros.metadata import CheckpointError, load_metadata
 
     def validate(changes: list[Parameter]) -> SetParametersResult:
         for change in changes:

@@ -33,7 +33,8 @@ from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
 from ceed_vla_ros.arm_control import JointStateHistory
-from ceed_vla_ros.checkpoint import CheckpointError, load_checkpoint
+from ceed_vla_ros.metadata import CheckpointError
+from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb
 from ceed_vla_ros.msg import ActionTokens

@@ -8,7 +8,8 @@ import json
 import pytest
 import torch
 
-from ceed_vla_ros.checkpoint import CheckpointMetadata, ImageSpec, build_tiny_checkpoint, load_checkpoint
+from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec
+from ceed_vla_ros.checkpoint import build_tiny_checkpoint, load_checkpoint
 from ceed_vla_ros.distill import trajectories as T
 from ceed_vla_ros.distill.dataset import load_teacher_data
 from ceed_vla_ros.distill.train_teacher import all_instructions

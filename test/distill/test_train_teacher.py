@@ -11,7 +11,8 @@ import torch
 
 from ceed_vla_ros import cli
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
-from ceed_vla_ros.checkpoint import PICKLE_SUFFIXES, build_tokenizer, encode_prompt, load_checkpoint, make_model_config, new_model
+from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config, new_model
+from ceed_vla_ros.checkpoint import PICKLE_SUFFIXES, load_checkpoint
 from ceed_vla_ros.distill import train_teacher as tt
 from ceed_vla_ros.distill.dataset import build_teacher_data, tokenize_teacher_data
 from ceed_vla_ros.policy import CeedVlaPolicy

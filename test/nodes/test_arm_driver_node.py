@@ -12,7 +12,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
-from ceed_vla_ros.checkpoint import load_metadata
+from ceed_vla_ros.metadata import load_metadata
 from ceed_vla_ros.msg import ActionTokens
 
 REPO = Path(__file__).resolve().parents[2]
