@@ -61,12 +61,20 @@ class JointLimits:
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"joint {name}: max_velocity must be finite and > 0, got {v}")
 
+        # arrays once, not per control period (the dataclass is frozen: set them past __setattr__)
+        for name in ("lower", "upper", "max_velocity"):
+            object.__setattr__(self, f"_{name}", np.asarray(getattr(self, name), dtype=np.float64))
+
     @property
     def dims(self) -> int:
         return len(self.names)
 
+    @property
+    def max_velocity_array(self) -> np.ndarray:
+        return self._max_velocity
+
     def clamp(self, positions: np.ndarray) -> np.ndarray:
-        return np.clip(positions, self.lower, self.upper)
+        return np.clip(positions, self._lower, self._upper)
 
 
 def limit_command(desired: np.ndarray, previous: np.ndarray, limits: JointLimits, period_s: float) -> np.ndarray:
@@ -77,7 +85,7 @@ def limit_command(desired: np.ndarray, previous: np.ndarray, limits: JointLimits
     step). Non-finite entries of ``desired`` are replaced by ``previous`` (no motion on that joint).
     """
     desired = np.where(np.isfinite(desired), desired, previous)
-    max_step = np.asarray(limits.max_velocity) * period_s
+    max_step = limits.max_velocity_array * period_s
     step = np.clip(desired - previous, -max_step, max_step)
     return limits.clamp(previous + step)
 

@@ -11,10 +11,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
 from ceed_vla_ros.metadata import ImageSpec
 from ceed_vla_ros.checkpoint import Checkpoint
+from ceed_vla_ros.image_conversion import crop_and_resize
 from ceed_vla_ros.decoding import (
     INIT_STRATEGIES,
     DecodeMode,
@@ -30,9 +30,12 @@ InitStrategy = Literal["random_prompt_tokens", "warm_start"]
 
 
 def preprocess_images(images: np.ndarray | torch.Tensor, spec: ImageSpec) -> torch.Tensor:
-    """uint8 images (H, W, 3) or (B, H, W, 3) -> float ``pixel_values`` (B, 3, height, width).
+    """uint8 RGB images (H, W, 3) or (B, H, W, 3) -> float ``pixel_values`` (B, 3, height, width).
 
-    Applies the checkpoint's crop, resize, channel order and mean/std (see :class:`ImageSpec`).
+    The one path of training, evaluation and inference: images not already at the checkpoint's size
+    (or with a crop to apply) go through :func:`~ceed_vla_ros.image_conversion.crop_and_resize`,
+    the same function the camera node applies; then the channel order (``bgr`` checkpoints get the
+    channels reversed), scaling to [0, 1] and ``(x - mean) / std`` (see :class:`ImageSpec`).
     """
     x = torch.as_tensor(images)
     if x.ndim == 3:
@@ -41,18 +44,11 @@ def preprocess_images(images: np.ndarray | torch.Tensor, spec: ImageSpec) -> tor
         raise ValueError(f"expected (H, W, 3) or (B, H, W, 3) images, got shape {tuple(x.shape)}")
     if x.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images, got {x.dtype}")
+    if spec.crop != "none" or tuple(x.shape[1:3]) != (spec.height, spec.width):
+        x = torch.from_numpy(np.stack([crop_and_resize(image, spec) for image in x.cpu().numpy()]))
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if spec.channel_order == "bgr":
         x = x.flip(1)
-    if spec.crop == "center_square":
-        height, width = x.shape[-2:]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        x = x[..., top : top + side, left : left + side]
-    if tuple(x.shape[-2:]) != (spec.height, spec.width):
-        antialias = spec.resize in ("bilinear", "bicubic")
-        align = False if spec.resize in ("bilinear", "bicubic") else None
-        x = F.interpolate(x, size=(spec.height, spec.width), mode=spec.resize, antialias=antialias, align_corners=align)
     mean = torch.tensor(spec.mean).reshape(1, 3, 1, 1)
     std = torch.tensor(spec.std).reshape(1, 3, 1, 1)
     return (x - mean) / std
@@ -134,7 +130,7 @@ class CeedVlaPolicy:
         """Decode one action chunk.
 
         Args:
-            image: (H, W, 3) uint8 camera image in the checkpoint's ``channel_order``.
+            image: (H, W, 3) uint8 RGB camera image, any size (see :func:`preprocess_images`).
             joint_positions: raw proprio values (``proprio_names`` order); None if the model has none.
             instruction: task text, inserted into the prompt template.
             mode, early_exit_steps, init: override the constructor defaults for this call.

@@ -71,6 +71,27 @@ def tiny_model_dir(tmp_path_factory) -> Path:
     return model_dir
 
 
+@pytest.fixture(scope="session")
+def spec_model_dir(tmp_path_factory):
+    """Checkpoints whose image specs differ: rgb without crop, bgr with a centre-square crop."""
+    import dataclasses
+
+    from ceed_vla_ros.action_tokenizer import NormStats
+    from ceed_vla_ros.checkpoint import build_tiny_checkpoint
+    from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec
+
+    model_dir = tmp_path_factory.mktemp("spec_models")
+    base = CheckpointMetadata(name="rgb_plain", action_space="joint_absolute", joint_names=["j"], action_dims=1,
+                              chunk_len=1, dt=0.1, action_norm=NormStats((-1.0,), (1.0,), (True,)),
+                              image=ImageSpec(height=32, width=32))
+    for name, image in (("rgb_plain", ImageSpec(height=32, width=32)),
+                        ("bgr_crop", ImageSpec(height=32, width=32, crop="center_square", channel_order="bgr"))):
+        build_tiny_checkpoint(model_dir / name, dataclasses.replace(base, name=name, image=image), hidden_size=16,
+                              num_layers=1, num_heads=2, num_keypoints=2, num_image_tokens=1, vision_channels=(4,),
+                              vision_strides=(2,), vision_mlp_hidden=8, instructions=["go"])
+    return model_dir
+
+
 class NodeProcess:
     """An installed node executable in its own process; output kept for assertions."""
 

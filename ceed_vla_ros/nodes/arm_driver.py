@@ -24,6 +24,7 @@ Publishes (``command_interface``)
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -34,6 +35,7 @@ from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
 from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
@@ -91,8 +93,9 @@ class ArmDriverNode(Node):
                                   watchdog_timeout_s=values["watchdog_timeout_s"],
                                   enable_actuation=values["enable_actuation"])
         self._lock = threading.Lock()
-        self._metadata_by_id: dict[str, CheckpointMetadata] = {}
-        self._last_scan = -1e9
+        self._metadata_by_id: dict[str, tuple[CheckpointMetadata, ActionTokenizer]] = {}
+        self._scanning = False
+        self._last_scan = time.monotonic()
         self._last_sequence: int | None = None
         self._holding: bool | None = None
         self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
@@ -140,21 +143,30 @@ class ArmDriverNode(Node):
     # -- checkpoints -------------------------------------------------------------------------------
     def _scan_checkpoints(self) -> None:
         """Index the metadata of every checkpoint in model_dir by checkpoint id (no weights loaded)."""
-        self._last_scan = self._now()
+        found: dict[str, tuple[CheckpointMetadata, ActionTokenizer]] = {}
         for name in list_checkpoints(self.model_dir):
             try:
                 metadata = load_metadata(self.model_dir, name)
             except CheckpointError as error:
                 self.get_logger().warning(f"ignoring checkpoint {name}: {error}", throttle_duration_sec=30.0)
                 continue
-            self._metadata_by_id[metadata.checkpoint_id] = metadata
+            found[metadata.checkpoint_id] = (metadata, metadata.action_tokenizer())
+        with self._lock:
+            self._metadata_by_id = found
+            self._scanning = False
 
-    def _metadata_for(self, checkpoint_id: str) -> CheckpointMetadata | None:
-        metadata = self._metadata_by_id.get(checkpoint_id)
-        if metadata is None and self._now() - self._last_scan > 1.0:
-            self._scan_checkpoints()  # a checkpoint added to the model dir since the last scan
-            metadata = self._metadata_by_id.get(checkpoint_id)
-        return metadata
+    def _metadata_for(self, checkpoint_id: str) -> tuple[CheckpointMetadata, ActionTokenizer] | None:
+        """The metadata (and its action tokenizer) of ``checkpoint_id``. An unknown id starts one
+        rescan of model_dir in the background (at most once a second): the YAML is never read on the
+        thread that runs the control timer, so this chunk is refused and later ones are accepted."""
+        with self._lock:
+            known = self._metadata_by_id.get(checkpoint_id)
+            rescan = known is None and not self._scanning and time.monotonic() - self._last_scan > 1.0
+            if rescan:
+                self._scanning, self._last_scan = True, time.monotonic()
+        if rescan:
+            threading.Thread(target=self._scan_checkpoints, name="checkpoint-scan", daemon=True).start()
+        return known
 
     # -- callbacks ---------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -166,9 +178,10 @@ class ArmDriverNode(Node):
         self._warnings.warn(f"refused /actions ({self.refused} so far): {reason}", kind=" ".join(reason.split()[:2]))
 
     def _on_actions(self, msg: ActionTokens) -> None:
-        metadata = self._metadata_for(msg.checkpoint_id)
-        if metadata is None:
+        known = self._metadata_for(msg.checkpoint_id)
+        if known is None:
             return self._refuse(f"unknown checkpoint id {msg.checkpoint_id!r} (not in {self.model_dir})")
+        metadata, action_tokenizer = known
         if list(metadata.joint_names) != self.joint_names:
             return self._refuse(f"checkpoint {metadata.name} drives joints {metadata.joint_names}, "
                                 f"this driver {self.joint_names}")
@@ -176,7 +189,7 @@ class ArmDriverNode(Node):
             return self._refuse(f"shape {msg.chunk_length}x{msg.action_dims} differs from checkpoint "
                                 f"{metadata.chunk_len}x{metadata.action_dims}")
         try:
-            actions = metadata.action_tokenizer().decode(np.asarray(msg.token_ids, dtype=np.int64))
+            actions = action_tokenizer.decode(np.asarray(msg.token_ids, dtype=np.int64))
         except ValueError as error:
             return self._refuse(str(error))
         if self._last_sequence is not None and msg.sequence == self._last_sequence:

@@ -265,9 +265,7 @@ class PolicyNode(Node):
             image = image_to_rgb(frame.encoding, frame.height, frame.width, frame.step, frame.data)
         except ImageConversionError as error:
             return self._skip(f"frame dropped: {error}")
-        metadata = policy.metadata
-        if metadata.image.channel_order == "bgr":
-            image = image[:, :, ::-1]
+        metadata = policy.metadata  # the policy takes RGB and applies the checkpoint's channel order itself
         joints = None
         if metadata.proprio_dim:
             joints = self._joint_states.at(stamp)

@@ -207,3 +207,29 @@ def test_one_future_stamped_joint_state_does_not_stop_the_loop(policy, wait_unti
     assert wait_until(lambda: "joint-state history restarted" in process.output(), 10.0), process.output()
     mark = probe.count()
     assert wait_until(lambda: probe.count() > mark + 2, 10.0), process.output()
+
+
+def test_a_bgr_checkpoint_gets_the_channels_evaluation_gives_it(spec_model_dir, ros_node, start_node, wait_until):
+    """The node hands the policy RGB, as training and evaluation do; the checkpoint's channel order is
+    applied once, in preprocessing (it was applied twice, and the flipped view crashed the decoder)."""
+    from ceed_vla_ros.checkpoint import load_checkpoint
+    from ceed_vla_ros.policy import CeedVlaPolicy
+
+    process = start_node("policy_node", ["-r", "__node:=policy_bgr", "-p", f"model_dir:={spec_model_dir}",
+                                         "-p", "checkpoint:=bgr_crop", "-p", "decoding_mode:=ar", "-p", "instruction:=go",
+                                         "-p", "image_topic:=/bgr_test/image"])
+    frame = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    expected = CeedVlaPolicy(load_checkpoint(spec_model_dir, "bgr_crop")).predict(frame, None, "go", mode="ar")
+    received: list[ActionTokens] = []
+    ros_node.create_subscription(ActionTokens, "/actions", received.append, 10)
+    images = ros_node.create_publisher(Image, "/bgr_test/image", qos_profile_sensor_data)
+
+    def publish() -> bool:
+        msg = Image(**rgb_to_image_fields(frame))
+        msg.header.stamp = ros_node.get_clock().now().to_msg()
+        images.publish(msg)
+        return any(m.checkpoint_id.startswith("bgr_crop-") for m in received)
+
+    assert wait_until(publish, 30.0), process.output()
+    tokens = [m.token_ids for m in received if m.checkpoint_id.startswith("bgr_crop-")][0]
+    assert list(tokens) == expected.tokens.tolist()
