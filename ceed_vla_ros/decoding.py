@@ -53,6 +53,35 @@ DECODE_MODES: tuple[str, ...] = ("ar", "jacobi", "early_exit")
 INIT_STRATEGIES: tuple[str, ...] = ("random_prompt_tokens", "warm_start")
 
 
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How to decode a chunk: the one choice shared by the policy, the evaluation and the policy node.
+
+    ``mode``: ``ar``, ``jacobi`` or ``early_exit``; ``early_exit_steps``: the iteration cap, given
+    exactly in ``early_exit`` mode (>= 1); ``init``: the initial Jacobi block,
+    ``random_prompt_tokens`` or ``warm_start`` (ignored by ``ar``).
+    """
+
+    mode: DecodeMode = "jacobi"
+    early_exit_steps: int | None = None
+    init: str = "random_prompt_tokens"
+
+    def __post_init__(self) -> None:
+        if self.mode not in DECODE_MODES:
+            raise ValueError(f"unknown decoding mode {self.mode!r}; choose from {', '.join(DECODE_MODES)}")
+        if self.init not in INIT_STRATEGIES:
+            raise ValueError(f"unknown init {self.init!r}; choose from {', '.join(INIT_STRATEGIES)}")
+        if self.mode == "early_exit" and (self.early_exit_steps is None or self.early_exit_steps < 1):
+            raise ValueError(f"early_exit needs early_exit_steps >= 1, got {self.early_exit_steps}")
+        if self.mode != "early_exit" and self.early_exit_steps is not None:
+            raise ValueError(f"only early_exit takes early_exit_steps (mode {self.mode!r})")
+
+    @classmethod
+    def from_parameters(cls, mode: str, early_exit_steps: int, init: str) -> DecodeSettings:
+        """From node parameters, which always hold an ``early_exit_steps`` (used only by early_exit)."""
+        return cls(mode, early_exit_steps if mode == "early_exit" else None, init)
+
+
 class BlockLM(Protocol):
     """What the decoders need from a model. Batch size 1; ``cache`` is opaque to the decoders."""
 

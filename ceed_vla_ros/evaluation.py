@@ -50,7 +50,7 @@ import torch
 from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint
-from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
+from ceed_vla_ros.decoding import INIT_STRATEGIES, DecodeSettings
 from ceed_vla_ros.policy import CeedVlaPolicy
 from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
 
@@ -60,12 +60,10 @@ _SETTING = re.compile(r"^(?P<ckpt>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<mode>[a-z_]+)(
 
 @dataclass(frozen=True)
 class Setting:
-    """One decoding setting: checkpoint name, mode, early-exit steps, Jacobi initialisation."""
+    """One evaluated setting: a checkpoint name and its :class:`DecodeSettings`."""
 
     checkpoint: str
-    mode: str
-    early_exit_steps: int | None = None
-    init: str = "random_prompt_tokens"
+    decode: DecodeSettings
     label: str = ""
 
     @classmethod
@@ -74,19 +72,16 @@ class Setting:
         if not match:
             raise ValueError(f"bad setting {text!r}; expected CHECKPOINT:MODE[:EXIT_STEPS][@INIT]")
         mode, steps, init = match["mode"], match["steps"], match["init"] or default_init
-        if mode not in DECODE_MODES:
-            raise ValueError(f"{text!r}: unknown mode {mode!r}; choose from {', '.join(DECODE_MODES)}")
-        if init not in INIT_STRATEGIES:
-            raise ValueError(f"{text!r}: unknown init {init!r}; choose from {', '.join(INIT_STRATEGIES)}")
-        if mode == "early_exit":
-            if steps is None or int(steps) < 1:
-                raise ValueError(f"{text!r}: early_exit needs EXIT_STEPS >= 1, e.g. {match['ckpt']}:early_exit:2")
-        elif steps is not None:
-            raise ValueError(f"{text!r}: only early_exit takes EXIT_STEPS")
+        if mode == "early_exit" and steps is None:
+            raise ValueError(f"{text!r}: early_exit needs EXIT_STEPS >= 1, e.g. {match['ckpt']}:early_exit:2")
         if mode == "ar" and match["init"]:
             raise ValueError(f"{text!r}: AR decoding has no initial block (@INIT)")
+        try:
+            decode = DecodeSettings(mode, int(steps) if steps else None, init)
+        except ValueError as error:
+            raise ValueError(f"{text!r}: {error}") from None
         label = f"{match['ckpt']}:{mode}" + (f":{steps}" if steps else "") + (f"@{init}" if mode != "ar" and init != "random_prompt_tokens" else "")
-        return cls(match["ckpt"], mode, int(steps) if steps else None, init, label)
+        return cls(match["ckpt"], decode, label)
 
 
 @dataclass
@@ -145,9 +140,7 @@ def run_episode(
             obs["image"],
             obs["joint_positions"],
             obs["instruction"],
-            mode=setting.mode,
-            early_exit_steps=setting.early_exit_steps,
-            init=setting.init,
+            setting.decode,
             steps_executed=execute_steps,
         )
         chunks += 1
@@ -195,7 +188,7 @@ def evaluate(
     for task in tasks:
         with TabletopArmEnv(task=task, image_size=image_size) as env:
             for setting in settings:
-                policy = CeedVlaPolicy(checkpoints[setting.checkpoint], mode=setting.mode, early_exit_steps=setting.early_exit_steps, init=setting.init, seed=seed)
+                policy = CeedVlaPolicy(checkpoints[setting.checkpoint], setting.decode, seed=seed)
                 record = SettingTaskResult(setting.label, task)
                 for i in range(episodes):
                     record.episodes.append(run_episode(env, policy, setting, seed + i, steps, record))

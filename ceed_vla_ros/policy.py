@@ -16,8 +16,7 @@ from ceed_vla_ros.metadata import ImageSpec
 from ceed_vla_ros.checkpoint import Checkpoint
 from ceed_vla_ros.image_conversion import crop_and_resize
 from ceed_vla_ros.decoding import (
-    INIT_STRATEGIES,
-    DecodeMode,
+    DecodeSettings,
     DecodeStats,
     HFCausalLMAdapter,
     TokenRange,
@@ -25,9 +24,6 @@ from ceed_vla_ros.decoding import (
     init_random_prompt_tokens,
     init_warm_start,
 )
-
-InitStrategy = Literal["random_prompt_tokens", "warm_start"]
-
 
 def preprocess_images(images: np.ndarray | torch.Tensor, spec: ImageSpec) -> torch.Tensor:
     """uint8 RGB images (H, W, 3) or (B, H, W, 3) -> float ``pixel_values`` (B, 3, height, width).
@@ -68,10 +64,8 @@ class CeedVlaPolicy:
 
     Args:
         checkpoint: the loaded checkpoint.
-        mode: ``ar``, ``jacobi`` or ``early_exit`` (default for :meth:`predict`).
-        early_exit_steps: iteration cap for ``early_exit``.
-        init: Jacobi initial block, ``random_prompt_tokens`` or ``warm_start`` (falls back to
-            random prompt tokens when there is no previous chunk).
+        settings: the default :class:`DecodeSettings` of :meth:`predict` (mode, early-exit steps,
+            initial block; ``warm_start`` falls back to random prompt tokens without a previous chunk).
         warm_start_fill: tail of a warm-started block, ``repeat_last`` or ``random``.
         seed: seed of the random initial blocks (reproducible sequences of queries).
 
@@ -81,23 +75,17 @@ class CeedVlaPolicy:
     def __init__(
         self,
         checkpoint: Checkpoint,
+        settings: DecodeSettings = DecodeSettings(),
         *,
-        mode: DecodeMode = "jacobi",
-        early_exit_steps: int | None = None,
-        init: InitStrategy = "random_prompt_tokens",
         warm_start_fill: Literal["repeat_last", "random"] = "repeat_last",
         seed: int = 0,
     ) -> None:
-        if init not in INIT_STRATEGIES:
-            raise ValueError(f"unknown init {init!r}; choose from {', '.join(INIT_STRATEGIES)}")
         self.checkpoint = checkpoint
         self.metadata = checkpoint.metadata
         self.action_tokenizer = checkpoint.action_tokenizer
         self.lm = HFCausalLMAdapter(checkpoint.model, min_context=self.metadata.block_len)
         self.allowed = TokenRange(*self.action_tokenizer.token_range)
-        self.mode = mode
-        self.early_exit_steps = early_exit_steps
-        self.init = init
+        self.settings = settings
         self.warm_start_fill = warm_start_fill
         self.generator = torch.Generator().manual_seed(seed)
         self.previous_tokens: torch.Tensor | None = None
@@ -121,10 +109,8 @@ class CeedVlaPolicy:
         image: np.ndarray,
         joint_positions: np.ndarray | None,
         instruction: str,
+        settings: DecodeSettings | None = None,
         *,
-        mode: DecodeMode | None = None,
-        early_exit_steps: int | None = None,
-        init: InitStrategy | None = None,
         steps_executed: int | None = None,
     ) -> PolicyOutput:
         """Decode one action chunk.
@@ -133,13 +119,11 @@ class CeedVlaPolicy:
             image: (H, W, 3) uint8 RGB camera image, any size (see :func:`preprocess_images`).
             joint_positions: raw proprio values (``proprio_names`` order); None if the model has none.
             instruction: task text, inserted into the prompt template.
-            mode, early_exit_steps, init: override the constructor defaults for this call.
+            settings: overrides the constructor's :class:`DecodeSettings` for this call.
             steps_executed: for ``warm_start``, chunk steps executed since the previous query
                 (default: the whole chunk, i.e. ``chunk_len``).
         """
-        mode = mode or self.mode
-        init = init or self.init
-        early_exit_steps = early_exit_steps if early_exit_steps is not None else self.early_exit_steps
+        settings = settings or self.settings
         inputs = {"pixel_values": preprocess_images(image, self.metadata.image)}
         if self.metadata.proprio_norm is not None:
             if joint_positions is None:
@@ -151,7 +135,7 @@ class CeedVlaPolicy:
             inputs["proprio"] = torch.as_tensor(proprio, dtype=torch.float32).reshape(1, -1)
         input_ids = self.prompt_ids(instruction)
         block_len = self.metadata.block_len
-        if init == "warm_start" and self.previous_tokens is not None:
+        if settings.init == "warm_start" and self.previous_tokens is not None:
             steps = self.metadata.chunk_len if steps_executed is None else steps_executed
             initial = init_warm_start(
                 self.previous_tokens, steps, self.metadata.action_dims, self.warm_start_fill, self.allowed, self.generator
@@ -162,11 +146,11 @@ class CeedVlaPolicy:
             self.lm,
             input_ids,
             inputs,
-            mode=mode,
+            mode=settings.mode,
             block_len=block_len,
             allowed=self.allowed,
             initial_block=initial,
-            early_exit_steps=early_exit_steps,
+            early_exit_steps=settings.early_exit_steps,
         )
         self.previous_tokens = result.tokens
         actions = self.action_tokenizer.decode(result.tokens.numpy())

@@ -12,6 +12,7 @@ from ceed_vla_ros.action_tokenizer import NormStats
 from ceed_vla_ros.metadata import CheckpointMetadata
 from ceed_vla_ros.checkpoint import build_tiny_checkpoint
 from ceed_vla_ros.decoding import (
+    DecodeSettings,
     HFCausalLMAdapter,
     TokenRange,
     decode,
@@ -235,13 +236,13 @@ def tiny_checkpoint(tmp_path_factory):
 
 
 def test_policy_predicts_a_chunk_in_every_mode(tiny_checkpoint):
-    policy = CeedVlaPolicy(tiny_checkpoint, mode="jacobi", seed=0)
+    policy = CeedVlaPolicy(tiny_checkpoint, DecodeSettings("jacobi"), seed=0)
     image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     joints = np.array([0.1, -0.3, 1.0])
-    ar = policy.predict(image, joints, "reach the red cube", mode="ar")
+    ar = policy.predict(image, joints, "reach the red cube", DecodeSettings("ar"))
     jacobi = policy.predict(image, joints, "reach the red cube")
-    early = policy.predict(image, joints, "reach the red cube", mode="early_exit", early_exit_steps=2)
-    warm = policy.predict(image, joints, "reach the red cube", init="warm_start", steps_executed=1)
+    early = policy.predict(image, joints, "reach the red cube", DecodeSettings("early_exit", 2))
+    warm = policy.predict(image, joints, "reach the red cube", DecodeSettings(init="warm_start"), steps_executed=1)
     assert ar.actions.shape == (4, 3) and ar.tokens.shape == (12,)
     assert torch.equal(ar.tokens, jacobi.tokens) and torch.equal(ar.tokens, warm.tokens)
     assert early.stats.iterations <= 2 and early.stats.early_exit_steps == 2
@@ -301,3 +302,12 @@ def test_sliding_window_that_holds_prompt_and_block_decodes_exactly():
     ar = decode(lm, ids, mode="ar", block_len=7, allowed=ACTIONS)
     jacobi = decode(lm, ids, mode="jacobi", block_len=7, allowed=ACTIONS)
     assert torch.equal(ar.tokens, jacobi.tokens)
+
+
+def test_decode_settings_are_validated_once():
+    assert DecodeSettings.from_parameters("jacobi", 3, "warm_start") == DecodeSettings("jacobi", None, "warm_start")
+    assert DecodeSettings.from_parameters("early_exit", 3, "random_prompt_tokens").early_exit_steps == 3
+    for bad in (dict(mode="beam"), dict(mode="early_exit"), dict(mode="early_exit", early_exit_steps=0),
+                dict(mode="ar", early_exit_steps=2), dict(init="zeros")):
+        with pytest.raises(ValueError):
+            DecodeSettings(**bad)

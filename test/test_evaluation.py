@@ -12,7 +12,7 @@ from ceed_vla_ros import cli
 from ceed_vla_ros.action_tokenizer import NormStats
 from ceed_vla_ros.metadata import CheckpointMetadata
 from ceed_vla_ros.checkpoint import build_tiny_checkpoint
-from ceed_vla_ros.decoding import DecodeStats
+from ceed_vla_ros.decoding import DecodeSettings, DecodeStats
 from ceed_vla_ros.evaluation import Setting, SettingTaskResult, run_episode
 from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS, TabletopArmEnv
 from ceed_vla_ros.sim.mjcf import JOINT_NAMES
@@ -20,10 +20,10 @@ from ceed_vla_ros.sim.mjcf import JOINT_NAMES
 
 def test_setting_syntax():
     s = Setting.parse("sim_teacher:ar")
-    assert (s.checkpoint, s.mode, s.early_exit_steps, s.label) == ("sim_teacher", "ar", None, "sim_teacher:ar")
+    assert (s.checkpoint, s.decode.mode, s.decode.early_exit_steps, s.label) == ("sim_teacher", "ar", None, "sim_teacher:ar")
     s = Setting.parse("stu:early_exit:2@warm_start")
-    assert (s.mode, s.early_exit_steps, s.init, s.label) == ("early_exit", 2, "warm_start", "stu:early_exit:2@warm_start")
-    assert Setting.parse("stu:jacobi", default_init="warm_start").init == "warm_start"
+    assert s.decode == DecodeSettings("early_exit", 2, "warm_start") and s.label == "stu:early_exit:2@warm_start"
+    assert Setting.parse("stu:jacobi", default_init="warm_start").decode.init == "warm_start"
     for bad in ("stu", "stu:fast", "stu:early_exit", "stu:early_exit:0", "stu:jacobi:3", "stu:ar@warm_start",
                 "stu:jacobi@hot", "../x:ar"):
         with pytest.raises(ValueError):
@@ -41,7 +41,7 @@ class _ConstantPolicy:
     def reset(self) -> None:
         pass
 
-    def predict(self, image, joints, instruction, **kwargs):
+    def predict(self, image, joints, instruction, settings=None, **kwargs):
         self.queries.append(joints.copy())
         stats = DecodeStats(mode="ar", block_len=8, forward_passes=8, iterations=7, converged=True, wall_time_ms=1.0)
         return SimpleNamespace(actions=self.chunk, stats=stats)

@@ -35,7 +35,7 @@ from std_msgs.msg import String
 from ceed_vla_ros.arm_control import JointStateHistory
 from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.checkpoint import load_checkpoint
-from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
+from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES, DecodeSettings
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
@@ -167,7 +167,7 @@ class PolicyNode(Node):
         blank = np.zeros((metadata.image.height, metadata.image.width, 3), np.uint8)
         joints = np.zeros(metadata.proprio_dim) if metadata.proprio_dim else None
         for mode in ("ar", "jacobi"):  # first calls allocate; keep that out of the control loop
-            policy.predict(blank, joints, "warm up", mode=mode)
+            policy.predict(blank, joints, "warm up", DecodeSettings(mode))
         policy.reset()
         self.get_logger().info(f"loaded {metadata.checkpoint_id} ({metadata.provenance.role}, "
                                f"{metadata.chunk_len}x{metadata.action_dims} actions, dt {metadata.dt} s) "
@@ -271,14 +271,13 @@ class PolicyNode(Node):
             joints = self._joint_states.at(stamp)
             if joints is None:
                 return self._skip("no joint state near the frame's stamp: not decoding")
-        mode = settings["decoding_mode"]
-        early_exit_steps = settings["early_exit_steps"] if mode == "early_exit" else None
+        decode = DecodeSettings.from_parameters(settings["decoding_mode"], settings["early_exit_steps"],
+                                                settings["init_strategy"])
         steps_executed = None  # warm start: chunk steps the arm has executed since the last frame
         if self._previous_stamp is not None:
             steps_executed = max(0, round((stamp - self._previous_stamp) / metadata.dt))
         self._previous_stamp = stamp
-        output = policy.predict(image, joints, instruction, mode=mode, early_exit_steps=early_exit_steps,
-                                init=settings["init_strategy"], steps_executed=steps_executed)
+        output = policy.predict(image, joints, instruction, decode, steps_executed=steps_executed)
         stats = output.stats
         self._sequence += 1
         msg = ActionTokens()
@@ -290,11 +289,11 @@ class PolicyNode(Node):
         msg.chunk_length = metadata.chunk_len
         msg.action_dims = metadata.action_dims
         msg.step_dt = float(metadata.dt)
-        msg.decoding_mode = mode
+        msg.decoding_mode = decode.mode
         msg.iterations = stats.iterations
         msg.forward_passes = stats.forward_passes
         msg.converged = bool(stats.converged)
-        msg.early_exit_steps = early_exit_steps or 0
+        msg.early_exit_steps = decode.early_exit_steps or 0
         msg.decode_time_ms = float(stats.wall_time_ms)
         self.publisher.publish(msg)
         with self._lock:

@@ -17,6 +17,7 @@ from ceed_vla_ros.decoding import TokenRange
 from ceed_vla_ros.distill import train_student as S
 from ceed_vla_ros.distill import trajectories as T
 from ceed_vla_ros.distill.losses import block_prediction_logits
+from ceed_vla_ros.decoding import DecodeSettings
 from ceed_vla_ros.policy import CeedVlaPolicy
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
@@ -183,7 +184,7 @@ def test_distill_cli_saves_a_loadable_student_with_provenance_and_resumes(world,
     joints = teacher.metadata.proprio_norm.unnormalize(sample.tensors.proprio[0].numpy().astype(np.float64))
     instruction = "reach the red cube"
     for mode, k in (("jacobi", None), ("early_exit", 2), ("ar", None)):
-        output = CeedVlaPolicy(student, mode=mode, early_exit_steps=k).predict(image, joints, instruction)
+        output = CeedVlaPolicy(student, DecodeSettings(mode, k)).predict(image, joints, instruction)
         assert output.actions.shape == (student.metadata.chunk_len, 4) and np.isfinite(output.actions).all()
     assert output.stats.forward_passes == student.metadata.block_len
 

@@ -15,6 +15,7 @@ from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config
 from ceed_vla_ros.checkpoint import PICKLE_SUFFIXES, load_checkpoint
 from ceed_vla_ros.distill import train_teacher as tt
 from ceed_vla_ros.distill.dataset import build_teacher_data, tokenize_teacher_data
+from ceed_vla_ros.decoding import DecodeSettings
 from ceed_vla_ros.policy import CeedVlaPolicy
 from ceed_vla_ros.sim.env import TabletopArmEnv
 from ceed_vla_ros.sim.expert import make_expert
@@ -97,7 +98,7 @@ def test_cli_trains_saves_loadable_checkpoint_and_resumes(data_file, tmp_path):
     with TabletopArmEnv(task="reach") as env:
         obs = env.reset(seed=0)
     for mode in ("ar", "jacobi"):
-        out = CeedVlaPolicy(checkpoint, mode=mode).predict(obs["image"], obs["joint_positions"], obs["instruction"])
+        out = CeedVlaPolicy(checkpoint, DecodeSettings(mode)).predict(obs["image"], obs["joint_positions"], obs["instruction"])
         assert out.actions.shape == (4, 4) and np.isfinite(out.actions).all()
         assert out.tokens.numel() == 16
     # Resume: continues from step 3 to 5 and appends to the log.

@@ -213,13 +213,14 @@ def test_a_bgr_checkpoint_gets_the_channels_evaluation_gives_it(spec_model_dir, 
     """The node hands the policy RGB, as training and evaluation do; the checkpoint's channel order is
     applied once, in preprocessing (it was applied twice, and the flipped view crashed the decoder)."""
     from ceed_vla_ros.checkpoint import load_checkpoint
+    from ceed_vla_ros.decoding import DecodeSettings
     from ceed_vla_ros.policy import CeedVlaPolicy
 
     process = start_node("policy_node", ["-r", "__node:=policy_bgr", "-p", f"model_dir:={spec_model_dir}",
                                          "-p", "checkpoint:=bgr_crop", "-p", "decoding_mode:=ar", "-p", "instruction:=go",
                                          "-p", "image_topic:=/bgr_test/image"])
     frame = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    expected = CeedVlaPolicy(load_checkpoint(spec_model_dir, "bgr_crop")).predict(frame, None, "go", mode="ar")
+    expected = CeedVlaPolicy(load_checkpoint(spec_model_dir, "bgr_crop"), DecodeSettings("ar")).predict(frame, None, "go")
     received: list[ActionTokens] = []
     ros_node.create_subscription(ActionTokens, "/actions", received.append, 10)
     images = ros_node.create_publisher(Image, "/bgr_test/image", qos_profile_sensor_data)
