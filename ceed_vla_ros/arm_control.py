@@ -36,7 +36,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-ACTION_SPACES = ("joint_delta", "joint_absolute")
+from ceed_vla_ros.metadata import ACTION_SPACES
+
 
 
 @dataclass(frozen=True)

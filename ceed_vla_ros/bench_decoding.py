@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import platform
 import time
 from collections.abc import Callable, Mapping

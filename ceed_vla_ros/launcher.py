@@ -19,6 +19,7 @@ import threading
 import time
 from pathlib import Path
 
+from ceed_vla_ros.nodes.interfaces import stop_requested
 from ceed_vla_ros.bringup import RESPAWN_DELAY_S, SETUPS, Setup, get_setup, node_ros_arguments, parse_assignments
 
 STOP_TIMEOUT_S = 10.0
@@ -103,12 +104,10 @@ class NodeSuite:
 
 def run(setup: Setup, values: dict[str, str], respawn_delay_s: float = RESPAWN_DELAY_S) -> int:
     """Run until Ctrl-C / SIGTERM (exit 0) or until a node that is not respawned exits (exit 1)."""
-    stop = threading.Event()
-    previous_handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
     suite = NodeSuite(setup, values)
     respawn = {node.name: node.respawn for node in setup.nodes}
     restart_at: dict[str, float] = {}
-    try:
+    with stop_requested() as stop:
         suite.start()
         print(f"[launch] {setup.name}: started {', '.join(suite.processes)}; Ctrl-C stops all", flush=True)
         while not stop.wait(0.2):
@@ -126,11 +125,8 @@ def run(setup: Setup, values: dict[str, str], respawn_delay_s: float = RESPAWN_D
                     suite.start_node(name)
                     print(f"[launch] {name} restarted", flush=True)
         codes = suite.stop()
-        print(f"[launch] stopped: {', '.join(f'{n}={c}' for n, c in codes.items())}", flush=True)
-        return 0
-    finally:
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
+    print(f"[launch] stopped: {', '.join(f'{n}={c}' for n, c in codes.items())}", flush=True)
+    return 0
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

@@ -89,34 +89,38 @@ class Probe:
     """A node in this process recording /actions, driver commands and diagnostics."""
 
     def __init__(self) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from std_msgs.msg import Float64MultiArray
 
         from ceed_vla_ros.msg import ActionTokens
+        from ceed_vla_ros.nodes.interfaces import (
+            ACTIONS_TOPIC,
+            FORWARD_COMMAND_TOPIC,
+            SIM_RESET_SERVICE,
+            probe_node,
+            stamp_to_seconds,
+        )
         from ceed_vla_ros.srv import ResetEpisode
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, args=[])  # not sys.argv: it holds launch arguments
-        self.node = rclpy.create_node("ceed_vla_pipeline_probe", context=self.context)
+        self._stamp_to_seconds = stamp_to_seconds
         self.lock = threading.Lock()
         self.window = Window()
         self._pending_actions: list[float] = []
         self.diagnostics: dict[str, dict[str, str]] = {}
-        self.node.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
-        self.node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_command, 1000)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.reset_client = self.node.create_client(ResetEpisode, "/sim_arm/reset_episode")
+
+        def subscribe(node) -> None:
+            node.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions, 10)
+            node.create_subscription(Float64MultiArray, FORWARD_COMMAND_TOPIC, self._on_command, 1000)
+            node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+        self._probe = probe_node("ceed_vla_pipeline_probe", setup=subscribe)
+        self.node = self._probe.__enter__()
+        self.reset_client = self.node.create_client(ResetEpisode, SIM_RESET_SERVICE)
         self.ResetEpisode = ResetEpisode
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
 
     def _on_actions(self, msg) -> None:
         now = time.time()
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = self._stamp_to_seconds(msg.header.stamp)
         with self.lock:
             self.window.chunks += 1
             self.window.latency_ms.append((now - stamp) * 1000.0)
@@ -148,11 +152,7 @@ class Probe:
             self.reset_client.call_async(self.ResetEpisode.Request(task="reach", seed=seed, colour=""))
 
     def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
+        self._probe.__exit__(None, None, None)
 
 
 def start_load(processes: int) -> list[subprocess.Popen]:

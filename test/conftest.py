@@ -157,28 +157,11 @@ def module_start_node():
         yield start
 
 
-@contextlib.contextmanager
 def spinning_probe_node(name: str):
     """An rclpy node in the test process (own context), spun by a background executor."""
-    import threading
+    from ceed_vla_ros.nodes.interfaces import probe_node
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    context = rclpy.Context()
-    rclpy.init(context=context, args=[])
-    node = rclpy.create_node(name, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
-        yield node
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-        thread.join(timeout=5)
+    return probe_node(name)
 
 
 @pytest.fixture

@@ -29,7 +29,6 @@ import time
 import numpy as np
 from builtin_interfaces.msg import Duration
 from rclpy.node import Node
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
@@ -42,6 +41,15 @@ from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
 from ceed_vla_ros.paths import resolve_model_dir
+from ceed_vla_ros.nodes.interfaces import (
+    ACTIONS_TOPIC,
+    FORWARD_COMMAND_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    TRAJECTORY_TOPIC,
+    JointPicker,
+    stamp_to_seconds,
+)
 
 COMMAND_INTERFACES = ("forward_position", "joint_trajectory")
 WARN_PERIOD_S = 2.0
@@ -65,9 +73,9 @@ PARAMETERS = (
     Param("enable_actuation", False, "send commands at all (false: compute and log only)"),
     Param("command_interface", "forward_position", "controller interface", choices=COMMAND_INTERFACES,
           read_only=True),
-    Param("forward_command_topic", "/forward_position_controller/commands",
+    Param("forward_command_topic", FORWARD_COMMAND_TOPIC,
           "Float64MultiArray command topic of a forward position controller", read_only=True),
-    Param("trajectory_topic", "/joint_trajectory_controller/joint_trajectory",
+    Param("trajectory_topic", TRAJECTORY_TOPIC,
           "JointTrajectory topic of a joint_trajectory_controller", read_only=True),
 )
 
@@ -87,6 +95,7 @@ class ArmDriverNode(Node):
         except ValueError as error:
             raise StartupError(f"joint limits: {error}") from error
         self.joint_names = list(limits.names)
+        self._joints = JointPicker(self.joint_names)
         self.model_dir = resolve_model_dir(values["model_dir"])
         self.control_period_s = 1.0 / values["control_rate_hz"]
         self.core = ArmDriverCore(limits=limits, control_period_s=self.control_period_s,
@@ -107,11 +116,9 @@ class ArmDriverNode(Node):
             self.command_publisher = self.create_publisher(Float64MultiArray, values["forward_command_topic"], 10)
         else:
             self.command_publisher = self.create_publisher(JointTrajectory, values["trajectory_topic"], 10)
-        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.holding_publisher = self.create_publisher(Bool, "~/holding", latched)
-        self.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, 50)
+        self.holding_publisher = self.create_publisher(Bool, "~/holding", LATCHED_QOS)
+        self.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions, 10)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, 50)
         self.create_subscription(Bool, "~/estop", self._on_estop_topic, 10)
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_service)
@@ -194,7 +201,7 @@ class ArmDriverNode(Node):
             return self._refuse(str(error))
         if self._last_sequence is not None and msg.sequence == self._last_sequence:
             return self._refuse(f"duplicate sequence {msg.sequence}")
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = stamp_to_seconds(msg.header.stamp)
         with self._lock:
             accepted, reason = self.core.on_chunk(stamp, actions, metadata.action_space, msg.step_dt, self._now())
         if not accepted:
@@ -203,13 +210,13 @@ class ArmDriverNode(Node):
         self.chunks_accepted += 1
 
     def _on_joint_state(self, msg: JointState) -> None:
-        index = {name: i for i, name in enumerate(msg.name)}
-        if any(name not in index for name in self.joint_names) or len(msg.position) != len(msg.name):
+        picked = self._joints.pick(msg)
+        if picked is None:
             self.get_logger().warning(f"joint state without all of {self.joint_names}: ignored",
                                       throttle_duration_sec=WARN_PERIOD_S)
             return
-        positions = np.array([msg.position[index[name]] for name in self.joint_names])
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        positions = np.array(picked)
+        stamp = stamp_to_seconds(msg.header.stamp)
         try:
             with self._lock:
                 self.core.on_joint_state(stamp, positions)

@@ -20,7 +20,8 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from ceed_vla_ros.metadata import CheckpointError, ImageSpec, load_metadata
+from ceed_vla_ros.metadata import CheckpointError, load_metadata
+from ceed_vla_ros.nodes.interfaces import POLICY_IMAGE_TOPIC
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.image_conversion import (
     ImageConversionError,
@@ -44,7 +45,7 @@ try:  # the ROS 2 cv_bridge of a ROS install; the PyPI "cv-bridge" (ROS 1 copy) 
 except ImportError:
     CvBridge = None
 
-OUTPUT_TOPIC = "/ceed_vla/image"
+OUTPUT_TOPIC = POLICY_IMAGE_TOPIC
 STALL_S = 2.0
 WARN_PERIOD_S = 2.0
 

@@ -152,38 +152,34 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *,
         print(usage(description, params, Path(argv[0]).name if argv else "node"))
         return 0
 
-    import signal
-    import threading
-
     import rclpy
     from rclpy.executors import ExternalShutdownException, SingleThreadedExecutor
     from rclpy.signals import SignalHandlerOptions
 
-    stop = threading.Event()
-    previous = {signum: signal.signal(signum, lambda *_: stop.set()) for signum in (signal.SIGINT, signal.SIGTERM)}
+    from ceed_vla_ros.nodes.interfaces import stop_requested
+
     node = executor = None
     code = 0
-    try:
-        rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
-        node = node_factory()
-        executor = SingleThreadedExecutor()
-        executor.add_node(node)
-        executor.spin_once(timeout_sec=0.1)  # run once even if stopped during start-up
-        while not stop.is_set():
-            executor.spin_once(timeout_sec=0.1)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    except StartupError as error:
-        print(f"cannot start: {error}", file=sys.stderr, flush=True)
-        code = 1
-    finally:
-        if executor is not None:
-            executor.shutdown()
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()  # also destroys a node whose __init__ failed (newer rclpy tracks them)
-        for signum, handler in previous.items():
-            signal.signal(signum, handler)
+    with stop_requested() as stop:
+        try:
+            rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
+            node = node_factory()
+            executor = SingleThreadedExecutor()
+            executor.add_node(node)
+            executor.spin_once(timeout_sec=0.1)  # run once even if stopped during start-up
+            while not stop.is_set():
+                executor.spin_once(timeout_sec=0.1)
+        except (KeyboardInterrupt, ExternalShutdownException):
+            pass
+        except StartupError as error:
+            print(f"cannot start: {error}", file=sys.stderr, flush=True)
+            code = 1
+        finally:
+            if executor is not None:
+                executor.shutdown()
+            if node is not None:
+                node.destroy_node()
+            rclpy.try_shutdown()  # also destroys a node whose __init__ failed (newer rclpy tracks them)
     if args is None:
         # Running as the program (console script, ros2 run): everything is shut down, so skip the
         # interpreter's teardown, which takes seconds with torch loaded on a busy 2-core machine

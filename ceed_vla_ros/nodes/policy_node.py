@@ -28,7 +28,7 @@ import torch
 from transformers.utils import logging as hf_logging
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
 
@@ -49,6 +49,15 @@ from ceed_vla_ros.nodes.parameters import (
 )
 from ceed_vla_ros.paths import resolve_model_dir
 from ceed_vla_ros.policy import CeedVlaPolicy
+from ceed_vla_ros.nodes.interfaces import (
+    ACTIONS_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    POLICY_IMAGE_TOPIC,
+    JointPicker,
+    stamp_to_seconds,
+)
 
 MAX_INSTRUCTION_CHARS = 512
 STALL_S = 2.0
@@ -78,8 +87,8 @@ PARAMETERS = (
     Param("max_image_age_s", 0.5, "skip frames older than this (camera stall protection)",
           minimum=0.01, maximum=60.0),
     Param("num_threads", 1, "torch CPU threads for decoding", minimum=1, maximum=64, read_only=True),
-    Param("image_topic", "/ceed_vla/image", "preprocessed camera frames", read_only=True),
-    Param("instruction_topic", "/ceed_vla/instruction", "instruction topic", read_only=True),
+    Param("image_topic", POLICY_IMAGE_TOPIC, "preprocessed camera frames", read_only=True),
+    Param("instruction_topic", INSTRUCTION_TOPIC, "instruction topic", read_only=True),
     Param("seed", 0, "seed of the random initial Jacobi blocks", minimum=0, maximum=2**31 - 1, read_only=True),
 )
 
@@ -110,6 +119,7 @@ class PolicyNode(Node):
         self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
         self._previous_stamp: float | None = None
         self._joint_states = JointStateHistory()
+        self._joint_picker = JointPicker(())
         self._joint_states_refused = 0
         self._decode_errors = 0
         self._last_decode_error: tuple[float, str] | None = None  # (monotonic time, message)
@@ -118,12 +128,10 @@ class PolicyNode(Node):
         except (CheckpointError, ValueError) as error:  # ValueError: the model cannot decode (warm-up)
             raise StartupError(str(error)) from error
 
-        self.publisher = self.create_publisher(ActionTokens, "/actions", 10)
+        self.publisher = self.create_publisher(ActionTokens, ACTIONS_TOPIC, 10)
         self.create_subscription(Image, values["image_topic"], self._on_image, qos_profile_sensor_data)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, 50)
-        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(String, values["instruction_topic"], self._on_instruction, latched)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, 50)
+        self.create_subscription(String, values["instruction_topic"], self._on_instruction, LATCHED_QOS)
         self._worker = threading.Thread(target=self._decode_loop, name="policy-decoder", daemon=True)
         self._worker.start()
         DiagnosticsPublisher(self, self._health)
@@ -200,16 +208,15 @@ class PolicyNode(Node):
             self._frame_ready.notify()
 
     def _on_joint_state(self, msg: JointState) -> None:
-        if len(msg.position) != len(msg.name):
+        names = tuple(self._policy.metadata.proprio_names)
+        if self._joint_picker.names != names:  # another checkpoint: other joints, start a new history
+            self._joint_picker, self._joint_states = JointPicker(names), JointStateHistory()
+        positions = self._joint_picker.pick(msg)
+        if positions is None:
             return
-        names = self._policy.metadata.proprio_names
-        index = {name: i for i, name in enumerate(msg.name)}
-        if any(name not in index for name in names):
-            return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
         resets = self._joint_states.clock_resets
-        if not self._joint_states.add(stamp, np.array([msg.position[index[name]] for name in names])):
-            if not np.all(np.isfinite([msg.position[index[name]] for name in names])):
+        if not self._joint_states.add(stamp_to_seconds(msg.header.stamp), np.array(positions)):
+            if not np.all(np.isfinite(positions)):
                 self._joint_states_refused += 1
                 self._warnings.warn("joint state with non-finite positions: ignored", kind="joint non-finite")
         elif self._joint_states.clock_resets != resets:
@@ -255,7 +262,7 @@ class PolicyNode(Node):
         instruction = settings["instruction"].strip() or self._topic_instruction
         if not instruction:
             return self._skip("no instruction yet (parameter or topic): not decoding")
-        stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
+        stamp = stamp_to_seconds(frame.header.stamp)
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp
         if age > settings["max_image_age_s"]:
             return self._skip(f"frame {age:.2f} s old (max_image_age_s {settings['max_image_age_s']}): skipped")

@@ -70,7 +70,7 @@ import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from trajectory_msgs.msg import JointTrajectory
@@ -81,14 +81,17 @@ from ceed_vla_ros.nodes.parameters import Param, declare_parameters, run_node
 from ceed_vla_ros.sim.env import COLOURS, TASKS, TabletopArmEnv
 from ceed_vla_ros.sim.mjcf import PHYSICS_TIMESTEP
 from ceed_vla_ros.srv import ResetEpisode
+from ceed_vla_ros.nodes.interfaces import (
+    FORWARD_COMMAND_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    TRAJECTORY_TOPIC,
+)
+from ceed_vla_ros.nodes.interfaces import SIM_CAMERA_TOPIC as IMAGE_TOPIC
 
 NODE_NAME = "sim_arm"
-JOINT_STATES_TOPIC = "/joint_states"
-IMAGE_TOPIC = "camera/image_raw"
-INSTRUCTION_TOPIC = "/ceed_vla/instruction"
 SUCCESS_TOPIC = "~/success"
-FORWARD_COMMAND_TOPIC = "/forward_position_controller/commands"
-TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 RESET_SERVICE = "~/reset_episode"
 CAMERA_FRAME_ID = "front_camera"
 
@@ -156,9 +159,7 @@ class SimArmNode(Node):
         self._joint_state_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, 10)
         self._success_pub = self.create_publisher(Bool, SUCCESS_TOPIC, 10)
         self._image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._instruction_pub = self.create_publisher(String, INSTRUCTION_TOPIC, latched)
+        self._instruction_pub = self.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
 
         self.create_subscription(
             Float64MultiArray, FORWARD_COMMAND_TOPIC, self._on_forward_command, 10)

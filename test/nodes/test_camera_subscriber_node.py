@@ -11,6 +11,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ceed_vla_ros.image_conversion import image_to_rgb, rgb_to_image_fields
+from ceed_vla_ros.nodes.interfaces import POLICY_IMAGE_TOPIC
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ class Probe:
         self.received: list[Image] = []
         self.lock = threading.Lock()
         self.publisher = node.create_publisher(Image, "/test_camera/image_raw", qos_profile_sensor_data)
-        node.create_subscription(Image, "/ceed_vla/image", self._on_image, qos_profile_sensor_data)
+        node.create_subscription(Image, POLICY_IMAGE_TOPIC, self._on_image, qos_profile_sensor_data)
 
     def _on_image(self, msg: Image) -> None:
         with self.lock:

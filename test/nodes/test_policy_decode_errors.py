@@ -19,6 +19,7 @@ from sensor_msgs.msg import Image, JointState
 from ceed_vla_ros.image_conversion import rgb_to_image_fields
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.policy_node import PolicyNode
+from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC, JOINT_STATES_TOPIC, POLICY_IMAGE_TOPIC
 
 JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
 
@@ -44,15 +45,15 @@ def test_a_failing_decode_is_reported_and_decoding_goes_on(tiny_model_dir, ros_n
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
     actions, statuses, lock = [], [], threading.Lock()
-    ros_node.create_subscription(ActionTokens, "/actions", lambda m: actions.append(m), 10)
+    ros_node.create_subscription(ActionTokens, ACTIONS_TOPIC, lambda m: actions.append(m), 10)
 
     def on_diagnostics(msg: DiagnosticArray) -> None:
         with lock:
             statuses.extend(s for s in msg.status if s.name == "ceed_vla_ros: policy")
 
     ros_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
-    images = ros_node.create_publisher(Image, "/ceed_vla/image", qos_profile_sensor_data)
-    joints = ros_node.create_publisher(JointState, "/joint_states", 10)
+    images = ros_node.create_publisher(Image, POLICY_IMAGE_TOPIC, qos_profile_sensor_data)
+    joints = ros_node.create_publisher(JointState, JOINT_STATES_TOPIC, 10)
     image = np.zeros((64, 64, 3), np.uint8)
 
     def publish() -> None:

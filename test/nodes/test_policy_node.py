@@ -16,6 +16,7 @@ from std_msgs.msg import String
 
 from ceed_vla_ros.image_conversion import rgb_to_image_fields
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC, POLICY_IMAGE_TOPIC
 
 REPO = Path(__file__).resolve().parents[2]
 JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
@@ -30,12 +31,12 @@ class Probe:
         self.image_age_s = 0.0
         self.joint_positions = [0.1, -0.2, 0.3, 0.0]
         self.joint_stamp_offset_s = 0.0  # added to the next joint state's stamp, then reset
-        self.image_publisher = node.create_publisher(Image, "/ceed_vla/image", qos_profile_sensor_data)
-        self.joint_publisher = node.create_publisher(JointState, "/joint_states", 10)
+        self.image_publisher = node.create_publisher(Image, POLICY_IMAGE_TOPIC, qos_profile_sensor_data)
+        self.joint_publisher = node.create_publisher(JointState, JOINT_STATES_TOPIC, 10)
         latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                              durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.instruction_publisher = node.create_publisher(String, "/ceed_vla/instruction", latched)
-        node.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
+        self.instruction_publisher = node.create_publisher(String, INSTRUCTION_TOPIC, latched)
+        node.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions, 10)
         node.create_timer(0.02, self._publish_joint_state)
         node.create_timer(0.1, self._publish_image)
         self.set_parameters = node.create_client(SetParameters, "/policy/set_parameters")
@@ -222,7 +223,7 @@ def test_a_bgr_checkpoint_gets_the_channels_evaluation_gives_it(spec_model_dir, 
     frame = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
     expected = CeedVlaPolicy(load_checkpoint(spec_model_dir, "bgr_crop"), DecodeSettings("ar")).predict(frame, None, "go")
     received: list[ActionTokens] = []
-    ros_node.create_subscription(ActionTokens, "/actions", received.append, 10)
+    ros_node.create_subscription(ActionTokens, ACTIONS_TOPIC, received.append, 10)
     images = ros_node.create_publisher(Image, "/bgr_test/image", qos_profile_sensor_data)
 
     def publish() -> bool:

@@ -37,6 +37,7 @@ from ceed_vla_ros.sim.env import TabletopArmEnv
 from ceed_vla_ros.sim.expert import DlsIk
 from ceed_vla_ros.sim.mjcf import CUBE_HALF, HOME_QPOS, JOINT_NAMES
 from ceed_vla_ros.srv import ResetEpisode
+from ceed_vla_ros.nodes.interfaces import FORWARD_COMMAND_TOPIC, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC, SIM_RESET_SERVICE, SIM_SUCCESS_TOPIC
 
 NODE_COMMAND = [sys.executable, "-P", "-m", "ceed_vla_ros.nodes.sim_arm", "--ros-args"]
 STARTUP_TIMEOUT_S = 20.0  # process start (imports, EGL) + DDS discovery, which can take seconds
@@ -68,19 +69,19 @@ class SimArm:
 
     def __post_init__(self) -> None:
         probe = self.probe
-        probe.create_subscription(JointState, "/joint_states", lambda m: self.joint_states.append(
+        probe.create_subscription(JointState, JOINT_STATES_TOPIC, lambda m: self.joint_states.append(
             (time.monotonic(), m)), 10)
         probe.create_subscription(Image, "/camera/image_raw", lambda m: self.images.append(
             (time.monotonic(), m)), qos_profile_sensor_data)
-        probe.create_subscription(String, "/ceed_vla/instruction",
+        probe.create_subscription(String, INSTRUCTION_TOPIC,
                                   lambda m: self.instructions.append(m.data), LATCHED)
-        probe.create_subscription(Bool, "/sim_arm/success",
+        probe.create_subscription(Bool, SIM_SUCCESS_TOPIC,
                                   lambda m: self.successes.append(m.data), 10)
         self.forward = probe.create_publisher(
-            Float64MultiArray, "/forward_position_controller/commands", 10)
+            Float64MultiArray, FORWARD_COMMAND_TOPIC, 10)
         self.trajectory = probe.create_publisher(
             JointTrajectory, "/joint_trajectory_controller/joint_trajectory", 10)
-        self.reset_client = probe.create_client(ResetEpisode, "/sim_arm/reset_episode")
+        self.reset_client = probe.create_client(ResetEpisode, SIM_RESET_SERVICE)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -265,7 +266,7 @@ def test_reset_episode_publishes_the_instruction_and_is_deterministic(sim, wait_
     # Transient local: a subscriber that joins later still gets the current instruction.
     late: list[str] = []
     subscription = sim.probe.create_subscription(
-        String, "/ceed_vla/instruction", lambda m: late.append(m.data), LATCHED)
+        String, INSTRUCTION_TOPIC, lambda m: late.append(m.data), LATCHED)
     try:
         assert wait_until(lambda: late == [again.instruction], 10.0), late
     finally:
