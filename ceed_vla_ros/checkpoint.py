@@ -17,7 +17,6 @@ Every problem found while loading raises :class:`CheckpointError` naming the fil
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import datetime
 import hashlib
@@ -30,7 +29,6 @@ from pathlib import Path
 import torch
 from safetensors import safe_open
 from transformers import GenerationConfig, PreTrainedTokenizerFast
-from transformers.utils import logging as hf_logging
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.metadata import (
@@ -51,7 +49,6 @@ from ceed_vla_ros.model import (
     make_model_config,
     new_model,
 )
-from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 
 REQUIRED_FILES = ("config.json", WEIGHTS_FILE, "tokenizer.json", "tokenizer_config.json", METADATA_FILE)
 PICKLE_SUFFIXES = (".bin", ".pt", ".pth", ".pkl", ".pickle", ".ckpt", ".joblib")
@@ -258,23 +255,3 @@ def _check_consistency(config: CeedVlaConfig, tokenizer: PreTrainedTokenizerFast
         raise ValueError(
             f"image {metadata.image.height}x{metadata.image.width} differs from model image_size {config.image_size}"
         )
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("checkpoint", help="checkpoint folder path (containing '/') or a name inside --model-dir")
-    add_model_dir_argument(parser, "folder holding named checkpoints")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """``ceed-vla info``: metadata, parameter count and size on disk of a checkpoint."""
-    hf_logging.disable_progress_bar()
-    try:
-        checkpoint = load_checkpoint_arg(model_dir_argument(args.model_dir), args.checkpoint)
-    except CheckpointError as error:
-        print(f"error: {error}")
-        return 1
-    print(f"# checkpoint {checkpoint.metadata.checkpoint_id} at {checkpoint.path}")
-    print(f"# parameters: {checkpoint.num_parameters():,}")
-    print(f"# size on disk: {checkpoint.size_on_disk() / 1e6:.2f} MB")
-    print(checkpoint.metadata.to_yaml(), end="")
-    return 0

@@ -38,7 +38,7 @@ def test_bench_all_writes_a_report_with_every_section(tiny_model_dir, tmp_path):
 
 
 def test_targets_section_says_met_or_not_met_from_the_figures():
-    from ceed_vla_ros.bench_report import targets_section
+    from ceed_vla_ros.tools.bench_report import targets_section
 
     def row(setting, task, successes, passes):
         return {"setting": setting, "task": task, "episodes": 50, "successes": successes,

@@ -11,7 +11,7 @@ import pytest
 import torch
 import yaml
 
-from ceed_vla_ros import cli
+from ceed_vla_ros.tools import cli
 from ceed_vla_ros.action_tokenizer import NormStats
 from ceed_vla_ros.metadata import METADATA_FILE, CheckpointError, CheckpointMetadata, Provenance
 from ceed_vla_ros.checkpoint import (

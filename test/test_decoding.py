@@ -7,7 +7,7 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from ceed_vla_ros import cli
+from ceed_vla_ros.tools import cli
 from ceed_vla_ros.action_tokenizer import NormStats
 from ceed_vla_ros.metadata import CheckpointMetadata
 from ceed_vla_ros.checkpoint import build_tiny_checkpoint

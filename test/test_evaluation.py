@@ -8,12 +8,12 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ceed_vla_ros import cli
+from ceed_vla_ros.tools import cli
 from ceed_vla_ros.action_tokenizer import NormStats
 from ceed_vla_ros.metadata import CheckpointMetadata
 from ceed_vla_ros.checkpoint import build_tiny_checkpoint
 from ceed_vla_ros.decoding import DecodeSettings, DecodeStats
-from ceed_vla_ros.evaluation import Setting, SettingTaskResult, run_episode
+from ceed_vla_ros.tools.evaluation import Setting, SettingTaskResult, run_episode
 from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS, TabletopArmEnv
 from ceed_vla_ros.sim.mjcf import JOINT_NAMES
 

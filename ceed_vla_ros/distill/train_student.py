@@ -26,7 +26,7 @@ teacher's outliers (wrong cube, mode errors), where the paper's mixed labels swi
 ground truth.
 
 Runs through Hugging Face ``accelerate``: the same command works on one CPU and, with
-``accelerate launch --num_processes N -m ceed_vla_ros.cli distill ...``, on N GPUs (the global
+``accelerate launch --num_processes N -m ceed_vla_ros.tools.cli distill ...``, on N GPUs (the global
 ``--batch-size`` is split over the processes). Resumable: every ``--save-every`` steps the
 accelerate state (model weights as safetensors; optimizer / scheduler / RNG as torch files, in the
 run dir only) and ``trainer_state.json`` go to ``--run-dir``; ``--resume`` continues from there

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from ceed_vla_ros import cli
+from ceed_vla_ros.tools import cli
 from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import TokenRange
 from ceed_vla_ros.distill import train_student as S

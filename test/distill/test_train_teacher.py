@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from ceed_vla_ros import cli
+from ceed_vla_ros.tools import cli
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config, new_model
 from ceed_vla_ros.checkpoint import PICKLE_SUFFIXES, load_checkpoint

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from ceed_vla_ros import cli
+from ceed_vla_ros.tools import cli
 from ceed_vla_ros.decoding import HFCausalLMAdapter, TokenRange, decode
 from ceed_vla_ros.distill import trajectories as T
 from ceed_vla_ros.sim.recorder import DatasetReader

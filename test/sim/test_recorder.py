@@ -9,7 +9,7 @@ import h5py
 import numpy as np
 import pytest
 
-from ceed_vla_ros import cli
+from ceed_vla_ros.tools import cli
 from ceed_vla_ros.sim.env import TabletopArmEnv
 from ceed_vla_ros.sim.expert import make_expert
 from ceed_vla_ros.sim.recorder import (

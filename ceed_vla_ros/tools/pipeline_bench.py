@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ceed_vla_ros.bringup import get_setup
-from ceed_vla_ros.launcher import NodeSuite
+from ceed_vla_ros.tools.launcher import NodeSuite
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 

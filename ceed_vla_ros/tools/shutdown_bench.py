@@ -15,7 +15,7 @@ import statistics
 import time
 
 from ceed_vla_ros.bringup import SETUPS, SIGTERM_TIMEOUT_S, get_setup
-from ceed_vla_ros.launcher import NodeSuite
+from ceed_vla_ros.tools.launcher import NodeSuite
 
 
 def measure_round(setup_name: str, settle_s: float, timeout_s: float = 30.0) -> dict[str, float]:

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from ceed_vla_ros.bringup import get_setup
-from ceed_vla_ros.launcher import NodeSuite
+from ceed_vla_ros.tools.launcher import NodeSuite
 
 
 @dataclass

@@ -2,11 +2,11 @@
 
 1. Decoding: forward passes and median/p90 ms per chunk for HF ``generate`` (AR), our AR, Jacobi and
    early exit at k = 1..n, for the teacher and the student, on simulator observations
-   (:mod:`ceed_vla_ros.bench_decoding`); ratios against HF generate.
-2. Closed loop (:mod:`ceed_vla_ros.evaluation`): success with counts, forward passes per chunk,
+   (:mod:`ceed_vla_ros.tools.bench_decoding`); ratios against HF generate.
+2. Closed loop (:mod:`ceed_vla_ros.tools.evaluation`): success with counts, forward passes per chunk,
    policy Hz for teacher AR / teacher Jacobi / student Jacobi / student early exit at several k,
    same seeds for every setting; plot of success vs speed-up (one point per setting).
-3. The ROS pipeline across processes over DDS with the sim arm (:mod:`ceed_vla_ros.pipeline_bench`),
+3. The ROS pipeline across processes over DDS with the sim arm (:mod:`ceed_vla_ros.tools.pipeline_bench`),
    idle and with every core loaded.
 4. Our ratios beside the paper's, labelled as different models and hardware.
 
@@ -19,18 +19,16 @@ import argparse
 import json
 import os
 import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ceed_vla_ros.bench_decoding import format_table, run_benchmark, sim_prompts
+from ceed_vla_ros.tools.bench_decoding import format_table, run_benchmark, sim_prompts
 from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import TokenRange
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
-from ceed_vla_ros.evaluation import DEFAULT_EVAL_SEED, Setting, evaluate, markdown_table, write_report
+from ceed_vla_ros.tools.evaluation import DEFAULT_EVAL_SEED, Setting, evaluate, markdown_table, write_report
 
 PAPER = {  # arXiv 2506.13725, see shared notes: CEED-VLA vs AR on LIBERO-Long (OpenVLA, H100)
     "tokens_per_s_speedup": 4.1,
@@ -171,7 +169,7 @@ def cli_main(args: argparse.Namespace) -> int:
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    command = "ceed-vla bench-all " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = getattr(args, "command_line", "ceed-vla bench-all")
     print("1/3 decoding speed ...", flush=True)
     decoding_md, decoding = decoding_section([args.teacher, args.student], model_dir, args)
 
@@ -191,7 +189,7 @@ def cli_main(args: argparse.Namespace) -> int:
     pipeline_md = "(skipped)"
     if not args.skip_pipeline:
         print("3/3 ROS pipeline ...", flush=True)
-        from ceed_vla_ros.pipeline_bench import measure_idle_and_loaded, pipeline_table, run_suite, sim_suite_settings
+        from ceed_vla_ros.tools.pipeline_bench import measure_idle_and_loaded, pipeline_table, run_suite, sim_suite_settings
 
         values, control_rate = sim_suite_settings([
             f"model_dir:={model_dir}", f"checkpoint:={args.student}", "decoding_mode:=early_exit",

@@ -295,8 +295,6 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -314,7 +312,7 @@ def cli_main(args: argparse.Namespace) -> int:
         print(f"error: {error}")
         return 2
     meta = {
-        "command": "ceed-vla eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["eval"] else " ".join(sys.argv),
+        "command": getattr(args, "command_line", "ceed-vla eval"),
         "episodes": args.episodes,
         "seed": args.seed,
         "tasks": args.tasks,
