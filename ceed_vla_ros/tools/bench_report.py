@@ -30,7 +30,7 @@ from ceed_vla_ros.decoding import TokenRange
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.tools.evaluation import DEFAULT_EVAL_SEED, Setting, evaluate, markdown_table, write_report
 
-PAPER = {  # arXiv 2506.13725, see shared notes: CEED-VLA vs AR on LIBERO-Long (OpenVLA, H100)
+PAPER = {  # arXiv 2506.13725, Table "LIBERO-Long": CEED-VLA vs AR (OpenVLA, H100)
     "tokens_per_s_speedup": 4.1,
     "control_hz_speedup": 4.3,
     "iterations_per_chunk": "about 2 per 3-action chunk (21 tokens; AR: 22 forward passes)",
