@@ -99,6 +99,6 @@ def probe_node(name: str, setup: Callable | None = None) -> Iterator:
         yield node
     finally:
         executor.shutdown()
+        thread.join(timeout=5)  # the spin loop has left before its node's handles go away
         node.destroy_node()
         rclpy.shutdown(context=context)
-        thread.join(timeout=5)

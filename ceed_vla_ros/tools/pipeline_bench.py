@@ -248,6 +248,9 @@ def pipeline_table(runs: dict[str, dict]) -> str:
     for node in node_names:
         lines.append(f"| CPU % of a core: {node} | " + " | ".join(
             f"{runs[n]['nodes'].get(node, {}).get('cpu_percent', float('nan')):.0f}" for n in names) + " |")
+    for node in node_names:
+        lines.append(f"| RSS MiB at the end: {node} | " + " | ".join(
+            f"{runs[n]['nodes'].get(node, {}).get('rss_end_mib', float('nan')):.0f}" for n in names) + " |")
     return "\n".join(lines)
 
 
