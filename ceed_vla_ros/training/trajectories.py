@@ -3,7 +3,7 @@
 For every selected sample (image, proprio, instruction) of the demonstration files the teacher
 decodes one action chunk with Jacobi decoding and every iterate is kept:
 ``J = {Y^0, Y^1, ..., Y*}`` (CEED-VLA Algorithm 2). These trajectories are the training data of
-``ceed-vla distill`` (:mod:`ceed_vla_ros.distill.train_student`).
+``ceed-vla distill`` (:mod:`ceed_vla_ros.training.train_student`).
 
 Decoding is exactly :func:`ceed_vla_ros.decoding.decode` in ``jacobi`` mode (argmax restricted
 to the action tokens, position 0 from the prefill, stop at the fixed point, at most ``n``
@@ -12,14 +12,14 @@ batch is prefilled once into a KV cache, each iteration runs every still-active 
 forward on top of the cache and crops the cache back to the prompt; samples that reached their
 fixed point leave the batch (their rows are dropped from the cache). For every sample the
 trajectory equals the batch-1 ``decode(..., mode="jacobi", record_trajectory=True)`` trajectory
-from the same initial block (``test/distill/test_trajectories.py``).
+from the same initial block (``test/training/test_trajectories.py``).
 
 Initial block Y^0: the paper's ``random_prompt_tokens`` -- ``n`` ids drawn uniformly from the
 sample's own (unpadded) prompt ids, with a per-sample generator seeded by
 ``seed * 1_000_003 + sample number`` (independent of the batch size); position 0 is then the
 teacher's greedy first token.
 
-File layout (HDF5, format ``ceed_vla_ros.distill.trajectories`` version 1, no pickles)::
+File layout (HDF5, format ``ceed_vla_ros.distill.trajectories`` (the name predates the move to training/) version 1, no pickles)::
 
     /  attributes
         format, format_version
@@ -46,7 +46,7 @@ File layout (HDF5, format ``ceed_vla_ros.distill.trajectories`` version 1, no pi
                                   Y^0 (initial block, position 0 set), Y^1, ..., Y* (last row)
 
 Images are NOT duplicated: ``(file_index, episode, step)`` point into the demonstration files.
-Ground-truth chunks follow :mod:`ceed_vla_ros.distill.dataset` (chunk-relative joint deltas).
+Ground-truth chunks follow :mod:`ceed_vla_ros.training.dataset` (chunk-relative joint deltas).
 """
 
 from __future__ import annotations
@@ -71,11 +71,11 @@ from transformers import DynamicCache
 from ceed_vla_ros import __version__
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
 from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens
-from ceed_vla_ros.distill.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
+from ceed_vla_ros.training.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
 from ceed_vla_ros.policy import preprocess_images
 from ceed_vla_ros.sim.recorder import DatasetReader
 
-FORMAT_NAME = "ceed_vla_ros.distill.trajectories"
+FORMAT_NAME = "ceed_vla_ros.distill.trajectories"  # the file format's name (kept: existing files carry it)
 FORMAT_VERSION = 1
 SEED_STRIDE = 1_000_003
 

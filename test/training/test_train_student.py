@@ -14,9 +14,9 @@ import torch
 from ceed_vla_ros.tools import cli
 from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import TokenRange
-from ceed_vla_ros.distill import train_student as S
-from ceed_vla_ros.distill import trajectories as T
-from ceed_vla_ros.distill.losses import block_prediction_logits
+from ceed_vla_ros.training import train_student as S
+from ceed_vla_ros.training import trajectories as T
+from ceed_vla_ros.training.losses import block_prediction_logits
 from ceed_vla_ros.decoding import DecodeSettings
 from ceed_vla_ros.policy import CeedVlaPolicy
 
@@ -67,7 +67,7 @@ def test_frozen_vision_step_keeps_the_cnn_and_gives_the_same_loss(world):
         plain, _ = S.distill_loss(student, batch, allowed(world))
         frozen, _ = S.distill_loss(student, batch, allowed(world), frozen_vision=True)
     assert frozen.total.item() == pytest.approx(plain.total.item(), rel=1e-5)
-    from ceed_vla_ros.distill.train_teacher import freeze_vision
+    from ceed_vla_ros.training.train_teacher import freeze_vision
 
     freeze_vision(student)
     cnn = copy.deepcopy(student.vision_encoder.cnn.state_dict())

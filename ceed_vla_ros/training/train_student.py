@@ -1,17 +1,17 @@
 """``ceed-vla distill``: consistency distillation of a STUDENT from a teacher's Jacobi trajectories.
 
 Inputs: the teacher checkpoint, a trajectory file of that teacher
-(:mod:`ceed_vla_ros.distill.trajectories`) and the demonstration files it references (images and
+(:mod:`ceed_vla_ros.training.trajectories`) and the demonstration files it references (images and
 proprio are read from there, not duplicated in the trajectory file).
 
-Recipe (CEED-VLA / CLLM, losses in :mod:`ceed_vla_ros.distill.losses`):
+Recipe (CEED-VLA / CLLM, losses in :mod:`ceed_vla_ros.training.losses`):
 
 * the student starts as an exact copy of the teacher;
 * each step takes a batch of samples; for each sample one Jacobi state ``Y`` is drawn uniformly
   from its trajectory ``J = {Y^0, ..., Y*}`` EXCLUDING the fixed point (CLLM's choice; a sample whose
   trajectory is only ``{Y*}`` uses ``Y*``, its consistency term is then exactly zero);
 * ONE batched forward of the student over ``[prompt + Y]`` and ``[prompt + Y*]`` (same images and
-  proprio) gives the block logits (:func:`~ceed_vla_ros.distill.losses.block_prediction_logits`);
+  proprio) gives the block logits (:func:`~ceed_vla_ros.training.losses.block_prediction_logits`);
   both losses use the logits restricted to the action tokens, the range the teacher was trained
   on and every decoder argmax is taken over;
 * ``loss = consistency_loss(state, fixed point (detached)) + ar_weight * ar_loss(fixed point,
@@ -56,9 +56,9 @@ import torch
 from ceed_vla_ros.metadata import Provenance
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg, save_checkpoint
 from ceed_vla_ros.decoding import TokenRange
-from ceed_vla_ros.distill.losses import CeedLoss, block_prediction_logits, ceed_loss, mixed_labels
-from ceed_vla_ros.distill.run_state import STATE_DIR, TRAINER_STATE, resume_run
-from ceed_vla_ros.distill.trajectories import (
+from ceed_vla_ros.training.losses import CeedLoss, block_prediction_logits, ceed_loss, mixed_labels
+from ceed_vla_ros.training.run_state import STATE_DIR, TRAINER_STATE, resume_run
+from ceed_vla_ros.training.trajectories import (
     SampleSet,
     TrajectorySet,
     batched_jacobi_trajectories,
@@ -350,7 +350,7 @@ def distill(args: argparse.Namespace) -> Path:
     student.train()
     frozen_vision = bool(getattr(args, "freeze_vision", False))
     if frozen_vision:
-        from ceed_vla_ros.distill.train_teacher import freeze_vision
+        from ceed_vla_ros.training.train_teacher import freeze_vision
 
         freeze_vision(student)
     trainable = [p for p in student.parameters() if p.requires_grad]

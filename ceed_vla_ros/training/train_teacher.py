@@ -3,7 +3,7 @@
 Recipe (see ``models/sim_teacher/README.md`` for the measured results):
 
 * data: one or more HDF5 files from ``ceed-vla record`` (both tasks -> one instruction-conditioned
-  multi-task teacher); :mod:`ceed_vla_ros.distill.dataset` builds chunk-relative joint deltas
+  multi-task teacher); :mod:`ceed_vla_ros.training.dataset` builds chunk-relative joint deltas
   (action space ``joint_delta``), q01/q99 statistics of actions and proprio, prompt ids, action
   tokens and privileged auxiliary targets;
 * model: :class:`~ceed_vla_ros.model.CeedVlaForActionPrediction` (CoordConv CNN + spatial-softmax
@@ -51,14 +51,14 @@ from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec, Provenance
 from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config, new_model
 from ceed_vla_ros.checkpoint import save_checkpoint
-from ceed_vla_ros.distill.dataset import (
+from ceed_vla_ros.training.dataset import (
     AUX_POINT_NAMES,
     TeacherData,
     TrainingTensors,
     random_shift,
     tokenize_teacher_data,
 )
-from ceed_vla_ros.distill.run_state import STATE_DIR, TRAINER_STATE, resume_run
+from ceed_vla_ros.training.run_state import STATE_DIR, TRAINER_STATE, resume_run
 from ceed_vla_ros.model import CeedVlaForActionPrediction
 from ceed_vla_ros.policy import preprocess_images
 from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS
@@ -350,7 +350,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def _split(data_paths, chunk_len, max_episodes, val_episodes):
     """Train data (all but the last ``val_episodes`` of each file) and validation data."""
-    from ceed_vla_ros.distill.dataset import build_teacher_data
+    from ceed_vla_ros.training.dataset import build_teacher_data
     from ceed_vla_ros.sim.recorder import DatasetReader
 
     train, val = [], []

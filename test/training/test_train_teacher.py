@@ -13,8 +13,8 @@ from ceed_vla_ros.tools import cli
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config, new_model
 from ceed_vla_ros.checkpoint import PICKLE_SUFFIXES, load_checkpoint
-from ceed_vla_ros.distill import train_teacher as tt
-from ceed_vla_ros.distill.dataset import build_teacher_data, tokenize_teacher_data
+from ceed_vla_ros.training import train_teacher as tt
+from ceed_vla_ros.training.dataset import build_teacher_data, tokenize_teacher_data
 from ceed_vla_ros.decoding import DecodeSettings
 from ceed_vla_ros.policy import CeedVlaPolicy
 from ceed_vla_ros.sim.env import TabletopArmEnv
