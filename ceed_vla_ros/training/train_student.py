@@ -50,7 +50,6 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
 import sys
 from pathlib import Path
 
@@ -458,7 +457,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> DistillConfig:
     """The :class:`DistillConfig` of parsed ``ceed-vla distill`` arguments (bad values: SystemExit)."""
-    command = getattr(args, "command", None) or "ceed-vla distill " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = getattr(args, "command", None) or getattr(args, "command_line", "ceed-vla distill")  # from tools.cli
     try:
         return DistillConfig.from_args(args, model_dir=model_dir_argument(args.model_dir), command=command)
     except ValueError as error:

@@ -38,8 +38,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import os
-import shlex
-import sys
 from pathlib import Path
 
 import numpy as np
@@ -503,10 +501,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def config_from_args(args: argparse.Namespace) -> TeacherConfig:
     """The :class:`TeacherConfig` of parsed ``ceed-vla train`` arguments (bad values: SystemExit)."""
-    command = getattr(args, "command", None)
-    if command is None:
-        argv = sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]
-        command = "ceed-vla train " + " ".join(shlex.quote(a) for a in argv)
+    command = getattr(args, "command", None) or getattr(args, "command_line", "ceed-vla train")  # from tools.cli
     try:
         return TeacherConfig.from_args(args, model_dir=model_dir_argument(args.model_dir), command=command)
     except ValueError as error:

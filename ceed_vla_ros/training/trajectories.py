@@ -56,8 +56,6 @@ import dataclasses
 import datetime
 import json
 import os
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -404,9 +402,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def cli_main(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
-    command = getattr(args, "command", None) or "ceed-vla collect-trajectories " + " ".join(
-        shlex.quote(a) for a in sys.argv[2:]
-    )
+    command = getattr(args, "command", None) or getattr(args, "command_line", "ceed-vla collect-trajectories")
     checkpoint = load_checkpoint_arg(model_dir_argument(args.model_dir), args.teacher)
     t0 = time.perf_counter()
     samples = load_samples(args.data, checkpoint, stride=args.stride, max_samples=args.max_samples, seed=args.seed,

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
 from pathlib import Path
 
 import numpy as np
@@ -93,6 +94,7 @@ def test_cli_trains_saves_loadable_checkpoint_and_resumes(data_file, tmp_path):
     meta = checkpoint.metadata
     assert meta.action_space == "joint_delta" and meta.chunk_len == 4 and meta.dt == pytest.approx(0.1)
     assert meta.provenance.role == "teacher" and meta.provenance.seeds["train"] == 3
+    assert meta.provenance.command == "ceed-vla " + shlex.join([*common, "--steps", "3"])  # as cli.main got it
     assert str(data_file) in meta.provenance.data and "3 steps" in meta.provenance.notes
     assert meta.proprio_names and meta.proprio_norm is not None
     assert not [p for p in (model_dir / "tiny_teacher").rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES]
