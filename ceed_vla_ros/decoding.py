@@ -409,3 +409,90 @@ def _decode_jacobi(
         tokens_fixed_per_iteration=fixed,
     )
     return DecodeResult(tokens=block.cpu(), stats=stats, trajectory=trajectory)
+
+
+@dataclass
+class BatchedTrajectories:
+    """Per-sample Jacobi trajectories: ``states[i]`` is (T_i, n) = Y^0 .. Y^last of sample i."""
+
+    states: list[torch.Tensor]
+    converged: torch.Tensor  # (B,) bool
+    forward_passes: int  # block forwards run for the whole batch (excluding the prefill)
+
+
+@torch.inference_mode()
+def jacobi_trajectories_batched(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    inputs: Mapping[str, torch.Tensor],
+    initial_blocks: torch.Tensor,
+    *,
+    allowed: TokenRange | None = None,
+    max_iterations: int | None = None,
+) -> BatchedTrajectories:
+    """Jacobi-decode a BATCH of prompts and record every iterate of every sample.
+
+    For every sample the trajectory equals the batch-1 ``decode(..., mode="jacobi",
+    record_trajectory=True)`` trajectory from the same initial block (test/training/test_trajectories.py).
+
+    Stopping rule (the same as :func:`_decode_jacobi`, see the module docstring): after each
+    iteration the length ``s`` of the common prefix of the new and the previous block is measured;
+    ``final = min(n, max(s + 1, final + 1))`` leading tokens are then final (``final = 1`` after the
+    prefill); a sample stops when ``final >= n`` (or after ``max_iterations``) and leaves the batch:
+    its rows are dropped from the KV cache and the attention mask.
+
+    Args:
+        model: a transformers causal LM taking ``input_ids``, ``attention_mask``, ``cache``,
+            ``use_cache`` and the prompt inputs (``pixel_values``, ``proprio``) on the prefill.
+        input_ids: (B, L) LEFT-padded prompts; ``attention_mask`` (B, L) is 0 on the padding.
+        inputs: extra prefill inputs, batched (B, ...).
+        initial_blocks: (B, n) initial guesses (position 0 is overwritten by the greedy first token).
+        allowed: argmax id range (e.g. the action tokens), as in :func:`decode`.
+        max_iterations: Jacobi cap (default n).
+
+    The batch is prefilled once into a ``DynamicCache``; each iteration runs every still-active
+    block in one forward on top of the cache and crops the cache back to the prompt.
+    """
+    batch, n = initial_blocks.shape
+    cap = n if max_iterations is None else max_iterations
+    cache = DynamicCache(config=model.config.get_text_config())
+    out = model(input_ids=input_ids, attention_mask=attention_mask, **inputs, cache=cache, use_cache=True, logits_to_keep=1)
+    first = _argmax(out.logits[:, -1], allowed)
+    blocks = initial_blocks.to(first.dtype).clone()
+    blocks[:, 0] = first
+    prefix_len = cache.get_seq_length()
+    states: list[list[torch.Tensor]] = [[blocks[i].clone()] for i in range(batch)]
+    final_len = torch.ones(batch, dtype=torch.long)
+    active = torch.arange(batch)
+    if n <= 1:
+        active = active[:0]
+    mask = attention_mask
+    iterations = 0
+    forwards = 0
+    while active.numel() and iterations < cap:
+        block = blocks[active]
+        step_mask = torch.cat((mask, mask.new_ones(active.numel(), n)), dim=1)
+        logits = model(input_ids=block, attention_mask=step_mask, cache=cache, use_cache=True).logits
+        cache.crop(prefix_len - cache.get_seq_length())
+        forwards += 1
+        iterations += 1
+        new_block = torch.cat((block[:, :1], _argmax(logits[:, :-1], allowed)), dim=1)
+        changed = new_block != block
+        common = torch.where(changed.any(dim=1), changed.int().argmax(dim=1), torch.full_like(active, n))
+        new_final = torch.clamp(torch.maximum(common + 1, final_len[active] + 1), max=n)
+        final_len[active] = new_final
+        blocks[active] = new_block
+        for row, sample in enumerate(active.tolist()):
+            states[sample].append(new_block[row].clone())
+        keep = new_final < n
+        if not bool(keep.all()):
+            keep_rows = keep.nonzero().reshape(-1)
+            cache.batch_select_indices(keep_rows)
+            mask = mask[keep_rows]
+            active = active[keep_rows]
+    return BatchedTrajectories(
+        states=[torch.stack(s).cpu() for s in states],
+        converged=final_len >= n,
+        forward_passes=forwards,
+    )

@@ -238,6 +238,10 @@ class CeedVlaPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
+FROZEN_VISION_MODULES = ("cnn", "keypoint_conv", "spatial_softmax")
+"""Parts of the vision encoder that :meth:`CeedVlaForActionPrediction.freeze_vision` keeps fixed."""
+
+
 class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
     """Image + proprio + prompt -> action tokens; a Llama decoder with a CNN keypoint vision encoder."""
 
@@ -248,6 +252,14 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         self.proprio_projector = nn.Linear(config.proprio_dim, hidden) if config.proprio_dim > 0 else None
         self.language_model = LlamaForCausalLM(config.text_config)
         self.post_init()
+
+    def freeze_vision(self) -> None:
+        """Stop gradients into the CNN stage of the vision encoder (:meth:`CeedVlaVisionEncoder.features`:
+        the parts named in :data:`FROZEN_VISION_MODULES`); the projector MLP, the proprio projector and
+        the decoder keep training. The frozen features of an image can then be computed once
+        (``vision_encoder.features``) and passed as ``vision_features``."""
+        for name in FROZEN_VISION_MODULES:
+            getattr(self.vision_encoder, name).requires_grad_(False)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()

@@ -19,6 +19,7 @@ from ceed_vla_ros.decoding import (
     decode_from_prefix,
     init_random_prompt_tokens,
     init_warm_start,
+    jacobi_trajectories_batched,
 )
 from ceed_vla_ros.model import CeedVlaConfig, CeedVlaForActionPrediction
 from ceed_vla_ros.policy import CeedVlaPolicy, preprocess_images
@@ -118,6 +119,29 @@ def test_jacobi_trajectory_matches_uncached_reference(seed):
     for ours_block, reference_block in zip(ours, reference):
         assert torch.equal(ours_block, reference_block)
     assert torch.equal(result.tokens, reference[-1])
+
+
+@pytest.mark.parametrize("allowed", [None, ACTIONS])
+def test_batched_jacobi_trajectories_equal_batch1_decoding(allowed):
+    """Left-padded prompts of different lengths, one batched run: every sample's trajectory is the
+    batch-1 Jacobi trajectory (same stopping rule; finished samples leave the batch)."""
+    model, _, _ = make_case(0)
+    n, pad = 8, 0
+    generator = torch.Generator().manual_seed(1)
+    prompts = [torch.tensor([model.prefix_token_ids() + torch.randint(6, 32, (k,), generator=generator).tolist()])
+               for k in (3, 6, 5)]
+    width = max(p.shape[1] for p in prompts)
+    ids = torch.stack([torch.cat((torch.full((width - p.shape[1],), pad), p[0])) for p in prompts])
+    mask = torch.stack([torch.cat((torch.zeros(width - p.shape[1], dtype=torch.long), torch.ones(p.shape[1], dtype=torch.long)))
+                        for p in prompts])
+    inputs = {"pixel_values": torch.randn(3, 3, 16, 16, generator=generator), "proprio": torch.randn(3, 2, generator=generator)}
+    initial = torch.stack([init_random_prompt_tokens(p, n, generator) for p in prompts])
+    batched = jacobi_trajectories_batched(model, ids, mask, inputs, initial, allowed=allowed)
+    assert batched.converged.all()
+    for i, prompt_ids in enumerate(prompts):
+        single = decode(HFCausalLMAdapter(model), prompt_ids, {k: v[i : i + 1] for k, v in inputs.items()},
+                        mode="jacobi", block_len=n, allowed=allowed, initial_block=initial[i], record_trajectory=True)
+        assert torch.equal(batched.states[i], torch.stack(single.trajectory)), f"sample {i}"
 
 
 class AdapterWithoutCrop(HFCausalLMAdapter):

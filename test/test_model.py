@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
-from ceed_vla_ros.model import CeedVlaConfig, CeedVlaForActionPrediction, CeedVlaVisionEncoder
+from ceed_vla_ros.model import FROZEN_VISION_MODULES, CeedVlaConfig, CeedVlaForActionPrediction, CeedVlaVisionEncoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 VOCAB = 40
@@ -57,6 +57,17 @@ def test_cached_vision_features_stand_in_for_pixels():
     assert torch.equal(direct.logits, cached.logits) and torch.equal(direct.keypoints, cached.keypoints)
     with pytest.raises(ValueError, match="not both"):
         model(input_ids=ids, pixel_values=pixels, vision_features=features, proprio=proprio)
+
+def test_freeze_vision_stops_gradients_into_the_cnn_stage_only():
+    model = make_model().train()
+    model.freeze_vision()
+    frozen = tuple(f"vision_encoder.{name}." for name in FROZEN_VISION_MODULES)
+    for name, parameter in model.named_parameters():
+        assert parameter.requires_grad == (not name.startswith(frozen)), name
+    assert any(name.startswith(frozen) for name, _ in model.named_parameters())
+    assert model.vision_encoder.projector[0].weight.requires_grad
+
+
 
 def test_image_and_proprio_change_the_output():
     model = make_model()

@@ -51,17 +51,14 @@ the env would have applied had the clean target been sent from that state (``app
 ``numpy.random.default_rng([noise_seed, s])``, so an episode is reproducible from its attributes.
 With SIGMA = 0 the recording is exactly the clean one (``joint_target`` = applied target).
 
-Training samples (:func:`iter_training_samples`): for every step ``t`` of an episode, the image,
-the joint positions, the instruction and an action chunk ``actions[t : t + k]``. Past the episode
-end the chunk is padded with a HOLD action: zeros for ``action_delta`` (target = the measured
-joints, i.e. stay) and the last target repeated for ``joint_target``.
+Training samples and their action chunks are defined in :mod:`ceed_vla_ros.training.dataset`.
 """
 
 from __future__ import annotations
 
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -75,7 +72,6 @@ from ceed_vla_ros.sim.expert import Expert, make_expert
 
 FORMAT_NAME = "ceed_vla_ros.sim.demonstrations"
 FORMAT_VERSION = 1
-ACTION_KEYS: tuple[str, ...] = ("action_delta", "joint_target")
 _STEP_ARRAYS: tuple[str, ...] = (
     "images",
     "joint_positions",
@@ -119,17 +115,6 @@ class Episode:
     @property
     def num_steps(self) -> int:
         return int(self.images.shape[0])
-
-
-@dataclass(frozen=True)
-class TrainingSample:
-    """One behaviour-cloning sample; ``target_pixel`` is a privileged auxiliary target only."""
-
-    image: np.ndarray  # (H, W, 3) uint8
-    joint_positions: np.ndarray  # (4,)
-    instruction: str
-    actions: np.ndarray  # (k, 4) action chunk, hold-padded past the episode end
-    target_pixel: np.ndarray  # (2,)
 
 
 @dataclass(frozen=True)
@@ -347,38 +332,6 @@ def read_episodes(path: str | Path) -> Iterator[Episode]:
     """Yield every episode of the dataset at ``path`` in recording order."""
     with DatasetReader(path) as reader:
         yield from reader
-
-
-def action_chunks(episode: Episode, chunk_size: int, action: str = "action_delta") -> np.ndarray:
-    """``(T, chunk_size, 4)``: row ``t`` holds ``actions[t : t + chunk_size]``, hold-padded.
-
-    Padding past the end: zeros for ``action_delta``, the last target for ``joint_target``.
-    """
-    if action not in ACTION_KEYS:
-        raise ValueError(f"action must be one of {ACTION_KEYS}, got {action!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    values = np.asarray(getattr(episode, action))
-    hold = np.zeros_like(values[-1]) if action == "action_delta" else values[-1]
-    padded = np.concatenate([values, np.repeat(hold[None], chunk_size - 1, axis=0)])
-    index = np.arange(episode.num_steps)[:, None] + np.arange(chunk_size)[None, :]
-    return padded[index]
-
-
-def iter_training_samples(
-    episodes: Iterable[Episode], chunk_size: int, action: str = "action_delta"
-) -> Iterator[TrainingSample]:
-    """One :class:`TrainingSample` per step of every episode (see :func:`action_chunks`)."""
-    for episode in episodes:
-        chunks = action_chunks(episode, chunk_size, action)
-        for t in range(episode.num_steps):
-            yield TrainingSample(
-                image=episode.images[t],
-                joint_positions=episode.joint_positions[t],
-                instruction=episode.instruction,
-                actions=chunks[t],
-                target_pixel=episode.target_pixel[t],
-            )
 
 
 def record_dataset(

@@ -20,17 +20,17 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("ceed_vla_ros.tools.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
     "bench-shutdown": ("ceed_vla_ros.tools.shutdown_bench", "Seconds each node of a bring-up takes to exit after Ctrl-C."),
     "collect-trajectories": (
-        "ceed_vla_ros.distill.trajectories",
+        "ceed_vla_ros.training.trajectories",
         "Collect a teacher's Jacobi trajectories over demonstrations (distillation data).",
     ),
-    "distill": ("ceed_vla_ros.distill.train_student", "Consistency-distil a student from a teacher's Jacobi trajectories."),
+    "distill": ("ceed_vla_ros.training.train_student", "Consistency-distil a student from a teacher's Jacobi trajectories."),
     "demo": ("ceed_vla_ros.tools.demo", "Run the simulated-arm suite for a few episodes with live progress."),
     "eval": ("ceed_vla_ros.tools.evaluation", "Closed-loop evaluation of checkpoints x decoding settings in the simulator."),
     "info": ("ceed_vla_ros.tools.info", "Show a checkpoint's metadata, parameter count and size on disk."),
     "launch": ("ceed_vla_ros.tools.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.tools.record", "Record scripted-expert demonstrations to HDF5."),
     "soak": ("ceed_vla_ros.tools.pipeline_bench:soak", "Run the sim suite for minutes: memory, latency and errors at start vs end."),
-    "train": ("ceed_vla_ros.distill.train_teacher", "Train the teacher action-token policy from demonstrations."),
+    "train": ("ceed_vla_ros.training.train_teacher", "Train the teacher action-token policy from demonstrations."),
 }
 
 

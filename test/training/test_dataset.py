@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
-from ceed_vla_ros.distill.dataset import (
+from ceed_vla_ros.training.dataset import (
     build_teacher_data,
     chunk_relative_actions,
     load_teacher_data,

@@ -14,9 +14,10 @@ import torch
 from ceed_vla_ros.tools import cli
 from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import TokenRange
-from ceed_vla_ros.distill import train_student as S
-from ceed_vla_ros.distill import trajectories as T
-from ceed_vla_ros.distill.losses import block_prediction_logits
+from ceed_vla_ros.training import train_student as S
+from ceed_vla_ros.training.config import DistillConfig
+from ceed_vla_ros.training import trajectories as T
+from ceed_vla_ros.training.losses import block_prediction_logits
 from ceed_vla_ros.decoding import DecodeSettings
 from ceed_vla_ros.policy import CeedVlaPolicy
 
@@ -67,9 +68,7 @@ def test_frozen_vision_step_keeps_the_cnn_and_gives_the_same_loss(world):
         plain, _ = S.distill_loss(student, batch, allowed(world))
         frozen, _ = S.distill_loss(student, batch, allowed(world), frozen_vision=True)
     assert frozen.total.item() == pytest.approx(plain.total.item(), rel=1e-5)
-    from ceed_vla_ros.distill.train_teacher import freeze_vision
-
-    freeze_vision(student)
+    student.freeze_vision()
     cnn = copy.deepcopy(student.vision_encoder.cnn.state_dict())
     decoder = copy.deepcopy(student.language_model.state_dict())
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-3)
@@ -163,6 +162,8 @@ def test_distill_cli_saves_a_loadable_student_with_provenance_and_resumes(world,
     assert cli.main([*common, "--steps", "3", "--resume"]) == 0
     output = capsys.readouterr().out
     assert "resumed at step 2" in output
+    config = DistillConfig.load(root / "run")
+    assert config.steps == 3 and config.resume and config.teacher == "tiny_teacher" and config.batch_size == 4
     steps = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if "consistency" in r] == [1, 2, 3]
     assert all({"consistency", "ar", "total", "gt_labels"} <= set(r) for r in steps if "lr" in r)

@@ -12,7 +12,7 @@ import torch
 
 from ceed_vla_ros.tools import cli
 from ceed_vla_ros.decoding import HFCausalLMAdapter, TokenRange, decode
-from ceed_vla_ros.distill import trajectories as T
+from ceed_vla_ros.training import trajectories as T
 from ceed_vla_ros.sim.recorder import DatasetReader
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")

@@ -3,7 +3,7 @@
 Recipe (see ``models/sim_teacher/README.md`` for the measured results):
 
 * data: one or more HDF5 files from ``ceed-vla record`` (both tasks -> one instruction-conditioned
-  multi-task teacher); :mod:`ceed_vla_ros.distill.dataset` builds chunk-relative joint deltas
+  multi-task teacher); :mod:`ceed_vla_ros.training.dataset` builds chunk-relative joint deltas
   (action space ``joint_delta``), q01/q99 statistics of actions and proprio, prompt ids, action
   tokens and privileged auxiliary targets;
 * model: :class:`~ceed_vla_ros.model.CeedVlaForActionPrediction` (CoordConv CNN + spatial-softmax
@@ -27,18 +27,17 @@ Runs through Hugging Face ``accelerate`` (the same command works on CPU and on G
 safetensors, optimizer/RNG as torch files -- run dirs only, never the shipped checkpoint) plus a
 loadable checkpoint ``<run-dir>/checkpoints/<name>`` (evaluate it with ``--model-dir <run-dir>/checkpoints``); the final checkpoint goes to
 ``<model-dir>/<name>`` via :func:`~ceed_vla_ros.checkpoint.save_checkpoint` with provenance.
+The run loop's shared parts (accelerator, resume, time limit, log, saved state, lr schedule, batch
+order, export) are :mod:`ceed_vla_ros.training.loop`; the options are a
+:class:`~ceed_vla_ros.training.config.TeacherConfig`, saved as ``<run-dir>/config.yaml``. The
+command line (``add_cli_arguments`` / ``cli_main``) is the thin part at the bottom of this module.
 """
 
 from __future__ import annotations
 
 import argparse
 import dataclasses
-import json
-import math
 import os
-import shlex
-import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -50,15 +49,16 @@ from transformers import GenerationConfig
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec, Provenance
 from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config, new_model
-from ceed_vla_ros.checkpoint import save_checkpoint
-from ceed_vla_ros.distill.dataset import (
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
+from ceed_vla_ros.training.config import TeacherConfig
+from ceed_vla_ros.training.dataset import (
     AUX_POINT_NAMES,
     TeacherData,
     TrainingTensors,
     random_shift,
     tokenize_teacher_data,
 )
-from ceed_vla_ros.distill.run_state import STATE_DIR, TRAINER_STATE, resume_run
+from ceed_vla_ros.training.loop import TrainingRun, batch_indices, export, lr_factor
 from ceed_vla_ros.model import CeedVlaForActionPrediction
 from ceed_vla_ros.policy import preprocess_images
 from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS
@@ -160,14 +160,6 @@ def make_batch(
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def batch_indices(num_samples: int, batch_size: int, seed: int, step: int) -> torch.Tensor:
-    """Global batch ``step`` of a seeded epoch-wise permutation (stateless, hence resumable)."""
-    per_epoch = max(1, num_samples // batch_size)
-    epoch, offset = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, epoch]).permutation(num_samples)
-    return torch.from_numpy(order[offset * batch_size : (offset + 1) * batch_size].copy())
-
-
 def sample_pool(episode_index: np.ndarray, first_steps: int = 0, factor: int = 1) -> np.ndarray:
     """Sample indices to draw batches from: every sample once, plus ``factor - 1`` extra copies of the
     first ``first_steps`` samples of every episode (``episode_index`` runs over the loaded episodes,
@@ -183,19 +175,6 @@ def sample_pool(episode_index: np.ndarray, first_steps: int = 0, factor: int = 1
     return np.concatenate([base, np.tile(early, factor - 1)])
 
 
-def lr_factor(step: int, warmup: int, total: int, elapsed_s: float = 0.0, time_limit_s: float | None = None, min_ratio: float = 0.05) -> float:
-    """Linear warmup, then cosine decay to ``min_ratio`` over the run. The progress is the larger of
-    the step fraction and (with a time limit) the elapsed-time fraction, so a run cut by
-    ``--time-limit-min`` on a slow or shared CPU still ends with a decayed learning rate."""
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = (step - warmup) / max(1, total - warmup)
-    if time_limit_s:
-        progress = max(progress, elapsed_s / time_limit_s)
-    progress = min(1.0, progress)
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + math.cos(math.pi * progress))
-
-
 PROJECTOR_INPUT = "vision_encoder.projector.0.weight"
 
 
@@ -208,16 +187,6 @@ def widen_projector_input(state: dict[str, torch.Tensor], vla: CeedVlaForActionP
     widened = torch.zeros_like(new)
     widened[:, : old.shape[1]] = old
     return {**state, PROJECTOR_INPUT: widened}
-
-
-FROZEN_VISION_MODULES = ("cnn", "keypoint_conv", "spatial_softmax")
-"""Parts of ``vla.vision_encoder`` that ``--freeze-vision`` keeps fixed (the projector MLP trains)."""
-
-
-def freeze_vision(vla: CeedVlaForActionPrediction) -> None:
-    """Stop gradients into the CNN stage of the vision encoder (``vision_encoder.features``)."""
-    for name in FROZEN_VISION_MODULES:
-        getattr(vla.vision_encoder, name).requires_grad_(False)
 
 
 @torch.no_grad()
@@ -244,24 +213,24 @@ def cache_vision_features(
     tensors.vision_features = torch.cat(rows).float()
 
 
-def build_metadata(args: argparse.Namespace, data: TeacherData, command: str) -> CheckpointMetadata:
+def build_metadata(config: TeacherConfig, data: TeacherData) -> CheckpointMetadata:
     return CheckpointMetadata(
-        name=args.name,
+        name=config.name,
         action_space="joint_delta",
         joint_names=list(JOINT_NAMES),
         action_dims=len(JOINT_NAMES),
-        chunk_len=args.chunk_len,
+        chunk_len=config.chunk_len,
         dt=0.1,
         action_norm=data.action_stats(),
         proprio_names=list(JOINT_NAMES),
         proprio_norm=data.proprio_stats(),
-        n_bins=args.n_bins,
+        n_bins=config.n_bins,
         image=ImageSpec(height=data.image_size, width=data.image_size),
         provenance=Provenance(
             role="teacher",
-            command=command,
-            seeds={"train": args.seed, "init": args.seed},
-            data=", ".join(str(p) for p in args.data),
+            command=config.command,
+            seeds={"train": config.seed, "init": config.seed},
+            data=", ".join(str(p) for p in config.data),
         ),
     )
 
@@ -282,75 +251,9 @@ def evaluate_batches(module: TeacherTrainingModule, tensors: TrainingTensors, sp
     return {k: v / count for k, v in totals.items()}
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files")
-    parser.add_argument("--name", default="sim_teacher", help="checkpoint name (folder in --model-dir)")
-    parser.add_argument("--model-dir", type=Path, default=Path("models"), help="where the final checkpoint goes")
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/teacher"), help="run state / logs (outside models/)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last state in --run-dir")
-    parser.add_argument("--steps", type=int, default=6000, help="optimizer steps")
-    parser.add_argument("--time-limit-min", type=float, default=None, help="stop (and save) after this many minutes")
-    parser.add_argument("--batch-size", type=int, default=64, help="global batch size")
-    parser.add_argument("--lr", type=float, default=1e-3)
-    parser.add_argument("--weight-decay", type=float, default=0.01)
-    parser.add_argument("--warmup", type=int, default=200)
-    parser.add_argument("--chunk-len", type=int, default=4, help="actions per chunk (k)")
-    parser.add_argument("--n-bins", type=int, default=256)
-    parser.add_argument("--hidden", type=int, default=128, help="decoder hidden size")
-    parser.add_argument("--layers", type=int, default=2, help="decoder layers")
-    parser.add_argument("--heads", type=int, default=4)
-    parser.add_argument("--image-tokens", type=int, default=4)
-    parser.add_argument("--keypoints", type=int, default=32)
-    parser.add_argument("--vision-channels", type=int, nargs="+", default=[32, 32, 64, 64])
-    parser.add_argument(
-        "--vision-prompt-conditioning", action="store_true",
-        help="the image-token MLP also reads the prompt's mean text embedding (instruction-aware image tokens); "
-        "with an --init-checkpoint without it, the MLP is widened with zero weights (same function at step 0)",
-    )
-    parser.add_argument("--vision-strides", type=int, nargs="+", default=[2, 1, 2, 1])
-    parser.add_argument("--aux-weight", type=float, default=1.0, help="keypoint aux loss weight (0: off)")
-    parser.add_argument("--target-aux-weight", type=float, default=1.0, help="named-cube aux loss weight (0: off)")
-    parser.add_argument("--shift", type=int, default=2, help="max random image shift (px)")
-    parser.add_argument(
-        "--proprio-noise", type=float, default=0.0,
-        help="std of Gaussian noise on the normalised proprio input (training only; against copycat shortcuts)",
-    )
-    parser.add_argument(
-        "--init-checkpoint", type=Path, default=None,
-        help="initialise the VLA weights from this checkpoint folder (same architecture/vocab); aux heads start fresh",
-    )
-    parser.add_argument(
-        "--init-norm", action="store_true",
-        help="with --init-checkpoint: keep its action/proprio q01/q99 statistics instead of recomputing them from "
-        "--data (the token bins keep their meaning when the new data, e.g. noise-injected demos, is wider)",
-    )
-    parser.add_argument(
-        "--first-action-weight", type=float, default=1.0,
-        help="weight of the cross-entropy of the chunk's FIRST action's tokens relative to the others (1: plain mean); "
-        "the first action is the one executed next and the one that needs the image most",
-    )
-    parser.add_argument(
-        "--freeze-vision", action="store_true",
-        help="with --init-checkpoint: keep its CNN (keypoints + pooled features) fixed, compute its features once "
-        "per image and train only the rest (projector, proprio, decoder): much cheaper steps; --shift is unused",
-    )
-    parser.add_argument(
-        "--oversample-first-steps", type=int, default=0,
-        help="oversample the first N steps of every episode (the home-pose decision) by --oversample-factor",
-    )
-    parser.add_argument("--oversample-factor", type=int, default=4, help="copies of each oversampled sample")
-    parser.add_argument("--max-episodes", type=int, default=None, help="episodes per data file (default all)")
-    parser.add_argument("--val-episodes", type=int, default=20, help="held-out episodes per file for val losses")
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--save-every", type=int, default=500, help="steps between saved states")
-    parser.add_argument("--log-every", type=int, default=50)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true")
-
-
 def _split(data_paths, chunk_len, max_episodes, val_episodes):
     """Train data (all but the last ``val_episodes`` of each file) and validation data."""
-    from ceed_vla_ros.distill.dataset import build_teacher_data
+    from ceed_vla_ros.training.dataset import build_teacher_data
     from ceed_vla_ros.sim.recorder import DatasetReader
 
     train, val = [], []
@@ -363,51 +266,43 @@ def _split(data_paths, chunk_len, max_episodes, val_episodes):
     return build_teacher_data(train, chunk_len), (build_teacher_data(val, chunk_len) if val else None)
 
 
-def train(args: argparse.Namespace) -> Path:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+def train(config: TeacherConfig) -> Path:
+    """Train a teacher as ``config`` says; return the final checkpoint's folder (``<model-dir>/<name>``)."""
     from tqdm import tqdm
 
-    torch.set_num_threads(args.threads)
-    accelerator = Accelerator()
-    set_seed(args.seed)
-    if args.command is None:
-        argv = sys.argv[2:] if sys.argv[1:2] == ["train"] else sys.argv[1:]
-        command = "ceed-vla train " + " ".join(shlex.quote(a) for a in argv)
-    else:
-        command = args.command
-    start_time = time.perf_counter()
-    run_dir = args.run_dir
-    run_dir.mkdir(parents=True, exist_ok=True)
-    if (args.model_dir.resolve() in run_dir.resolve().parents) or run_dir.resolve() == args.model_dir.resolve():
-        raise SystemExit("--run-dir must be outside --model-dir (run state contains pickled optimizer files)")
+    run = TrainingRun(config.run_dir, config.model_dir, seed=config.seed, threads=config.threads,
+                      time_limit_min=config.time_limit_min)
+    accelerator = run.accelerator
+    run.save_config(config)
+    final_path = config.model_dir / config.name
+    accelerator.print(f"final checkpoint: {final_path}; run state and log: {config.run_dir}")
 
-    data, val_data = _split(args.data, args.chunk_len, args.max_episodes, args.val_episodes)
-    metadata = build_metadata(args, data, command)
+    data, val_data = _split(config.data, config.chunk_len, config.max_episodes, config.val_episodes)
+    metadata = build_metadata(config, data)
     tokenizer = build_tokenizer(all_instructions() + data.instructions, metadata.n_bins, metadata.prompt_template)
-    config = make_model_config(
+    model_config = make_model_config(
         tokenizer,
         metadata,
-        hidden_size=args.hidden,
-        num_layers=args.layers,
-        num_heads=args.heads,
-        num_image_tokens=args.image_tokens,
-        num_keypoints=args.keypoints,
-        vision_channels=tuple(args.vision_channels),
-        vision_strides=tuple(args.vision_strides),
-        vision_prompt_conditioning=getattr(args, "vision_prompt_conditioning", False),
+        hidden_size=config.hidden,
+        num_layers=config.layers,
+        num_heads=config.heads,
+        num_image_tokens=config.image_tokens,
+        num_keypoints=config.keypoints,
+        vision_channels=config.vision_channels,
+        vision_strides=config.vision_strides,
+        vision_prompt_conditioning=config.vision_prompt_conditioning,
     )
-    vla = new_model(config, args.seed).train()
-    if args.init_checkpoint is not None:
+    vla = new_model(model_config, config.seed).train()
+    if config.init_checkpoint is not None:
         from ceed_vla_ros.checkpoint import load_checkpoint_path
 
-        init = load_checkpoint_path(args.init_checkpoint)
+        init = load_checkpoint_path(config.init_checkpoint)
         if init.tokenizer.get_vocab() != tokenizer.get_vocab():
-            raise SystemExit(f"--init-checkpoint {args.init_checkpoint}: vocabulary differs")
+            raise SystemExit(f"--init-checkpoint {config.init_checkpoint}: vocabulary differs")
         try:
             vla.load_state_dict(widen_projector_input(init.model.state_dict(), vla), strict=True)
         except RuntimeError as error:
-            raise SystemExit(f"--init-checkpoint {args.init_checkpoint}: architecture differs ({error})") from None
+            raise SystemExit(f"--init-checkpoint {config.init_checkpoint}: architecture differs ({error})") from None
         vla.train()
         seeds = {**metadata.provenance.seeds, "init": init.metadata.provenance.seeds.get("init", -1)}
         notes = f"initialised from {init.metadata.checkpoint_id} ({init.metadata.provenance.command}; {init.metadata.provenance.notes})"
@@ -415,24 +310,22 @@ def train(args: argparse.Namespace) -> Path:
             metadata,
             provenance=dataclasses.replace(metadata.provenance, parent=init.metadata.checkpoint_id, seeds=seeds, notes=notes),
         )
-        if args.init_norm:
+        if config.init_norm:
             metadata = dataclasses.replace(
                 metadata, action_norm=init.metadata.action_norm, proprio_norm=init.metadata.proprio_norm
             )
-    elif getattr(args, "init_norm", False) or getattr(args, "freeze_vision", False):
-        raise SystemExit("--init-norm and --freeze-vision need --init-checkpoint")
     vla.generation_config = GenerationConfig(
         eos_token_id=tokenizer.eos_token_id, pad_token_id=tokenizer.pad_token_id, bos_token_id=tokenizer.bos_token_id
     )
-    metadata = dataclasses.replace(metadata, vocab_size=config.text_config.vocab_size)
+    metadata = dataclasses.replace(metadata, vocab_size=model_config.text_config.vocab_size)
     action_tokenizer = ActionTokenizer(metadata.vocab_size, metadata.n_bins, metadata.action_norm, metadata.chunk_len)
 
     def tokenize(d: TeacherData) -> TrainingTensors:
-        prompts = [encode_prompt(tokenizer, metadata, config, text) for text in d.instructions]
+        prompts = [encode_prompt(tokenizer, metadata, model_config, text) for text in d.instructions]
         return tokenize_teacher_data(d, prompts, action_tokenizer, metadata.proprio_norm, tokenizer.pad_token_id)
 
     tensors = tokenize(data)
-    pool = torch.from_numpy(sample_pool(data.episode_index, args.oversample_first_steps, args.oversample_factor))
+    pool = torch.from_numpy(sample_pool(data.episode_index, config.oversample_first_steps, config.oversample_factor))
     val_tensors = tokenize(val_data) if val_data is not None else None
     accelerator.print(
         f"data: {data.num_episodes} episodes, {len(data)} samples, tasks {data.tasks}; "
@@ -440,58 +333,53 @@ def train(args: argparse.Namespace) -> Path:
         f"params {sum(p.numel() for p in vla.parameters()):,}"
     )
 
-    if getattr(args, "freeze_vision", False):
-        freeze_vision(vla)
+    if config.freeze_vision:
+        vla.freeze_vision()
         for part, part_tensors in (("train", tensors), ("val", val_tensors)):
             if part_tensors is not None:
-                cache_vision_features(vla, part_tensors, metadata.image, desc=f"{part} vision features", progress=not args.no_progress)
+                cache_vision_features(vla, part_tensors, metadata.image, desc=f"{part} vision features", progress=config.progress)
         notes = "; ".join(filter(None, (metadata.provenance.notes, "CNN frozen (--freeze-vision)")))
         metadata = dataclasses.replace(metadata, provenance=dataclasses.replace(metadata.provenance, notes=notes))
 
     module = TeacherTrainingModule(
-        vla, action_tokenizer.first_token_id, metadata.n_bins, args.first_action_weight, metadata.action_dims
+        vla, action_tokenizer.first_token_id, metadata.n_bins, config.first_action_weight, metadata.action_dims
     )
     trainable = [(n, p) for n, p in module.named_parameters() if p.requires_grad]
     decay = [p for n, p in trainable if p.ndim >= 2]
     no_decay = [p for n, p in trainable if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": args.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=args.lr
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
     )
     module, optimizer = accelerator.prepare(module, optimizer)
-    time_limit_s = 60 * args.time_limit_min if args.time_limit_min is not None else None
 
     step = 0
-    trainer_state_file = run_dir / TRAINER_STATE
-    if args.resume:
-        saved = resume_run(accelerator, run_dir)
-        step = int(saved["step"])
-        start_time -= float(saved.get("train_seconds", 0.0))
-    log_file = open(run_dir / "log.jsonl", "a")
+    if config.resume:
+        step = int(run.resume()["step"])
+
+    def export_checkpoint(path: Path, *, final: bool, extra: dict | None = None) -> CheckpointMetadata:
+        notes = export_notes(config, metadata, step, run.elapsed(), final=final, extra=extra)
+        provenance = dataclasses.replace(metadata.provenance, notes=notes)
+        vla = accelerator.unwrap_model(module).vla
+        return export(vla, tokenizer, dataclasses.replace(metadata, provenance=provenance), path)
 
     def save_state() -> None:
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(run_dir / STATE_DIR), safe_serialization=True)
-        if accelerator.is_main_process:
-            export(accelerator.unwrap_model(module).vla, tokenizer, metadata, run_dir / RUN_CHECKPOINTS / args.name, step, start_time, args, final=False)
-            trainer_state_file.write_text(json.dumps({"step": step, "train_seconds": time.perf_counter() - start_time}))
+        run.save_state(step, lambda: export_checkpoint(config.run_dir / RUN_CHECKPOINTS / config.name, final=False))
 
-    world, rank = accelerator.num_processes, accelerator.process_index
-    per_process = args.batch_size // world
-    bar = tqdm(total=args.steps, initial=step, disable=args.no_progress or not accelerator.is_main_process, desc="train", unit="step")
+    rank = accelerator.process_index
+    bar = tqdm(total=config.steps, initial=step, disable=not config.progress or not accelerator.is_main_process, desc="train", unit="step")
     running: dict[str, float] = {}
     module.train()
-    while step < args.steps:
-        if args.time_limit_min is not None and time.perf_counter() - start_time > 60 * args.time_limit_min:
-            accelerator.print(f"time limit reached at step {step}")
+    while step < config.steps:
+        if run.out_of_time(step):
             break
-        index = pool[batch_indices(len(pool), args.batch_size, args.seed, step)[rank * per_process : (rank + 1) * per_process]]
-        generator = torch.Generator().manual_seed(args.seed * 1_000_003 + step * 31 + rank)
-        batch = make_batch(tensors, index, metadata.image, args.shift, generator, accelerator.device, args.proprio_noise)
-        lr = args.lr * lr_factor(step, args.warmup, args.steps, time.perf_counter() - start_time, time_limit_s)
+        index = pool[torch.from_numpy(run.process_share(batch_indices(len(pool), config.batch_size, config.seed, step), config.batch_size))]
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 31 + rank)
+        batch = make_batch(tensors, index, metadata.image, config.shift, generator, accelerator.device, config.proprio_noise)
+        lr = config.lr * lr_factor(step, config.warmup, config.steps, run.elapsed(), run.time_limit_s)
         for group in optimizer.param_groups:
             group["lr"] = lr
         losses = module(**batch)
-        loss = losses["ce"] + args.aux_weight * losses["aux"] + args.target_aux_weight * losses["target_aux"]
+        loss = losses["ce"] + config.aux_weight * losses["aux"] + config.target_aux_weight * losses["target_aux"]
         optimizer.zero_grad(set_to_none=True)
         accelerator.backward(loss)
         accelerator.clip_grad_norm_(module.parameters(), 1.0)
@@ -499,54 +387,128 @@ def train(args: argparse.Namespace) -> Path:
         step += 1
         for k, v in losses.items():
             running[k] = running.get(k, 0.0) + float(v.detach())
-        if step % args.log_every == 0 or step == args.steps:
-            count = args.log_every if step % args.log_every == 0 else step % args.log_every
-            record = {"step": step, "lr": lr, "seconds": round(time.perf_counter() - start_time, 1)}
+        if step % config.log_every == 0 or step == config.steps:
+            count = config.log_every if step % config.log_every == 0 else step % config.log_every
+            record = {"step": step, "lr": lr, "seconds": round(run.elapsed(), 1)}
             record |= {k: round(v / count, 4) for k, v in running.items()}
             running = {}
-            if val_tensors is not None and step % (args.log_every * 4) == 0:
+            if val_tensors is not None and step % (config.log_every * 4) == 0:
                 record |= {f"val_{k}": round(v, 4) for k, v in evaluate_batches(module, val_tensors, metadata.image, accelerator.device).items()}
+            run.log(record)
             if accelerator.is_main_process:
-                log_file.write(json.dumps(record) + "\n")
-                log_file.flush()
                 bar.set_postfix(ce=record["ce"], acc=record["accuracy"], aux=record["aux"])
         bar.update(1)
-        if step % args.save_every == 0:
+        if step % config.save_every == 0:
             save_state()
     bar.close()
     save_state()
-    final_path = args.model_dir / args.name
     if accelerator.is_main_process:
         val = evaluate_batches(module, val_tensors, metadata.image, accelerator.device) if val_tensors is not None else {}
-        export(accelerator.unwrap_model(module).vla, tokenizer, metadata, final_path, step, start_time, args, final=True, extra=val)
-        accelerator.print(f"saved {final_path} after {step} steps in {(time.perf_counter() - start_time) / 60:.1f} min; val {val}")
-    log_file.close()
+        saved = export_checkpoint(final_path, final=True, extra=val)
+        accelerator.print(f"saved {final_path} ({saved.checkpoint_id}) after {step} steps in {run.elapsed() / 60:.1f} min; val {val}")
+    run.close()
     return final_path
 
 
-def export(vla, tokenizer, metadata, path: Path, step, start_time, args, *, final: bool, extra: dict | None = None) -> CheckpointMetadata:
-    """Save a loadable checkpoint (safetensors) with provenance notes; refuse pickles in it."""
-    minutes = (time.perf_counter() - start_time) / 60
+def export_notes(config: TeacherConfig, metadata: CheckpointMetadata, step: int, seconds: float, *, final: bool,
+                 extra: dict | None = None) -> str:
+    """The provenance notes of an exported teacher: the recipe, the time taken, held-out losses."""
     notes = (
-        f"{'final' if final else 'intermediate'}: {step} steps, batch {args.batch_size}, lr {args.lr}, "
-        f"{minutes:.1f} min train wall time, aux {args.aux_weight}, target_aux {args.target_aux_weight}, "
-        f"shift {'unused (CNN frozen)' if getattr(args, 'freeze_vision', False) else f'{args.shift}px'}, proprio noise {args.proprio_noise}, first-action weight {getattr(args, 'first_action_weight', 1.0)}, "
-        f"oversampled first {getattr(args, 'oversample_first_steps', 0)} steps x{getattr(args, 'oversample_factor', 1)}"
+        f"{'final' if final else 'intermediate'}: {step} steps, batch {config.batch_size}, lr {config.lr}, "
+        f"{seconds / 60:.1f} min train wall time, aux {config.aux_weight}, target_aux {config.target_aux_weight}, "
+        f"shift {'unused (CNN frozen)' if config.freeze_vision else f'{config.shift}px'}, proprio noise {config.proprio_noise}, first-action weight {config.first_action_weight}, "
+        f"oversampled first {config.oversample_first_steps} steps x{config.oversample_factor}"
     )
     if extra:
         notes += "; held-out " + ", ".join(f"{k} {v:.4f}" for k, v in extra.items())
     if metadata.provenance.notes:
         notes += "; " + metadata.provenance.notes
-    provenance = dataclasses.replace(metadata.provenance, notes=notes, created="")
-    vla = vla.eval()
-    saved = save_checkpoint(vla, tokenizer, dataclasses.replace(metadata, provenance=provenance, checkpoint_id="", weights_sha256=""), path)
-    vla.train()
-    return saved
+    return notes
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (``ceed-vla train``): argparse -> TeacherConfig -> train()
+# --------------------------------------------------------------------------------------------
+
+_D = TeacherConfig  # the defaults of every option
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files")
+    parser.add_argument("--name", default=_D.name, help="checkpoint name (folder in --model-dir)")
+    add_model_dir_argument(parser, "where the final checkpoint goes")
+    parser.add_argument("--run-dir", type=Path, default=_D.run_dir, help="run state / logs (outside models/)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last state in --run-dir")
+    parser.add_argument("--steps", type=int, default=_D.steps, help="optimizer steps")
+    parser.add_argument("--time-limit-min", type=float, default=_D.time_limit_min, help="stop (and save) after this many minutes")
+    parser.add_argument("--batch-size", type=int, default=_D.batch_size, help="global batch size")
+    parser.add_argument("--lr", type=float, default=_D.lr)
+    parser.add_argument("--weight-decay", type=float, default=_D.weight_decay)
+    parser.add_argument("--warmup", type=int, default=_D.warmup)
+    parser.add_argument("--chunk-len", type=int, default=_D.chunk_len, help="actions per chunk (k)")
+    parser.add_argument("--n-bins", type=int, default=_D.n_bins)
+    parser.add_argument("--hidden", type=int, default=_D.hidden, help="decoder hidden size")
+    parser.add_argument("--layers", type=int, default=_D.layers, help="decoder layers")
+    parser.add_argument("--heads", type=int, default=_D.heads)
+    parser.add_argument("--image-tokens", type=int, default=_D.image_tokens)
+    parser.add_argument("--keypoints", type=int, default=_D.keypoints)
+    parser.add_argument("--vision-channels", type=int, nargs="+", default=list(_D.vision_channels))
+    parser.add_argument(
+        "--vision-prompt-conditioning", action="store_true",
+        help="the image-token MLP also reads the prompt's mean text embedding (instruction-aware image tokens); "
+        "with an --init-checkpoint without it, the MLP is widened with zero weights (same function at step 0)",
+    )
+    parser.add_argument("--vision-strides", type=int, nargs="+", default=list(_D.vision_strides))
+    parser.add_argument("--aux-weight", type=float, default=_D.aux_weight, help="keypoint aux loss weight (0: off)")
+    parser.add_argument("--target-aux-weight", type=float, default=_D.target_aux_weight, help="named-cube aux loss weight (0: off)")
+    parser.add_argument("--shift", type=int, default=_D.shift, help="max random image shift (px)")
+    parser.add_argument(
+        "--proprio-noise", type=float, default=_D.proprio_noise,
+        help="std of Gaussian noise on the normalised proprio input (training only; against copycat shortcuts)",
+    )
+    parser.add_argument(
+        "--init-checkpoint", type=Path, default=_D.init_checkpoint,
+        help="initialise the VLA weights from this checkpoint folder (same architecture/vocab); aux heads start fresh",
+    )
+    parser.add_argument(
+        "--init-norm", action="store_true",
+        help="with --init-checkpoint: keep its action/proprio q01/q99 statistics instead of recomputing them from "
+        "--data (the token bins keep their meaning when the new data, e.g. noise-injected demos, is wider)",
+    )
+    parser.add_argument(
+        "--first-action-weight", type=float, default=_D.first_action_weight,
+        help="weight of the cross-entropy of the chunk's FIRST action's tokens relative to the others (1: plain mean); "
+        "the first action is the one executed next and the one that needs the image most",
+    )
+    parser.add_argument(
+        "--freeze-vision", action="store_true",
+        help="with --init-checkpoint: keep its CNN (keypoints + pooled features) fixed, compute its features once "
+        "per image and train only the rest (projector, proprio, decoder): much cheaper steps; --shift is unused",
+    )
+    parser.add_argument(
+        "--oversample-first-steps", type=int, default=_D.oversample_first_steps,
+        help="oversample the first N steps of every episode (the home-pose decision) by --oversample-factor",
+    )
+    parser.add_argument("--oversample-factor", type=int, default=_D.oversample_factor, help="copies of each oversampled sample")
+    parser.add_argument("--max-episodes", type=int, default=_D.max_episodes, help="episodes per data file (default all)")
+    parser.add_argument("--val-episodes", type=int, default=_D.val_episodes, help="held-out episodes per file for val losses")
+    parser.add_argument("--seed", type=int, default=_D.seed)
+    parser.add_argument("--save-every", type=int, default=_D.save_every, help="steps between saved states")
+    parser.add_argument("--log-every", type=int, default=_D.log_every)
+    parser.add_argument("--threads", type=int, default=_D.threads, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> TeacherConfig:
+    """The :class:`TeacherConfig` of parsed ``ceed-vla train`` arguments (bad values: SystemExit)."""
+    command = getattr(args, "command", None) or getattr(args, "command_line", "ceed-vla train")  # from tools.cli
+    try:
+        return TeacherConfig.from_args(args, model_dir=model_dir_argument(args.model_dir), command=command)
+    except ValueError as error:
+        raise SystemExit(f"ceed-vla train: {error}") from None
 
 
 def cli_main(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    if not hasattr(args, "command"):
-        args.command = None
-    train(args)
+    train(config_from_args(args))
     return 0

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -11,10 +13,12 @@ import torch
 
 from ceed_vla_ros.tools import cli
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
-from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config, new_model
+from ceed_vla_ros.model import FROZEN_VISION_MODULES, build_tokenizer, encode_prompt, make_model_config, new_model
 from ceed_vla_ros.checkpoint import PICKLE_SUFFIXES, load_checkpoint
-from ceed_vla_ros.distill import train_teacher as tt
-from ceed_vla_ros.distill.dataset import build_teacher_data, tokenize_teacher_data
+from ceed_vla_ros.training import loop
+from ceed_vla_ros.training import train_teacher as tt
+from ceed_vla_ros.training.config import TeacherConfig
+from ceed_vla_ros.training.dataset import build_teacher_data, tokenize_teacher_data
 from ceed_vla_ros.decoding import DecodeSettings
 from ceed_vla_ros.policy import CeedVlaPolicy
 from ceed_vla_ros.sim.env import TabletopArmEnv
@@ -48,9 +52,9 @@ def test_training_steps_lower_the_loss(episodes):
     torch.manual_seed(0)
     parser = __import__("argparse").ArgumentParser()
     tt.add_cli_arguments(parser)
-    args = parser.parse_args(["--data", "x.h5", *TINY])
+    config = TeacherConfig.from_args(parser.parse_args(["--data", "x.h5", *TINY]), model_dir="models", command="test")
     data = build_teacher_data(episodes, chunk_len=4)
-    metadata = tt.build_metadata(args, data, "test")
+    metadata = tt.build_metadata(config, data)
     tokenizer = build_tokenizer(tt.all_instructions(), 256, metadata.prompt_template)
     config = make_model_config(tokenizer, metadata, hidden_size=32, num_layers=1, num_heads=2, num_keypoints=8,
                                num_image_tokens=2, vision_channels=(8, 8), vision_strides=(2, 2))
@@ -90,6 +94,7 @@ def test_cli_trains_saves_loadable_checkpoint_and_resumes(data_file, tmp_path):
     meta = checkpoint.metadata
     assert meta.action_space == "joint_delta" and meta.chunk_len == 4 and meta.dt == pytest.approx(0.1)
     assert meta.provenance.role == "teacher" and meta.provenance.seeds["train"] == 3
+    assert meta.provenance.command == "ceed-vla " + shlex.join([*common, "--steps", "3"])  # as cli.main got it
     assert str(data_file) in meta.provenance.data and "3 steps" in meta.provenance.notes
     assert meta.proprio_names and meta.proprio_norm is not None
     assert not [p for p in (model_dir / "tiny_teacher").rglob("*") if p.suffix.lower() in PICKLE_SUFFIXES]
@@ -104,6 +109,9 @@ def test_cli_trains_saves_loadable_checkpoint_and_resumes(data_file, tmp_path):
     # Resume: continues from step 3 to 5 and appends to the log.
     assert cli.main([*common, "--steps", "5", "--resume"]) == 0
     assert json.loads((run_dir / "trainer_state.json").read_text())["step"] == 5
+    saved_config = TeacherConfig.load(run_dir)
+    assert saved_config.steps == 5 and saved_config.resume and saved_config.seed == 3
+    assert saved_config.model_dir == model_dir and saved_config.data == (data_file,)
     steps = [json.loads(line)["step"] for line in (run_dir / "log.jsonl").read_text().splitlines()]
     assert steps == [1, 2, 3, 4, 5]
     assert "5 steps" in load_checkpoint(model_dir, "tiny_teacher").metadata.provenance.notes
@@ -116,19 +124,35 @@ def test_run_dir_inside_model_dir_is_refused(data_file, tmp_path):
 
 
 def test_batch_indices_are_a_seeded_permutation():
-    seen = torch.cat([tt.batch_indices(10, 3, 0, s) for s in range(3)])
+    seen = np.concatenate([loop.batch_indices(10, 3, 0, s) for s in range(3)])
     assert sorted(seen.tolist()) == sorted(set(seen.tolist())) and len(seen) == 9
-    assert torch.equal(tt.batch_indices(10, 3, 0, 4), tt.batch_indices(10, 3, 0, 4))
-    assert not torch.equal(tt.batch_indices(100, 10, 0, 0), tt.batch_indices(100, 10, 1, 0))
+    np.testing.assert_array_equal(loop.batch_indices(10, 3, 0, 4), loop.batch_indices(10, 3, 0, 4))
+    assert not np.array_equal(loop.batch_indices(100, 10, 0, 0), loop.batch_indices(100, 10, 1, 0))
+    assert not np.array_equal(loop.batch_indices(100, 10, 0, 0), loop.batch_indices(100, 10, 0, 0, stream=(11,)))
 
 
 def test_lr_schedule_warms_up_and_decays_by_steps_or_time():
-    assert tt.lr_factor(0, 10, 100) == pytest.approx(0.1)
-    assert tt.lr_factor(10, 10, 100) == pytest.approx(1.0)
-    assert tt.lr_factor(100, 10, 100) == pytest.approx(0.05)
+    assert loop.lr_factor(0, 10, 100) == pytest.approx(0.1)
+    assert loop.lr_factor(10, 10, 100) == pytest.approx(1.0)
+    assert loop.lr_factor(100, 10, 100) == pytest.approx(0.05)
+    assert loop.lr_factor(100, 10, 100, min_ratio=0.1) == pytest.approx(0.1)
     # Half the time limit used at a fraction of the steps: the decay follows the time.
-    assert tt.lr_factor(20, 10, 100, elapsed_s=50.0, time_limit_s=100.0) == pytest.approx(0.05 + 0.95 * 0.5)
-    assert tt.lr_factor(20, 10, 100, elapsed_s=100.0, time_limit_s=100.0) == pytest.approx(0.05)
+    assert loop.lr_factor(20, 10, 100, elapsed_s=50.0, time_limit_s=100.0) == pytest.approx(0.05 + 0.95 * 0.5)
+    assert loop.lr_factor(20, 10, 100, elapsed_s=100.0, time_limit_s=100.0) == pytest.approx(0.05)
+
+
+def test_config_is_validated_once_and_round_trips_through_yaml(tmp_path):
+    config = TeacherConfig(data=["a.h5", Path("b.h5")], model_dir=tmp_path / "models", vision_channels=[8, 8],
+                           vision_strides=[2, 2], steps=7)
+    assert config.data == (Path("a.h5"), Path("b.h5")) and config.vision_channels == (8, 8)
+    assert TeacherConfig.load(config.save(tmp_path)) == config
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        config.steps = 3
+    for bad, match in ((dict(batch_size=0), "--batch-size"), (dict(lr=0.0), "--lr"),
+                       (dict(vision_strides=(2,)), "--vision-strides"),
+                       (dict(freeze_vision=True), "need --init-checkpoint"), (dict(data=()), "--data")):
+        with pytest.raises(ValueError, match=match):
+            dataclasses.replace(config, **bad)
 
 
 def test_init_norm_keeps_the_init_checkpoints_statistics(data_file, tmp_path):
@@ -162,7 +186,7 @@ def test_freeze_vision_trains_everything_but_the_cnn_on_cached_features(data_fil
                      "--init-checkpoint", str(tmp_path / "models" / "a"), "--freeze-vision"]) == 0
     before, after = (load_checkpoint(tmp_path / "models", n) for n in ("a", "b"))
     old, new = before.model.state_dict(), after.model.state_dict()
-    frozen = [k for k in old if k.startswith(tuple(f"vision_encoder.{m}." for m in tt.FROZEN_VISION_MODULES))
+    frozen = [k for k in old if k.startswith(tuple(f"vision_encoder.{m}." for m in FROZEN_VISION_MODULES))
               or k == "vision_encoder.spatial_softmax.log_temperature"]
     assert frozen and all(torch.equal(old[k], new[k]) for k in frozen)
     for trained in ("vision_encoder.projector.0.weight", "proprio_projector.weight",
@@ -179,7 +203,7 @@ def test_widening_the_projector_for_prompt_conditioning_keeps_the_function(episo
     data = build_teacher_data(episodes, chunk_len=4)
     parser = __import__("argparse").ArgumentParser()
     tt.add_cli_arguments(parser)
-    metadata = tt.build_metadata(parser.parse_args(["--data", "x.h5", *TINY]), data, "test")
+    metadata = tt.build_metadata(TeacherConfig.from_args(parser.parse_args(["--data", "x.h5", *TINY]), model_dir="m"), data)
     tokenizer = build_tokenizer(tt.all_instructions(), 256, metadata.prompt_template)
     sizes = dict(hidden_size=32, num_layers=1, num_heads=2, num_keypoints=8, num_image_tokens=2,
                  vision_channels=(8, 8), vision_strides=(2, 2))

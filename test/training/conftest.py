@@ -10,9 +10,9 @@ import torch
 
 from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec
 from ceed_vla_ros.checkpoint import build_tiny_checkpoint, load_checkpoint
-from ceed_vla_ros.distill import trajectories as T
-from ceed_vla_ros.distill.dataset import load_teacher_data
-from ceed_vla_ros.distill.train_teacher import all_instructions
+from ceed_vla_ros.training import trajectories as T
+from ceed_vla_ros.training.dataset import load_teacher_data
+from ceed_vla_ros.training.train_teacher import all_instructions
 from ceed_vla_ros.sim.mjcf import JOINT_NAMES
 from ceed_vla_ros.sim.recorder import record_dataset
 

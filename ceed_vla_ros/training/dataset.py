@@ -222,9 +222,7 @@ def tokenize_teacher_data(
     for j, ids in enumerate(prompt_ids):
         padded[j, length - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
         mask[j, length - len(ids) :] = 1
-    normalized = action_tokenizer.stats.normalize(data.actions)
-    bins = action_tokenizer.discretize(normalized)
-    tokens = action_tokenizer.bins_to_tokens(bins).reshape(len(data), -1)
+    tokens = action_tokenizer.encode(data.actions)  # (N, k * d)
     return TrainingTensors(
         images=torch.from_numpy(np.ascontiguousarray(data.images)),
         proprio=torch.from_numpy(proprio_norm.normalize(data.joint_positions, clip=False).astype(np.float32)),
