@@ -91,6 +91,8 @@ class BuildPyWithInterfaces(build_py):
 
     def run(self) -> None:
         run_cmake()
+        # build/lib is reused between builds: a module deleted or moved in the source would linger in it
+        shutil.rmtree(Path(self.build_lib) / PACKAGE, ignore_errors=True)
         super().run()
         generated = staged_site_packages() / PACKAGE
         target = Path(self.build_lib) / PACKAGE
