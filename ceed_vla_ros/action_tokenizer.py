@@ -166,7 +166,8 @@ class ActionTokenizer:
         """
         actions = np.asarray(actions, dtype=np.float64)
         if actions.shape[-2:] != (self.chunk_len, self.action_dims):
-            raise ValueError(f"expected an action chunk of shape {(self.chunk_len, self.action_dims)}, got {actions.shape}")
+            expected = (self.chunk_len, self.action_dims)
+            raise ValueError(f"expected an action chunk of shape {expected}, got {actions.shape}")
         if not np.isfinite(actions).all():
             raise ValueError("action chunk contains non-finite values")
         tokens = self.bins_to_tokens(self.discretize(self.stats.normalize(actions)))
@@ -182,7 +183,8 @@ class ActionTokenizer:
         tokens = np.asarray(tokens, dtype=np.int64)
         if tokens.ndim == 0 or tokens.shape[-1] != self.block_len:
             raise ValueError(
-                f"expected {self.block_len} action tokens ({self.chunk_len} x {self.action_dims}), got shape {tokens.shape}"
+                f"expected {self.block_len} action tokens ({self.chunk_len} x {self.action_dims}), "
+                f"got shape {tokens.shape}"
             )
         centres = self.bin_centers(self.tokens_to_bins(tokens))
         return centres.reshape(*tokens.shape[:-1], self.chunk_len, self.action_dims)

@@ -39,7 +39,6 @@ import numpy as np
 from ceed_vla_ros.metadata import ACTION_SPACES
 
 
-
 @dataclass(frozen=True)
 class JointLimits:
     """Position limits (rad) and velocity limits (rad/s), one entry per joint."""

@@ -70,21 +70,37 @@ DRIVER = NodeLaunch("arm_driver", "arm_driver")
 SIM_ARM = NodeLaunch("sim_arm", "sim_arm")
 
 _COMMON_ARGUMENTS = (
-    LaunchArgument("model_dir", "shared model directory (empty: $CEED_VLA_MODEL_DIR or the shipped models/)",
-                   parameters=(("camera_subscriber", "model_dir"), ("policy", "model_dir"), ("arm_driver", "model_dir"))),
-    LaunchArgument("checkpoint", "checkpoint name inside model_dir",
-                   parameters=(("camera_subscriber", "checkpoint"), ("policy", "checkpoint"))),
-    LaunchArgument("instruction", "task instruction (empty: follow /ceed_vla/instruction)",
-                   parameters=(("policy", "instruction"),)),
+    LaunchArgument(
+        "model_dir",
+        "shared model directory (empty: $CEED_VLA_MODEL_DIR or the shipped models/)",
+        parameters=(("camera_subscriber", "model_dir"), ("policy", "model_dir"), ("arm_driver", "model_dir")),
+    ),
+    LaunchArgument(
+        "checkpoint",
+        "checkpoint name inside model_dir",
+        parameters=(("camera_subscriber", "checkpoint"), ("policy", "checkpoint")),
+    ),
+    LaunchArgument(
+        "instruction", "task instruction (empty: follow /ceed_vla/instruction)", parameters=(("policy", "instruction"),)
+    ),
     LaunchArgument("decoding_mode", "ar | jacobi | early_exit", parameters=(("policy", "decoding_mode"),)),
-    LaunchArgument("early_exit_steps", "Jacobi iterations in early_exit mode",
-                   parameters=(("policy", "early_exit_steps"),)),
-    LaunchArgument("camera_topic", "sensor_msgs/Image topic of the camera",
-                   remap=("camera_subscriber", "image"), remap_default="/camera/image_raw"),
-    LaunchArgument("controller_interface", "forward_position | joint_trajectory",
-                   parameters=(("arm_driver", "command_interface"),)),
-    LaunchArgument("enable_actuation", "send joint commands to the arm (true | false)",
-                   parameters=(("arm_driver", "enable_actuation"),)),
+    LaunchArgument(
+        "early_exit_steps", "Jacobi iterations in early_exit mode", parameters=(("policy", "early_exit_steps"),)
+    ),
+    LaunchArgument(
+        "camera_topic",
+        "sensor_msgs/Image topic of the camera",
+        remap=("camera_subscriber", "image"),
+        remap_default="/camera/image_raw",
+    ),
+    LaunchArgument(
+        "controller_interface", "forward_position | joint_trajectory", parameters=(("arm_driver", "command_interface"),)
+    ),
+    LaunchArgument(
+        "enable_actuation",
+        "send joint commands to the arm (true | false)",
+        parameters=(("arm_driver", "enable_actuation"),),
+    ),
 )
 
 SETUPS: dict[str, Setup] = {
@@ -93,7 +109,8 @@ SETUPS: dict[str, Setup] = {
         description="MuJoCo arm + camera subscriber + policy + arm driver, all on this computer",
         params_file="sim_arm.yaml",
         nodes=(SIM_ARM, CAMERA, POLICY, DRIVER),
-        arguments=_COMMON_ARGUMENTS + (
+        arguments=_COMMON_ARGUMENTS
+        + (
             LaunchArgument("task", "reach | push", parameters=(("sim_arm", "task"),)),
             LaunchArgument("seed", "layout seed of the first episode", parameters=(("sim_arm", "seed"),)),
         ),
@@ -150,8 +167,9 @@ def parse_assignments(items: list[str], setup: Setup) -> dict[str, str]:
     return values
 
 
-def node_ros_arguments(setup: Setup, node: NodeLaunch, values: dict[str, str],
-                       config_dir: Path | None = None) -> list[str]:
+def node_ros_arguments(
+    setup: Setup, node: NodeLaunch, values: dict[str, str], config_dir: Path | None = None
+) -> list[str]:
     """``--ros-args`` of one node: its name, the parameter file, then argument overrides/remaps.
 
     Parameter overrides are added only for arguments given in ``values`` (the parameter file holds
@@ -183,18 +201,20 @@ def _yaml_value(value: str, setup: Setup, node: str, parameter: str, config_dir:
 
 def launch_description(setup_name: str):
     """A ``launch.LaunchDescription`` for ``ros2 launch`` (imports launch/launch_ros lazily)."""
-    from launch import LaunchDescription
     from launch.actions import DeclareLaunchArgument, Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
     from launch_ros.parameter_descriptions import ParameterValue
 
+    from launch import LaunchDescription
+
     setup = get_setup(setup_name)
     params_file = setup.params_path()
     declared_types = read_parameters(params_file)
     actions: list[Any] = [
-        DeclareLaunchArgument(argument.name, default_value=argument_default(setup, argument),
-                              description=argument.description)
+        DeclareLaunchArgument(
+            argument.name, default_value=argument_default(setup, argument), description=argument.description
+        )
         for argument in setup.arguments
     ]
     for node in setup.nodes:
@@ -211,7 +231,17 @@ def launch_description(setup_name: str):
             on_exit = {"respawn": True, "respawn_delay": RESPAWN_DELAY_S}
         else:
             on_exit = {"on_exit": [Shutdown(reason=f"{node.name} exited: it keeps the arm safe, stopping all")]}
-        actions.append(Node(package="ceed_vla_ros", executable=node.executable, name=node.name,
-                            parameters=[str(params_file), overrides], remappings=remappings, output="screen",
-                            emulate_tty=True, sigterm_timeout=str(SIGTERM_TIMEOUT_S), **on_exit))
+        actions.append(
+            Node(
+                package="ceed_vla_ros",
+                executable=node.executable,
+                name=node.name,
+                parameters=[str(params_file), overrides],
+                remappings=remappings,
+                output="screen",
+                emulate_tty=True,
+                sigterm_timeout=str(SIGTERM_TIMEOUT_S),
+                **on_exit,
+            )
+        )
     return LaunchDescription(actions)

@@ -126,7 +126,8 @@ def save_checkpoint(
 
 def load_checkpoint(model_dir: str | Path, name: str, *, allow_remote_code_config: bool = False) -> Checkpoint:
     """Load checkpoint ``name`` from ``model_dir`` (see :func:`load_checkpoint_path`)."""
-    return load_checkpoint_path(resolve_checkpoint_path(model_dir, name), allow_remote_code_config=allow_remote_code_config)
+    path = resolve_checkpoint_path(model_dir, name)
+    return load_checkpoint_path(path, allow_remote_code_config=allow_remote_code_config)
 
 
 def load_checkpoint_arg(model_dir: str | Path, name_or_path: str) -> Checkpoint:
@@ -164,7 +165,9 @@ def load_checkpoint_path(path: str | Path, *, allow_remote_code_config: bool = F
             if "auto_map" in data or data.get("trust_remote_code"):
                 raise CheckpointError(f"{path / json_file}: auto_map / remote code is not allowed")
     if config_dict.get("model_type") != MODEL_TYPE:
-        raise CheckpointError(f"{path / 'config.json'}: model_type {config_dict.get('model_type')!r}, expected {MODEL_TYPE!r}")
+        raise CheckpointError(
+            f"{path / 'config.json'}: model_type {config_dict.get('model_type')!r}, expected {MODEL_TYPE!r}"
+        )
     metadata = read_metadata_file(path / METADATA_FILE)
     weights = path / WEIGHTS_FILE
     sha = sha256_file(weights)

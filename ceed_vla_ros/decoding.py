@@ -457,7 +457,9 @@ def jacobi_trajectories_batched(
     batch, n = initial_blocks.shape
     cap = n if max_iterations is None else max_iterations
     cache = DynamicCache(config=model.config.get_text_config())
-    out = model(input_ids=input_ids, attention_mask=attention_mask, **inputs, cache=cache, use_cache=True, logits_to_keep=1)
+    out = model(
+        input_ids=input_ids, attention_mask=attention_mask, **inputs, cache=cache, use_cache=True, logits_to_keep=1
+    )
     first = _argmax(out.logits[:, -1], allowed)
     blocks = initial_blocks.to(first.dtype).clone()
     blocks[:, 0] = first

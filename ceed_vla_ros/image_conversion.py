@@ -49,14 +49,20 @@ def check_image_fields(encoding: str, height: int, width: int, step: int,
         raise ImageConversionError(f"image size {width}x{height} outside 1..{MAX_SIDE} pixels per side")
     row_bytes = width * channels
     if step < row_bytes:
-        raise ImageConversionError(f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)")
-    buffer = np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
+        raise ImageConversionError(
+            f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)"
+        )
+    buffer = (
+        np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
+    )
     if buffer.size != step * height:
         raise ImageConversionError(f"data holds {buffer.size} bytes, step * height = {step * height}")
     return buffer.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
 
 
-def image_to_rgb(encoding: str, height: int, width: int, step: int, data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+def image_to_rgb(
+    encoding: str, height: int, width: int, step: int, data: bytes | bytearray | memoryview | np.ndarray
+) -> np.ndarray:
     """An (height, width, 3) uint8 RGB copy of an 8-bit sensor_msgs/Image, or ImageConversionError."""
     rows = check_image_fields(encoding, height, width, step, data)
     return np.ascontiguousarray(rows[:, :, list(SUPPORTED_ENCODINGS[encoding][1])])
@@ -74,7 +80,7 @@ def crop_and_resize(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
         height, width = rgb.shape[:2]
         side = min(height, width)
         top, left = (height - side) // 2, (width - side) // 2
-        rgb = rgb[top:top + side, left:left + side]
+        rgb = rgb[top : top + side, left : left + side]
     if rgb.shape[:2] != (spec.height, spec.width):
         shrinking = rgb.shape[0] >= spec.height and rgb.shape[1] >= spec.width
         interpolation = cv2.INTER_AREA if shrinking else _INTERPOLATION[spec.resize]
@@ -90,5 +96,11 @@ def rgb_to_image_fields(rgb: np.ndarray, encoding: str = "rgb8") -> dict:
         raise ValueError(f"can only publish rgb8 or bgr8, not {encoding!r}")
     pixels = rgb if encoding == "rgb8" else rgb[:, :, ::-1]
     height, width = rgb.shape[:2]
-    return {"encoding": encoding, "height": height, "width": width, "step": width * 3,
-            "is_bigendian": 0, "data": np.ascontiguousarray(pixels).tobytes()}
+    return {
+        "encoding": encoding,
+        "height": height,
+        "width": width,
+        "step": width * 3,
+        "is_bigendian": 0,
+        "data": np.ascontiguousarray(pixels).tobytes(),
+    }

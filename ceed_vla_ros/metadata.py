@@ -161,7 +161,9 @@ class CheckpointMetadata:
         if (self.proprio_norm is None) != (not self.proprio_names):
             raise ValueError("proprio_norm must be given exactly when proprio_names is non-empty")
         if self.proprio_norm is not None and self.proprio_norm.dims != len(self.proprio_names):
-            raise ValueError(f"proprio_norm has {self.proprio_norm.dims} dims, proprio_names has {len(self.proprio_names)}")
+            raise ValueError(
+                f"proprio_norm has {self.proprio_norm.dims} dims, proprio_names has {len(self.proprio_names)}"
+            )
         if self.n_bins < 2:
             raise ValueError(f"n_bins must be >= 2, got {self.n_bins}")
         if self.vocab_size is not None and self.vocab_size <= self.n_bins:
@@ -250,7 +252,6 @@ def resolve_checkpoint_path(model_dir: str | Path, name: str) -> Path:
     if path.parent != root:
         raise CheckpointError(f"{name!r}: resolves to {path}, outside the model dir {root}")
     return path
-
 
 
 def load_metadata(model_dir: str | Path, name: str) -> CheckpointMetadata:

@@ -8,8 +8,8 @@ Architecture (``CeedVlaForActionPrediction``):
   maps [keypoints, pooled] to ``num_image_tokens`` token embeddings;
 * optional instruction conditioning of the vision tokens (``vision_prompt_conditioning``, as RT-1
   conditions its image encoder on the instruction): the MLP also reads the mean of the
-  RMS-normalised embeddings of the prompt's text tokens, so it can pick out what the instruction names (e.g. which cube) before the
-  decoder sees the image;
+  RMS-normalised embeddings of the prompt's text tokens, so it can pick out what the instruction
+  names (e.g. which cube) before the decoder sees the image;
 * proprioception: normalised joint positions (``proprio_dim`` values, may be 0) -> one token by a
   linear layer;
 * decoder: a transformers ``LlamaForCausalLM`` (``config.text_config``).
@@ -136,7 +136,9 @@ class CeedVlaOutput(ModelOutput):
     keypoints: torch.Tensor | None = None
 
 
-def coordinate_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def coordinate_grid(
+    height: int, width: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) pixel-centre coordinates in [-1, 1], each of shape (height, width)."""
     ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
     xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
@@ -304,7 +306,11 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         if pixel_values is not None and vision_features is not None:
             raise ValueError("give pixel_values or vision_features, not both")
         if pixel_values is not None or vision_features is not None:
-            condition = self._prompt_condition(input_ids, embeds, prompt_length) if self.config.vision_prompt_conditioning else None
+            condition = (
+                self._prompt_condition(input_ids, embeds, prompt_length)
+                if self.config.vision_prompt_conditioning
+                else None
+            )
             if vision_features is None:
                 vision = self.vision_encoder(pixel_values.to(embeds.dtype), condition)
             else:
@@ -320,7 +326,9 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
             embeds = _scatter_placeholders(embeds, proprio_mask, proprio_embeds, "proprio")
         return embeds, keypoints
 
-    def _prompt_condition(self, input_ids: torch.Tensor, embeds: torch.Tensor, prompt_length: int | None) -> torch.Tensor:
+    def _prompt_condition(
+        self, input_ids: torch.Tensor, embeds: torch.Tensor, prompt_length: int | None
+    ) -> torch.Tensor:
         """(batch, hidden) mean of the RMS-normalised embeddings of the prompt's text tokens (see
         :meth:`embed_inputs`). Normalising each token first keeps the instruction's distinguishing
         words at unit scale; raw embeddings start at std 0.02 and would hardly move the MLP."""
@@ -362,7 +370,9 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("give input_ids or inputs_embeds")
-            inputs_embeds, keypoints = self.embed_inputs(input_ids, pixel_values, proprio, vision_features, prompt_length)
+            inputs_embeds, keypoints = self.embed_inputs(
+                input_ids, pixel_values, proprio, vision_features, prompt_length
+            )
         kwargs.pop("return_dict", None)
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -443,7 +453,9 @@ def encode_prompt(
     return prefix_token_ids(config) + tokenizer(text, add_special_tokens=False)["input_ids"]
 
 
-def build_tokenizer(texts: Iterable[str], n_bins: int = 256, template: str = DEFAULT_PROMPT_TEMPLATE) -> PreTrainedTokenizerFast:
+def build_tokenizer(
+    texts: Iterable[str], n_bins: int = 256, template: str = DEFAULT_PROMPT_TEMPLATE
+) -> PreTrainedTokenizerFast:
     """WordLevel tokenizer: specials, the lower-cased words of ``template`` and ``texts``, then actions.
 
     Ids: ``<pad>`` 0, ``<unk>`` 1, ``<s>`` 2, ``</s>`` 3, ``<image>`` 4, ``<proprio>`` 5, the words

@@ -12,9 +12,7 @@ from typing import Literal
 import numpy as np
 import torch
 
-from ceed_vla_ros.metadata import ImageSpec
 from ceed_vla_ros.checkpoint import Checkpoint
-from ceed_vla_ros.image_conversion import crop_and_resize
 from ceed_vla_ros.decoding import (
     DecodeSettings,
     DecodeStats,
@@ -24,6 +22,9 @@ from ceed_vla_ros.decoding import (
     init_random_prompt_tokens,
     init_warm_start,
 )
+from ceed_vla_ros.image_conversion import crop_and_resize
+from ceed_vla_ros.metadata import ImageSpec
+
 
 def preprocess_images(images: np.ndarray | torch.Tensor, spec: ImageSpec) -> torch.Tensor:
     """uint8 RGB images (H, W, 3) or (B, H, W, 3) -> float ``pixel_values`` (B, 3, height, width).
@@ -75,7 +76,7 @@ class CeedVlaPolicy:
     def __init__(
         self,
         checkpoint: Checkpoint,
-        settings: DecodeSettings = DecodeSettings(),
+        settings: DecodeSettings | None = None,
         *,
         warm_start_fill: Literal["repeat_last", "random"] = "repeat_last",
         seed: int = 0,
@@ -85,7 +86,7 @@ class CeedVlaPolicy:
         self.action_tokenizer = checkpoint.action_tokenizer
         self.lm = HFCausalLMAdapter(checkpoint.model, min_context=self.metadata.block_len)
         self.allowed = TokenRange(*self.action_tokenizer.token_range)
-        self.settings = settings
+        self.settings = settings if settings is not None else DecodeSettings()
         self.warm_start_fill = warm_start_fill
         self.generator = torch.Generator().manual_seed(seed)
         self.previous_tokens: torch.Tensor | None = None
@@ -138,7 +139,12 @@ class CeedVlaPolicy:
         if settings.init == "warm_start" and self.previous_tokens is not None:
             steps = self.metadata.chunk_len if steps_executed is None else steps_executed
             initial = init_warm_start(
-                self.previous_tokens, steps, self.metadata.action_dims, self.warm_start_fill, self.allowed, self.generator
+                self.previous_tokens,
+                steps,
+                self.metadata.action_dims,
+                self.warm_start_fill,
+                self.allowed,
+                self.generator,
             )
         else:
             initial = init_random_prompt_tokens(input_ids, block_len, self.generator)

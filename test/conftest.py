@@ -49,8 +49,8 @@ SIM_JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A model dir with one small random checkpoint, ``tiny_sim``, shaped like the sim arm's."""
     from ceed_vla_ros.action_tokenizer import NormStats
-    from ceed_vla_ros.metadata import CheckpointMetadata
     from ceed_vla_ros.checkpoint import build_tiny_checkpoint
+    from ceed_vla_ros.metadata import CheckpointMetadata
 
     model_dir = tmp_path_factory.mktemp("models")
     metadata = CheckpointMetadata(

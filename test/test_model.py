@@ -128,7 +128,9 @@ def test_left_padded_batch_matches_single_samples():
     images, proprio = torch.randn(2, 3, 32, 32), torch.randn(2, 3)
     batch = model(input_ids=ids, attention_mask=mask, pixel_values=images, proprio=proprio).logits
     for row, words in enumerate((short, long)):
-        single = model(input_ids=prompt(model, words), pixel_values=images[row : row + 1], proprio=proprio[row : row + 1])
+        single = model(
+            input_ids=prompt(model, words), pixel_values=images[row : row + 1], proprio=proprio[row : row + 1]
+        )
         n = single.logits.shape[1]
         torch.testing.assert_close(batch[row, -n:], single.logits[0], atol=1e-5, rtol=1e-4)
 
@@ -172,7 +174,9 @@ def test_learns_a_pixel_position_from_scratch():
     model.eval()
     images, side = batch(64)
     with torch.no_grad():
-        logits = model(input_ids=prompt(model, [10, 11]).expand(64, -1), pixel_values=images, proprio=torch.zeros(64, 3)).logits
+        logits = model(
+            input_ids=prompt(model, [10, 11]).expand(64, -1), pixel_values=images, proprio=torch.zeros(64, 3)
+        ).logits
     accuracy = (logits[:, -1, 30:32].argmax(-1) == side).float().mean().item()
     assert accuracy >= 0.95
 

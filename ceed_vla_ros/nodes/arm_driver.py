@@ -39,8 +39,6 @@ from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
 from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
-from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
-from ceed_vla_ros.paths import resolve_model_dir
 from ceed_vla_ros.nodes.interfaces import (
     ACTIONS_TOPIC,
     FORWARD_COMMAND_TOPIC,
@@ -50,6 +48,8 @@ from ceed_vla_ros.nodes.interfaces import (
     JointPicker,
     stamp_to_seconds,
 )
+from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
+from ceed_vla_ros.paths import resolve_model_dir
 
 COMMAND_INTERFACES = ("forward_position", "joint_trajectory")
 WARN_PERIOD_S = 2.0
@@ -241,7 +241,8 @@ class ArmDriverNode(Node):
         with self._lock:
             was_latched = self.core.estopped
             self.core.reset_estop()
-        self.get_logger().warning("e-stop reset: waiting for fresh actions" if was_latched else "e-stop was not latched")
+        message = "e-stop reset: waiting for fresh actions" if was_latched else "e-stop was not latched"
+        self.get_logger().warning(message)
         response.success, response.message = True, "e-stop cleared" if was_latched else "e-stop was not latched"
         return response
 
@@ -270,8 +271,9 @@ class ArmDriverNode(Node):
             self.command_publisher.publish(Float64MultiArray(data=command.positions.tolist()))
         else:
             nanoseconds = int(self.control_period_s * 1e9)
-            point = JointTrajectoryPoint(positions=command.positions.tolist(),
-                                         time_from_start=Duration(sec=0, nanosec=nanoseconds))
+            point = JointTrajectoryPoint(
+                positions=command.positions.tolist(), time_from_start=Duration(sec=0, nanosec=nanoseconds)
+            )
             self.command_publisher.publish(JointTrajectory(joint_names=self.joint_names, points=[point]))
 
 

@@ -20,9 +20,6 @@ from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from ceed_vla_ros.metadata import CheckpointError, load_metadata
-from ceed_vla_ros.nodes.interfaces import POLICY_IMAGE_TOPIC
-from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.image_conversion import (
     ImageConversionError,
     check_image_fields,
@@ -30,6 +27,9 @@ from ceed_vla_ros.image_conversion import (
     image_to_rgb,
     rgb_to_image_fields,
 )
+from ceed_vla_ros.metadata import CheckpointError, load_metadata
+from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
+from ceed_vla_ros.nodes.interfaces import POLICY_IMAGE_TOPIC
 from ceed_vla_ros.nodes.parameters import (
     Param,
     StartupError,
@@ -116,7 +116,9 @@ class CameraSubscriberNode(Node):
             rgb = crop_and_resize(self.to_rgb(msg), self.spec)
         except ImageConversionError as error:
             self.dropped += 1
-            self._warnings.warn(f"frame dropped ({self.dropped} so far): {error}", kind=" ".join(str(error).split()[:2]))
+            self._warnings.warn(
+                f"frame dropped ({self.dropped} so far): {error}", kind=" ".join(str(error).split()[:2])
+            )
             return
         out = Image(header=msg.header, **rgb_to_image_fields(rgb, "rgb8"))
         publisher.publish(out)

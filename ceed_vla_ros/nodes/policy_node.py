@@ -25,20 +25,29 @@ import time
 
 import numpy as np
 import torch
-from transformers.utils import logging as hf_logging
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+from transformers.utils import logging as hf_logging
 
 from ceed_vla_ros.arm_control import JointStateHistory
-from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES, DecodeSettings
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb
+from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
+from ceed_vla_ros.nodes.interfaces import (
+    ACTIONS_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    POLICY_IMAGE_TOPIC,
+    JointPicker,
+    stamp_to_seconds,
+)
 from ceed_vla_ros.nodes.parameters import (
     Param,
     StartupError,
@@ -49,15 +58,6 @@ from ceed_vla_ros.nodes.parameters import (
 )
 from ceed_vla_ros.paths import resolve_model_dir
 from ceed_vla_ros.policy import CeedVlaPolicy
-from ceed_vla_ros.nodes.interfaces import (
-    ACTIONS_TOPIC,
-    INSTRUCTION_TOPIC,
-    JOINT_STATES_TOPIC,
-    LATCHED_QOS,
-    POLICY_IMAGE_TOPIC,
-    JointPicker,
-    stamp_to_seconds,
-)
 
 MAX_INSTRUCTION_CHARS = 512
 STALL_S = 2.0

@@ -77,10 +77,6 @@ from trajectory_msgs.msg import JointTrajectory
 
 from ceed_vla_ros.image_conversion import rgb_to_image_fields
 from ceed_vla_ros.nodes.diagnostics import WarningThrottle
-from ceed_vla_ros.nodes.parameters import Param, declare_parameters, run_node
-from ceed_vla_ros.sim.env import COLOURS, TASKS, TabletopArmEnv
-from ceed_vla_ros.sim.mjcf import PHYSICS_TIMESTEP
-from ceed_vla_ros.srv import ResetEpisode
 from ceed_vla_ros.nodes.interfaces import (
     FORWARD_COMMAND_TOPIC,
     INSTRUCTION_TOPIC,
@@ -89,6 +85,10 @@ from ceed_vla_ros.nodes.interfaces import (
     TRAJECTORY_TOPIC,
 )
 from ceed_vla_ros.nodes.interfaces import SIM_CAMERA_TOPIC as IMAGE_TOPIC
+from ceed_vla_ros.nodes.parameters import Param, declare_parameters, run_node
+from ceed_vla_ros.sim.env import COLOURS, TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.mjcf import PHYSICS_TIMESTEP
+from ceed_vla_ros.srv import ResetEpisode
 
 NODE_NAME = "sim_arm"
 SUCCESS_TOPIC = "~/success"

@@ -1,8 +1,9 @@
 """``ceed-vla <subcommand>``: one entry point for every offline tool of the package.
 
 Each subcommand's module exposes ``add_cli_arguments(parser)`` and ``cli_main(args) -> int``
-(see :data:`COMMANDS`); the parsed arguments carry ``command_line``, the command as typed. Modules are imported lazily so that
-``ceed-vla --help`` stays fast and a broken optional dependency only affects its own subcommand.
+(see :data:`COMMANDS`); the parsed arguments carry ``command_line``, the command as typed.
+Modules are imported lazily so that ``ceed-vla --help`` stays fast and a broken optional
+dependency only affects its own subcommand.
 """
 
 from __future__ import annotations
@@ -15,21 +16,39 @@ import sys
 # name -> (module[:prefix], one-line help). The module provides add_cli_arguments(parser) and
 # cli_main(args), or add_<prefix>_arguments / <prefix>_main when a prefix is given.
 COMMANDS: dict[str, tuple[str, str]] = {
-    "bench-pipeline": ("ceed_vla_ros.tools.pipeline_bench", "Measure the ROS pipeline's latency, rates and CPU with the sim arm."),
-    "bench-all": ("ceed_vla_ros.tools.bench_report", "Decoding speed, closed-loop success and ROS pipeline in one report."),
+    "bench-pipeline": (
+        "ceed_vla_ros.tools.pipeline_bench",
+        "Measure the ROS pipeline's latency, rates and CPU with the sim arm.",
+    ),
+    "bench-all": (
+        "ceed_vla_ros.tools.bench_report",
+        "Decoding speed, closed-loop success and ROS pipeline in one report.",
+    ),
     "bench": ("ceed_vla_ros.tools.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
-    "bench-shutdown": ("ceed_vla_ros.tools.shutdown_bench", "Seconds each node of a bring-up takes to exit after Ctrl-C."),
+    "bench-shutdown": (
+        "ceed_vla_ros.tools.shutdown_bench",
+        "Seconds each node of a bring-up takes to exit after Ctrl-C.",
+    ),
     "collect-trajectories": (
         "ceed_vla_ros.training.trajectories",
         "Collect a teacher's Jacobi trajectories over demonstrations (distillation data).",
     ),
-    "distill": ("ceed_vla_ros.training.train_student", "Consistency-distil a student from a teacher's Jacobi trajectories."),
+    "distill": (
+        "ceed_vla_ros.training.train_student",
+        "Consistency-distil a student from a teacher's Jacobi trajectories.",
+    ),
     "demo": ("ceed_vla_ros.tools.demo", "Run the simulated-arm suite for a few episodes with live progress."),
-    "eval": ("ceed_vla_ros.tools.evaluation", "Closed-loop evaluation of checkpoints x decoding settings in the simulator."),
+    "eval": (
+        "ceed_vla_ros.tools.evaluation",
+        "Closed-loop evaluation of checkpoints x decoding settings in the simulator.",
+    ),
     "info": ("ceed_vla_ros.tools.info", "Show a checkpoint's metadata, parameter count and size on disk."),
     "launch": ("ceed_vla_ros.tools.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.tools.record", "Record scripted-expert demonstrations to HDF5."),
-    "soak": ("ceed_vla_ros.tools.pipeline_bench:soak", "Run the sim suite for minutes: memory, latency and errors at start vs end."),
+    "soak": (
+        "ceed_vla_ros.tools.pipeline_bench:soak",
+        "Run the sim suite for minutes: memory, latency and errors at start vs end.",
+    ),
     "train": ("ceed_vla_ros.training.train_teacher", "Train the teacher action-token policy from demonstrations."),
 }
 

@@ -47,15 +47,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ceed_vla_ros.metadata import CheckpointError
-from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint
 from ceed_vla_ros.decoding import INIT_STRATEGIES, DecodeSettings
+from ceed_vla_ros.metadata import CheckpointError
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import CeedVlaPolicy
 from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
 
 DEFAULT_EVAL_SEED = 1_000_000
-_SETTING = re.compile(r"^(?P<ckpt>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<mode>[a-z_]+)(?::(?P<steps>\d+))?(?:@(?P<init>[a-z_]+))?$")
+_SETTING = re.compile(
+    r"^(?P<ckpt>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<mode>[a-z_]+)(?::(?P<steps>\d+))?(?:@(?P<init>[a-z_]+))?$"
+)
 
 
 @dataclass(frozen=True)
@@ -80,7 +82,11 @@ class Setting:
             decode = DecodeSettings(mode, int(steps) if steps else None, init)
         except ValueError as error:
             raise ValueError(f"{text!r}: {error}") from None
-        label = f"{match['ckpt']}:{mode}" + (f":{steps}" if steps else "") + (f"@{init}" if mode != "ar" and init != "random_prompt_tokens" else "")
+        label = (
+            f"{match['ckpt']}:{mode}"
+            + (f":{steps}" if steps else "")
+            + (f"@{init}" if mode != "ar" and init != "random_prompt_tokens" else "")
+        )
         return cls(match["ckpt"], decode, label)
 
 
@@ -106,7 +112,16 @@ class SettingTaskResult:
     converged: list[bool] = field(default_factory=list)
 
     def summary(self, execute_steps: int) -> dict:
-        return summarize(self.setting, self.task, self.episodes, self.forward_passes, self.iterations, self.decode_ms, self.converged, execute_steps)
+        return summarize(
+            self.setting,
+            self.task,
+            self.episodes,
+            self.forward_passes,
+            self.iterations,
+            self.decode_ms,
+            self.converged,
+            execute_steps,
+        )
 
 
 def summarize(setting, task, episodes, forward_passes, iterations, decode_ms, converged, execute_steps) -> dict:
@@ -128,7 +143,12 @@ def summarize(setting, task, episodes, forward_passes, iterations, decode_ms, co
 
 
 def run_episode(
-    env: TabletopArmEnv, policy: CeedVlaPolicy, setting: Setting, seed: int, execute_steps: int, record: SettingTaskResult
+    env: TabletopArmEnv,
+    policy: CeedVlaPolicy,
+    setting: Setting,
+    seed: int,
+    execute_steps: int,
+    record: SettingTaskResult,
 ) -> EpisodeResult:
     """One closed-loop episode; appends the per-chunk stats to ``record``."""
     obs = env.reset(seed=seed)
@@ -215,7 +235,8 @@ def overall(results: list[SettingTaskResult], setting: str, execute_steps: int) 
 
 
 def markdown_table(summaries: list[dict]) -> str:
-    head = "| setting | task | success | mean fwd passes / chunk | mean Jacobi iters / chunk | converged | median decode ms | policy Hz |"
+    head = ("| setting | task | success | mean fwd passes / chunk | mean Jacobi iters / chunk | converged "
+            "| median decode ms | policy Hz |")
     lines = [head, "|" + "---|" * 8]
     for s in summaries:
         lines.append(
@@ -247,7 +268,8 @@ def write_report(results: list[SettingTaskResult], execute_steps: int, out: Path
     }
     (out / "results.json").write_text(json.dumps(report, indent=1))
     md = f"# Closed-loop evaluation\n\n`{meta.get('command', '')}`\n\n"
-    md += f"Episodes per task and setting: {meta.get('episodes')} (seeds {meta.get('seed')}..{meta.get('seed', 0) + meta.get('episodes', 1) - 1}), "
+    last_seed = meta.get("seed", 0) + meta.get("episodes", 1) - 1
+    md += f"Episodes per task and setting: {meta.get('episodes')} (seeds {meta.get('seed')}..{last_seed}), "
     md += f"execute {execute_steps} step(s) per chunk, policy Hz = execute_steps x chunks / decode seconds.\n\n"
     md += markdown_table(summaries + (totals if len({r.task for r in results}) > 1 else []))
     (out / "results.md").write_text(md)
@@ -287,7 +309,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task and setting")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="seed of episode 0 (episode i: seed + i)")
-    parser.add_argument("--execute-steps", type=int, default=None, help="chunk actions executed per query (default: all)")
+    parser.add_argument(
+        "--execute-steps", type=int, default=None, help="chunk actions executed per query (default: all)"
+    )
     parser.add_argument("--init", choices=INIT_STRATEGIES, default="random_prompt_tokens", help="default Jacobi init")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/eval-<time>)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -307,7 +331,15 @@ def cli_main(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / time.strftime("eval-%Y%m%d-%H%M%S")
     start = time.perf_counter()
     try:
-        results, steps = evaluate(settings, model_dir_argument(args.model_dir), args.tasks, args.episodes, args.seed, args.execute_steps, not args.no_progress)
+        results, steps = evaluate(
+            settings,
+            model_dir_argument(args.model_dir),
+            args.tasks,
+            args.episodes,
+            args.seed,
+            args.execute_steps,
+            not args.no_progress,
+        )
     except (ValueError, CheckpointError) as error:
         print(f"error: {error}")
         return 2

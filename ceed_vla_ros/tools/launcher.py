@@ -19,8 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from ceed_vla_ros.nodes.interfaces import stop_requested
 from ceed_vla_ros.bringup import RESPAWN_DELAY_S, SETUPS, Setup, get_setup, node_ros_arguments, parse_assignments
+from ceed_vla_ros.nodes.interfaces import stop_requested
 
 STOP_TIMEOUT_S = 10.0
 

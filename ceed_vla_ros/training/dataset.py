@@ -190,7 +190,10 @@ class TrainingTensors:
         prompts = self.prompt_ids[instr]
         actions = self.action_tokens[index]
         mask = torch.cat((self.prompt_mask[instr], torch.ones_like(actions)), dim=1)
-        pixels = {"images": self.images[index]} if self.vision_features is None else {"vision_features": self.vision_features[index]}
+        if self.vision_features is None:
+            pixels = {"images": self.images[index]}
+        else:
+            pixels = {"vision_features": self.vision_features[index]}
         return {
             **pixels,
             "proprio": self.proprio[index],

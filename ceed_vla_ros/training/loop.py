@@ -116,7 +116,9 @@ class TrainingRun:
     clock and creates ``run_dir``.
     """
 
-    def __init__(self, run_dir: Path, model_dir: Path, *, seed: int, threads: int, time_limit_min: float | None) -> None:
+    def __init__(
+        self, run_dir: Path, model_dir: Path, *, seed: int, threads: int, time_limit_min: float | None
+    ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
@@ -174,7 +176,9 @@ class TrainingRun:
         self._log_file.write(json.dumps(record) + "\n")
         self._log_file.flush()
 
-    def save_state(self, step: int, export_checkpoint: Callable[[], object], extra: Callable[[], dict] | None = None) -> None:
+    def save_state(
+        self, step: int, export_checkpoint: Callable[[], object], extra: Callable[[], dict] | None = None
+    ) -> None:
         """Save the accelerate state; on the main process also ``export_checkpoint()`` (the
         run's intermediate checkpoint) and ``trainer_state.json`` (``step``, ``train_seconds``,
         ``extra()``)."""

@@ -56,10 +56,10 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ceed_vla_ros.metadata import Provenance
-from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
+from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
 from ceed_vla_ros.decoding import TokenRange, jacobi_trajectories_batched
+from ceed_vla_ros.metadata import Provenance
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.training.config import DEFAULT_L1_THRESHOLD, DistillConfig
 from ceed_vla_ros.training.loop import TrainingRun, batch_indices, export, lr_factor
@@ -89,7 +89,12 @@ class DistillBatch:
 
     def to(self, device: torch.device) -> DistillBatch:
         return dataclasses.replace(
-            self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+            self,
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            },
         )
 
 
@@ -265,7 +270,10 @@ def check_data(trajectories: TrajectorySet, data: list[Path], teacher: Checkpoin
         if counts is not None:
             with DatasetReader(path) as reader:
                 if len(reader) != counts[i]:
-                    raise SystemExit(f"{path}: {len(reader)} episodes, the trajectories were collected on {counts[i]} ({recorded[i]})")
+                    raise SystemExit(
+                        f"{path}: {len(reader)} episodes, the trajectories were collected on {counts[i]} "
+                        f"({recorded[i]})"
+                    )
         if Path(path).name != Path(recorded[i]).name:
             print(f"warning: --data {path} stands for the recorded {recorded[i]}", file=sys.stderr)
 
@@ -274,8 +282,9 @@ def distill(config: DistillConfig) -> Path:
     """Distil a student as ``config`` says; return the final checkpoint's folder (``<model-dir>/<out-name>``)."""
     from tqdm import tqdm
 
-    run = TrainingRun(config.run_dir, config.model_dir, seed=config.seed, threads=config.threads,
-                      time_limit_min=config.time_limit_min)
+    run = TrainingRun(
+        config.run_dir, config.model_dir, seed=config.seed, threads=config.threads, time_limit_min=config.time_limit_min
+    )
     accelerator = run.accelerator
     run.save_config(config)
     final_path = config.model_dir / config.out_name
@@ -289,9 +298,11 @@ def distill(config: DistillConfig) -> Path:
     allowed = TokenRange(*teacher.action_tokenizer.token_range)
     train_rows, val_rows = split_rows(len(trajectories), config.val_samples, config.seed)
     accelerator.print(
-        f"teacher {metadata.checkpoint_id}; {len(trajectories)} trajectories ({train_rows.size} train, {val_rows.size} val), "
+        f"teacher {metadata.checkpoint_id}; {len(trajectories)} trajectories "
+        f"({train_rows.size} train, {val_rows.size} val), "
         f"mean {float(trajectories.num_states.mean() - 1):.2f} Jacobi iterations, "
-        f"{float((trajectories.l1 > config.l1_threshold).mean()):.1%} samples with GT labels (l1 > {config.l1_threshold})"
+        f"{float((trajectories.l1 > config.l1_threshold).mean()):.1%} samples with GT labels "
+        f"(l1 > {config.l1_threshold})"
     )
 
     student = teacher.model  # the student starts as the teacher (a fresh copy loaded from disk)
@@ -315,8 +326,15 @@ def distill(config: DistillConfig) -> Path:
     def validate() -> dict:
         if val_rows.size == 0 or not accelerator.is_main_process:
             return {}
-        result = evaluate_early_exit(accelerator.unwrap_model(student), samples, trajectories, val_rows,
-                                     metadata.image, allowed, teacher.action_tokenizer)
+        result = evaluate_early_exit(
+            accelerator.unwrap_model(student),
+            samples,
+            trajectories,
+            val_rows,
+            metadata.image,
+            allowed,
+            teacher.action_tokenizer,
+        )
         result = {"step": step, **{k: round(v, 5) for k, v in result.items()}}
         history.append(result)
         run.log(result)
@@ -325,19 +343,31 @@ def distill(config: DistillConfig) -> Path:
 
     def export_checkpoint(path: Path, *, final: bool):
         student_metadata = dataclasses.replace(
-            teacher.metadata, name=path.name,
-            provenance=student_provenance(config, teacher, trajectories, step, run.elapsed(), last, history, final=final),
+            teacher.metadata,
+            name=path.name,
+            provenance=student_provenance(
+                config, teacher, trajectories, step, run.elapsed(), last, history, final=final
+            ),
         )
         return export(accelerator.unwrap_model(student), teacher.tokenizer, student_metadata, path)
 
     def save_state() -> None:
-        run.save_state(step, lambda: export_checkpoint(config.run_dir / RUN_CHECKPOINT, final=False),
-                       lambda: {"validation": history})
+        run.save_state(
+            step,
+            lambda: export_checkpoint(config.run_dir / RUN_CHECKPOINT, final=False),
+            lambda: {"validation": history},
+        )
 
     if step == 0:
         validate()
-    bar = tqdm(total=config.steps, initial=step, unit="step", desc="distill", mininterval=2.0,
-               disable=not config.progress or not accelerator.is_main_process)
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        unit="step",
+        desc="distill",
+        mininterval=2.0,
+        disable=not config.progress or not accelerator.is_main_process,
+    )
     running = {"consistency": 0.0, "ar": 0.0, "total": 0.0, "gt_labels": 0.0}
     count = 0
     last: dict = {}
@@ -346,14 +376,23 @@ def distill(config: DistillConfig) -> Path:
     while step < config.steps:
         if run.out_of_time(step):
             break
-        rows = run.process_share(train_rows[batch_indices(train_rows.size, config.batch_size, config.seed, step, BATCH_STREAM)],
-                                 config.batch_size)
+        rows = run.process_share(
+            train_rows[batch_indices(train_rows.size, config.batch_size, config.seed, step, BATCH_STREAM)],
+            config.batch_size,
+        )
         rng = np.random.default_rng([config.seed, 13, step, rank])
         batch = make_batch(samples, trajectories, rows, draw_states(trajectories, rows, rng), metadata.image)
-        loss, uses_truth = distill_step(student, optimizer, batch.to(accelerator.device), allowed,
-                                        ar_weight=config.ar_weight, l1_threshold=config.l1_threshold,
-                                        backward=accelerator.backward, clip_grad_norm=accelerator.clip_grad_norm_,
-                                        frozen_vision=config.freeze_vision)
+        loss, uses_truth = distill_step(
+            student,
+            optimizer,
+            batch.to(accelerator.device),
+            allowed,
+            ar_weight=config.ar_weight,
+            l1_threshold=config.l1_threshold,
+            backward=accelerator.backward,
+            clip_grad_norm=accelerator.clip_grad_norm_,
+            frozen_vision=config.freeze_vision,
+        )
         scheduler.step()
         step += 1
         count += 1
@@ -379,14 +418,24 @@ def distill(config: DistillConfig) -> Path:
     save_state()
     if accelerator.is_main_process:
         saved = export_checkpoint(final_path, final=True)
-        accelerator.print(f"saved {final_path} ({saved.checkpoint_id}) after {step} steps, "
-                          f"{run.elapsed() / 60:.1f} min")
+        accelerator.print(
+            f"saved {final_path} ({saved.checkpoint_id}) after {step} steps, {run.elapsed() / 60:.1f} min"
+        )
     run.close()
     return final_path
 
 
-def student_provenance(config: DistillConfig, teacher: Checkpoint, trajectories: TrajectorySet, step: int,
-                       seconds: float, last: dict, history: list[dict], *, final: bool) -> Provenance:
+def student_provenance(
+    config: DistillConfig,
+    teacher: Checkpoint,
+    trajectories: TrajectorySet,
+    step: int,
+    seconds: float,
+    last: dict,
+    history: list[dict],
+    *,
+    final: bool,
+) -> Provenance:
     """Provenance of an exported student (role student, parent = the teacher's checkpoint_id)."""
     val = history[-1] if history else {}
     first = history[0] if history else {}
@@ -397,13 +446,18 @@ def student_provenance(config: DistillConfig, teacher: Checkpoint, trajectories:
         f"wall time; last losses {json.dumps(last)}"
     )
     if val:
-        notes += (f"; held-out ({config.val_samples}) early-exit action L1 k1..k4 / fixed point: "
-                  + " ".join(f"{val.get(f'val_l1_k{k}', float('nan')):.4f}" for k in EARLY_EXIT_STEPS)
-                  + f" / {val.get('val_l1_fp', float('nan')):.4f}, mean Jacobi iterations {val.get('val_iterations', float('nan')):.2f}")
+        notes += (
+            f"; held-out ({config.val_samples}) early-exit action L1 k1..k4 / fixed point: "
+            + " ".join(f"{val.get(f'val_l1_k{k}', float('nan')):.4f}" for k in EARLY_EXIT_STEPS)
+            + f" / {val.get('val_l1_fp', float('nan')):.4f}, "
+            + f"mean Jacobi iterations {val.get('val_iterations', float('nan')):.2f}"
+        )
         if first and first is not val:
-            notes += f" (teacher at step 0: iterations {first.get('val_iterations', float('nan')):.2f}, k1 L1 {first.get('val_l1_k1', float('nan')):.4f})"
+            notes += (f" (teacher at step 0: iterations {first.get('val_iterations', float('nan')):.2f}, "
+                      f"k1 L1 {first.get('val_l1_k1', float('nan')):.4f})")
     data = (
-        f"{config.trajectories} ({len(trajectories)} Jacobi trajectories of {trajectories.attrs['teacher_checkpoint_id']}, "
+        f"{config.trajectories} ({len(trajectories)} Jacobi trajectories of "
+        f"{trajectories.attrs['teacher_checkpoint_id']}, "
         f"{int(trajectories.attrs['num_states'])} states) over {', '.join(str(p) for p in config.data)}"
     )
     return Provenance(
@@ -426,29 +480,42 @@ _D = DistillConfig  # the defaults of every option
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint name in --model-dir (or a folder path)")
     parser.add_argument("--trajectories", type=Path, required=True, help="file from ceed-vla collect-trajectories")
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="the demonstration files of the trajectories, same order")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="the demonstration files of the trajectories, same order"
+    )
     parser.add_argument("--out-name", default=_D.out_name, help="student checkpoint name (folder in --model-dir)")
     add_model_dir_argument(parser, "folder of the teacher checkpoint and of the student written")
     parser.add_argument("--run-dir", type=Path, default=_D.run_dir, help="run state / logs (outside --model-dir)")
     parser.add_argument("--resume", action="store_true", help="continue from the last state saved in --run-dir")
     parser.add_argument("--ar-weight", type=float, default=_D.ar_weight, help="weight w of the AR term (paper: 1)")
-    parser.add_argument("--l1-threshold", type=float, default=_D.l1_threshold,
-                        help="GT labels for samples whose teacher actions are further than this from the GT "
-                             "(mean |diff| per element, normalised [-1, 1] units; default %(default)s)")
     parser.add_argument(
-        "--freeze-vision", action="store_true",
+        "--l1-threshold",
+        type=float,
+        default=_D.l1_threshold,
+        help="GT labels for samples whose teacher actions are further than this from the GT "
+        "(mean |diff| per element, normalised [-1, 1] units; default %(default)s)",
+    )
+    parser.add_argument(
+        "--freeze-vision",
+        action="store_true",
         help="keep the teacher's CNN (vision features) fixed in the student and train the rest: the CNN runs once per "
         "image without gradients, several times cheaper on a CPU",
     )
     parser.add_argument("--steps", type=int, default=_D.steps, help="optimizer steps")
-    parser.add_argument("--time-limit-min", type=float, default=_D.time_limit_min, help="stop (and save) after this many minutes")
-    parser.add_argument("--batch-size", type=int, default=_D.batch_size, help="global batch size (samples; 2x sequences)")
+    parser.add_argument(
+        "--time-limit-min", type=float, default=_D.time_limit_min, help="stop (and save) after this many minutes"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=_D.batch_size, help="global batch size (samples; 2x sequences)"
+    )
     parser.add_argument("--lr", type=float, default=_D.lr)
     parser.add_argument("--weight-decay", type=float, default=_D.weight_decay)
     parser.add_argument("--warmup", type=int, default=_D.warmup)
     parser.add_argument("--seed", type=int, default=_D.seed)
     parser.add_argument("--val-samples", type=int, default=_D.val_samples, help="trajectories held out for validation")
-    parser.add_argument("--eval-every", type=int, default=_D.eval_every, help="steps between validations (0: start/end only)")
+    parser.add_argument(
+        "--eval-every", type=int, default=_D.eval_every, help="steps between validations (0: start/end only)"
+    )
     parser.add_argument("--save-every", type=int, default=_D.save_every, help="steps between saved run states")
     parser.add_argument("--log-every", type=int, default=_D.log_every)
     parser.add_argument("--threads", type=int, default=_D.threads, help="torch CPU threads")

@@ -25,8 +25,9 @@ Runs through Hugging Face ``accelerate`` (the same command works on CPU and on G
 ``accelerate launch``), seedable, resumable (``--resume`` continues from the last state saved in
 ``--run-dir``), saves the run state every ``--save-every`` steps (``accelerate`` state: model as
 safetensors, optimizer/RNG as torch files -- run dirs only, never the shipped checkpoint) plus a
-loadable checkpoint ``<run-dir>/checkpoints/<name>`` (evaluate it with ``--model-dir <run-dir>/checkpoints``); the final checkpoint goes to
-``<model-dir>/<name>`` via :func:`~ceed_vla_ros.checkpoint.save_checkpoint` with provenance.
+loadable checkpoint ``<run-dir>/checkpoints/<name>`` (evaluate it with
+``--model-dir <run-dir>/checkpoints``); the final checkpoint goes to ``<model-dir>/<name>`` via
+:func:`~ceed_vla_ros.checkpoint.save_checkpoint` with provenance.
 The run loop's shared parts (accelerator, resume, time limit, log, saved state, lr schedule, batch
 order, export) are :mod:`ceed_vla_ros.training.loop`; the options are a
 :class:`~ceed_vla_ros.training.config.TeacherConfig`, saved as ``<run-dir>/config.yaml``. The
@@ -48,8 +49,11 @@ from transformers import GenerationConfig
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec, Provenance
-from ceed_vla_ros.model import build_tokenizer, encode_prompt, make_model_config, new_model
+from ceed_vla_ros.model import CeedVlaForActionPrediction, build_tokenizer, encode_prompt, make_model_config, new_model
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
+from ceed_vla_ros.policy import preprocess_images
+from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS
+from ceed_vla_ros.sim.mjcf import JOINT_NAMES
 from ceed_vla_ros.training.config import TeacherConfig
 from ceed_vla_ros.training.dataset import (
     AUX_POINT_NAMES,
@@ -59,10 +63,6 @@ from ceed_vla_ros.training.dataset import (
     tokenize_teacher_data,
 )
 from ceed_vla_ros.training.loop import TrainingRun, batch_indices, export, lr_factor
-from ceed_vla_ros.model import CeedVlaForActionPrediction
-from ceed_vla_ros.policy import preprocess_images
-from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS
-from ceed_vla_ros.sim.mjcf import JOINT_NAMES
 
 RUN_CHECKPOINTS = "checkpoints"  # <run-dir>/checkpoints/<name>: the latest intermediate checkpoint
 
@@ -236,7 +236,9 @@ def build_metadata(config: TeacherConfig, data: TeacherData) -> CheckpointMetada
 
 
 @torch.no_grad()
-def evaluate_batches(module: TeacherTrainingModule, tensors: TrainingTensors, spec: ImageSpec, device, size: int = 512) -> dict[str, float]:
+def evaluate_batches(
+    module: TeacherTrainingModule, tensors: TrainingTensors, spec: ImageSpec, device, size: int = 512
+) -> dict[str, float]:
     """Losses on the first ``size`` held-out samples (no augmentation)."""
     module.eval()
     totals: dict[str, float] = {}
@@ -253,8 +255,8 @@ def evaluate_batches(module: TeacherTrainingModule, tensors: TrainingTensors, sp
 
 def _split(data_paths, chunk_len, max_episodes, val_episodes):
     """Train data (all but the last ``val_episodes`` of each file) and validation data."""
-    from ceed_vla_ros.training.dataset import build_teacher_data
     from ceed_vla_ros.sim.recorder import DatasetReader
+    from ceed_vla_ros.training.dataset import build_teacher_data
 
     train, val = [], []
     for path in data_paths:
@@ -270,8 +272,9 @@ def train(config: TeacherConfig) -> Path:
     """Train a teacher as ``config`` says; return the final checkpoint's folder (``<model-dir>/<name>``)."""
     from tqdm import tqdm
 
-    run = TrainingRun(config.run_dir, config.model_dir, seed=config.seed, threads=config.threads,
-                      time_limit_min=config.time_limit_min)
+    run = TrainingRun(
+        config.run_dir, config.model_dir, seed=config.seed, threads=config.threads, time_limit_min=config.time_limit_min
+    )
     accelerator = run.accelerator
     run.save_config(config)
     final_path = config.model_dir / config.name
@@ -305,10 +308,13 @@ def train(config: TeacherConfig) -> Path:
             raise SystemExit(f"--init-checkpoint {config.init_checkpoint}: architecture differs ({error})") from None
         vla.train()
         seeds = {**metadata.provenance.seeds, "init": init.metadata.provenance.seeds.get("init", -1)}
-        notes = f"initialised from {init.metadata.checkpoint_id} ({init.metadata.provenance.command}; {init.metadata.provenance.notes})"
+        provenance = init.metadata.provenance
+        notes = f"initialised from {init.metadata.checkpoint_id} ({provenance.command}; {provenance.notes})"
         metadata = dataclasses.replace(
             metadata,
-            provenance=dataclasses.replace(metadata.provenance, parent=init.metadata.checkpoint_id, seeds=seeds, notes=notes),
+            provenance=dataclasses.replace(
+                metadata.provenance, parent=init.metadata.checkpoint_id, seeds=seeds, notes=notes
+            ),
         )
         if config.init_norm:
             metadata = dataclasses.replace(
@@ -337,7 +343,9 @@ def train(config: TeacherConfig) -> Path:
         vla.freeze_vision()
         for part, part_tensors in (("train", tensors), ("val", val_tensors)):
             if part_tensors is not None:
-                cache_vision_features(vla, part_tensors, metadata.image, desc=f"{part} vision features", progress=config.progress)
+                cache_vision_features(
+                    vla, part_tensors, metadata.image, desc=f"{part} vision features", progress=config.progress
+                )
         notes = "; ".join(filter(None, (metadata.provenance.notes, "CNN frozen (--freeze-vision)")))
         metadata = dataclasses.replace(metadata, provenance=dataclasses.replace(metadata.provenance, notes=notes))
 
@@ -348,7 +356,8 @@ def train(config: TeacherConfig) -> Path:
     decay = [p for n, p in trainable if p.ndim >= 2]
     no_decay = [p for n, p in trainable if p.ndim < 2]
     optimizer = torch.optim.AdamW(
-        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}], lr=config.lr
+        [{"params": decay, "weight_decay": config.weight_decay}, {"params": no_decay, "weight_decay": 0.0}],
+        lr=config.lr,
     )
     module, optimizer = accelerator.prepare(module, optimizer)
 
@@ -366,15 +375,27 @@ def train(config: TeacherConfig) -> Path:
         run.save_state(step, lambda: export_checkpoint(config.run_dir / RUN_CHECKPOINTS / config.name, final=False))
 
     rank = accelerator.process_index
-    bar = tqdm(total=config.steps, initial=step, disable=not config.progress or not accelerator.is_main_process, desc="train", unit="step")
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        disable=not config.progress or not accelerator.is_main_process,
+        desc="train",
+        unit="step",
+    )
     running: dict[str, float] = {}
     module.train()
     while step < config.steps:
         if run.out_of_time(step):
             break
-        index = pool[torch.from_numpy(run.process_share(batch_indices(len(pool), config.batch_size, config.seed, step), config.batch_size))]
+        index = pool[
+            torch.from_numpy(
+                run.process_share(batch_indices(len(pool), config.batch_size, config.seed, step), config.batch_size)
+            )
+        ]
         generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 31 + rank)
-        batch = make_batch(tensors, index, metadata.image, config.shift, generator, accelerator.device, config.proprio_noise)
+        batch = make_batch(
+            tensors, index, metadata.image, config.shift, generator, accelerator.device, config.proprio_noise
+        )
         lr = config.lr * lr_factor(step, config.warmup, config.steps, run.elapsed(), run.time_limit_s)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -393,7 +414,10 @@ def train(config: TeacherConfig) -> Path:
             record |= {k: round(v / count, 4) for k, v in running.items()}
             running = {}
             if val_tensors is not None and step % (config.log_every * 4) == 0:
-                record |= {f"val_{k}": round(v, 4) for k, v in evaluate_batches(module, val_tensors, metadata.image, accelerator.device).items()}
+                record |= {
+                    f"val_{k}": round(v, 4)
+                    for k, v in evaluate_batches(module, val_tensors, metadata.image, accelerator.device).items()
+                }
             run.log(record)
             if accelerator.is_main_process:
                 bar.set_postfix(ce=record["ce"], acc=record["accuracy"], aux=record["aux"])
@@ -403,20 +427,32 @@ def train(config: TeacherConfig) -> Path:
     bar.close()
     save_state()
     if accelerator.is_main_process:
-        val = evaluate_batches(module, val_tensors, metadata.image, accelerator.device) if val_tensors is not None else {}
+        val = (
+            evaluate_batches(module, val_tensors, metadata.image, accelerator.device) if val_tensors is not None else {}
+        )
         saved = export_checkpoint(final_path, final=True, extra=val)
-        accelerator.print(f"saved {final_path} ({saved.checkpoint_id}) after {step} steps in {run.elapsed() / 60:.1f} min; val {val}")
+        accelerator.print(
+            f"saved {final_path} ({saved.checkpoint_id}) after {step} steps in {run.elapsed() / 60:.1f} min; val {val}"
+        )
     run.close()
     return final_path
 
 
-def export_notes(config: TeacherConfig, metadata: CheckpointMetadata, step: int, seconds: float, *, final: bool,
-                 extra: dict | None = None) -> str:
+def export_notes(
+    config: TeacherConfig,
+    metadata: CheckpointMetadata,
+    step: int,
+    seconds: float,
+    *,
+    final: bool,
+    extra: dict | None = None,
+) -> str:
     """The provenance notes of an exported teacher: the recipe, the time taken, held-out losses."""
     notes = (
         f"{'final' if final else 'intermediate'}: {step} steps, batch {config.batch_size}, lr {config.lr}, "
         f"{seconds / 60:.1f} min train wall time, aux {config.aux_weight}, target_aux {config.target_aux_weight}, "
-        f"shift {'unused (CNN frozen)' if config.freeze_vision else f'{config.shift}px'}, proprio noise {config.proprio_noise}, first-action weight {config.first_action_weight}, "
+        f"shift {'unused (CNN frozen)' if config.freeze_vision else f'{config.shift}px'}, "
+        f"proprio noise {config.proprio_noise}, first-action weight {config.first_action_weight}, "
         f"oversampled first {config.oversample_first_steps} steps x{config.oversample_factor}"
     )
     if extra:
@@ -440,7 +476,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--run-dir", type=Path, default=_D.run_dir, help="run state / logs (outside models/)")
     parser.add_argument("--resume", action="store_true", help="continue from the last state in --run-dir")
     parser.add_argument("--steps", type=int, default=_D.steps, help="optimizer steps")
-    parser.add_argument("--time-limit-min", type=float, default=_D.time_limit_min, help="stop (and save) after this many minutes")
+    parser.add_argument(
+        "--time-limit-min", type=float, default=_D.time_limit_min, help="stop (and save) after this many minutes"
+    )
     parser.add_argument("--batch-size", type=int, default=_D.batch_size, help="global batch size")
     parser.add_argument("--lr", type=float, default=_D.lr)
     parser.add_argument("--weight-decay", type=float, default=_D.weight_decay)
@@ -454,44 +492,63 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--keypoints", type=int, default=_D.keypoints)
     parser.add_argument("--vision-channels", type=int, nargs="+", default=list(_D.vision_channels))
     parser.add_argument(
-        "--vision-prompt-conditioning", action="store_true",
+        "--vision-prompt-conditioning",
+        action="store_true",
         help="the image-token MLP also reads the prompt's mean text embedding (instruction-aware image tokens); "
         "with an --init-checkpoint without it, the MLP is widened with zero weights (same function at step 0)",
     )
     parser.add_argument("--vision-strides", type=int, nargs="+", default=list(_D.vision_strides))
     parser.add_argument("--aux-weight", type=float, default=_D.aux_weight, help="keypoint aux loss weight (0: off)")
-    parser.add_argument("--target-aux-weight", type=float, default=_D.target_aux_weight, help="named-cube aux loss weight (0: off)")
+    parser.add_argument(
+        "--target-aux-weight", type=float, default=_D.target_aux_weight, help="named-cube aux loss weight (0: off)"
+    )
     parser.add_argument("--shift", type=int, default=_D.shift, help="max random image shift (px)")
     parser.add_argument(
-        "--proprio-noise", type=float, default=_D.proprio_noise,
+        "--proprio-noise",
+        type=float,
+        default=_D.proprio_noise,
         help="std of Gaussian noise on the normalised proprio input (training only; against copycat shortcuts)",
     )
     parser.add_argument(
-        "--init-checkpoint", type=Path, default=_D.init_checkpoint,
+        "--init-checkpoint",
+        type=Path,
+        default=_D.init_checkpoint,
         help="initialise the VLA weights from this checkpoint folder (same architecture/vocab); aux heads start fresh",
     )
     parser.add_argument(
-        "--init-norm", action="store_true",
+        "--init-norm",
+        action="store_true",
         help="with --init-checkpoint: keep its action/proprio q01/q99 statistics instead of recomputing them from "
         "--data (the token bins keep their meaning when the new data, e.g. noise-injected demos, is wider)",
     )
     parser.add_argument(
-        "--first-action-weight", type=float, default=_D.first_action_weight,
+        "--first-action-weight",
+        type=float,
+        default=_D.first_action_weight,
         help="weight of the cross-entropy of the chunk's FIRST action's tokens relative to the others (1: plain mean); "
         "the first action is the one executed next and the one that needs the image most",
     )
     parser.add_argument(
-        "--freeze-vision", action="store_true",
+        "--freeze-vision",
+        action="store_true",
         help="with --init-checkpoint: keep its CNN (keypoints + pooled features) fixed, compute its features once "
         "per image and train only the rest (projector, proprio, decoder): much cheaper steps; --shift is unused",
     )
     parser.add_argument(
-        "--oversample-first-steps", type=int, default=_D.oversample_first_steps,
+        "--oversample-first-steps",
+        type=int,
+        default=_D.oversample_first_steps,
         help="oversample the first N steps of every episode (the home-pose decision) by --oversample-factor",
     )
-    parser.add_argument("--oversample-factor", type=int, default=_D.oversample_factor, help="copies of each oversampled sample")
-    parser.add_argument("--max-episodes", type=int, default=_D.max_episodes, help="episodes per data file (default all)")
-    parser.add_argument("--val-episodes", type=int, default=_D.val_episodes, help="held-out episodes per file for val losses")
+    parser.add_argument(
+        "--oversample-factor", type=int, default=_D.oversample_factor, help="copies of each oversampled sample"
+    )
+    parser.add_argument(
+        "--max-episodes", type=int, default=_D.max_episodes, help="episodes per data file (default all)"
+    )
+    parser.add_argument(
+        "--val-episodes", type=int, default=_D.val_episodes, help="held-out episodes per file for val losses"
+    )
     parser.add_argument("--seed", type=int, default=_D.seed)
     parser.add_argument("--save-every", type=int, default=_D.save_every, help="steps between saved states")
     parser.add_argument("--log-every", type=int, default=_D.log_every)

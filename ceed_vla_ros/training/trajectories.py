@@ -19,7 +19,8 @@ sample's own (unpadded) prompt ids, with a per-sample generator seeded by
 ``seed * 1_000_003 + sample number`` (independent of the batch size); position 0 is then the
 teacher's greedy first token.
 
-File layout (HDF5, format ``ceed_vla_ros.distill.trajectories`` (the name predates the move to training/) version 1, no pickles)::
+File layout (HDF5, format ``ceed_vla_ros.distill.trajectories`` version 1 -- the name predates the
+move to training/ -- no pickles)::
 
     /  attributes
         format, format_version
@@ -68,10 +69,10 @@ import torch
 from ceed_vla_ros import __version__
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
 from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens, jacobi_trajectories_batched
-from ceed_vla_ros.training.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import preprocess_images
 from ceed_vla_ros.sim.recorder import DatasetReader
+from ceed_vla_ros.training.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
 
 FORMAT_NAME = "ceed_vla_ros.distill.trajectories"  # the file format's name (kept: existing files carry it)
 FORMAT_VERSION = 1
@@ -188,7 +189,9 @@ def load_samples(
         try:
             rows = np.asarray([lookup[(int(f), int(e), int(s))] for f, e, s in zip(*refs)], dtype=np.int64)
         except KeyError as error:
-            raise ValueError(f"sample (file, episode, step) {error.args[0]} is not in the demonstration files") from None
+            raise ValueError(
+                f"sample (file, episode, step) {error.args[0]} is not in the demonstration files"
+            ) from None
     data = _subset(data, rows)
     prompts = [checkpoint.prompt_ids(text) for text in data.instructions]
     tensors = tokenize_teacher_data(
@@ -229,8 +232,19 @@ class TrajectorySet:
     l1: np.ndarray
     states: np.ndarray
 
-    SAMPLE_FIELDS = ("file_index", "episode", "step", "state_offset", "num_states", "converged", "fixed_point",
-                     "ground_truth", "teacher_actions", "ground_truth_actions", "l1")
+    SAMPLE_FIELDS = (
+        "file_index",
+        "episode",
+        "step",
+        "state_offset",
+        "num_states",
+        "converged",
+        "fixed_point",
+        "ground_truth",
+        "teacher_actions",
+        "ground_truth_actions",
+        "l1",
+    )
 
     def __len__(self) -> int:
         return int(self.num_states.shape[0])
@@ -248,9 +262,19 @@ class TrajectorySet:
         return self.file_index.astype(np.int64), self.episode.astype(np.int64), self.step.astype(np.int64)
 
 
-_DTYPES = {"file_index": np.int32, "episode": np.int32, "step": np.int32, "state_offset": np.int64,
-           "num_states": np.int32, "converged": np.bool_, "fixed_point": np.int32, "ground_truth": np.int32,
-           "teacher_actions": np.float32, "ground_truth_actions": np.float32, "l1": np.float32}
+_DTYPES = {
+    "file_index": np.int32,
+    "episode": np.int32,
+    "step": np.int32,
+    "state_offset": np.int64,
+    "num_states": np.int32,
+    "converged": np.bool_,
+    "fixed_point": np.int32,
+    "ground_truth": np.int32,
+    "teacher_actions": np.float32,
+    "ground_truth_actions": np.float32,
+    "l1": np.float32,
+}
 
 
 def write_trajectories(path: str | Path, trajectories: TrajectorySet) -> None:
@@ -391,8 +415,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="output trajectory file (.h5)")
     parser.add_argument("--stride", type=int, default=1, help="keep every stride-th sample (default 1: all)")
     parser.add_argument("--max-samples", type=int, default=None, help="then at most this many (seeded random subset)")
-    parser.add_argument("--holdout-last", type=int, default=0,
-                        help="skip the last N episodes of each file (e.g. the teacher's validation episodes)")
+    parser.add_argument(
+        "--holdout-last",
+        type=int,
+        default=0,
+        help="skip the last N episodes of each file (e.g. the teacher's validation episodes)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="samples decoded together")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initial blocks and the subset")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -405,10 +433,20 @@ def cli_main(args: argparse.Namespace) -> int:
     command = getattr(args, "command", None) or getattr(args, "command_line", "ceed-vla collect-trajectories")
     checkpoint = load_checkpoint_arg(model_dir_argument(args.model_dir), args.teacher)
     t0 = time.perf_counter()
-    samples = load_samples(args.data, checkpoint, stride=args.stride, max_samples=args.max_samples, seed=args.seed,
-                           holdout_last=args.holdout_last)
-    print(f"loaded {len(samples)} samples from {len(args.data)} file(s) in {time.perf_counter() - t0:.1f} s", flush=True)
-    trajectories = collect(checkpoint, samples, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+    samples = load_samples(
+        args.data,
+        checkpoint,
+        stride=args.stride,
+        max_samples=args.max_samples,
+        seed=args.seed,
+        holdout_last=args.holdout_last,
+    )
+    print(
+        f"loaded {len(samples)} samples from {len(args.data)} file(s) in {time.perf_counter() - t0:.1f} s", flush=True
+    )
+    trajectories = collect(
+        checkpoint, samples, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress
+    )
     trajectories.attrs |= {
         "data_files": json.dumps([str(p) for p in args.data]),
         "data_episodes": json.dumps(samples.data_episodes),

@@ -20,9 +20,9 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray
 
 from ceed_vla_ros.bringup import get_setup
-from ceed_vla_ros.tools.launcher import NodeSuite
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC, FORWARD_COMMAND_TOPIC
+from ceed_vla_ros.tools.launcher import NodeSuite
 
 WATCHDOG_S = 0.5  # config/sim_arm.yaml
 CONTROL_PERIOD_S = 1.0 / 200.0

@@ -18,8 +18,8 @@ from sensor_msgs.msg import Image, JointState
 
 from ceed_vla_ros.image_conversion import rgb_to_image_fields
 from ceed_vla_ros.msg import ActionTokens
-from ceed_vla_ros.nodes.policy_node import PolicyNode
 from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC, JOINT_STATES_TOPIC, POLICY_IMAGE_TOPIC
+from ceed_vla_ros.nodes.policy_node import PolicyNode
 
 JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
 

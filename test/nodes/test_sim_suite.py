@@ -48,7 +48,9 @@ class Watcher:
         node.create_subscription(ActionTokens, ACTIONS_TOPIC, lambda m: self._add(self.actions, m), 10)
         node.create_subscription(Float64MultiArray, FORWARD_COMMAND_TOPIC,
                                  lambda m: self._add(self.commands, np.array(m.data)), 100)
-        node.create_subscription(JointState, JOINT_STATES_TOPIC, lambda m: self._add(self.joints, np.array(m.position)), 100)
+        node.create_subscription(
+            JointState, JOINT_STATES_TOPIC, lambda m: self._add(self.joints, np.array(m.position)), 100
+        )
 
     def _add(self, store, item) -> None:
         with self.lock:
@@ -63,9 +65,19 @@ class Watcher:
 def suite(tiny_model_dir, ros_node, tmp_path):
     log = open(tmp_path / "launch.log", "w+")
     runner = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ceed-vla"), "launch", "sim_arm", f"model_dir:={tiny_model_dir}",
-         "checkpoint:=tiny_sim", "decoding_mode:=early_exit", "early_exit_steps:=1"],
-        stdout=log, stderr=subprocess.STDOUT, text=True)
+        [
+            str(Path(sys.executable).parent / "ceed-vla"),
+            "launch",
+            "sim_arm",
+            f"model_dir:={tiny_model_dir}",
+            "checkpoint:=tiny_sim",
+            "decoding_mode:=early_exit",
+            "early_exit_steps:=1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     watcher = Watcher(ros_node)
 
     def output() -> str:

@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 import pytest
 
-from ceed_vla_ros.tools import cli
 from ceed_vla_ros.sim.env import TabletopArmEnv
 from ceed_vla_ros.sim.expert import make_expert
 from ceed_vla_ros.sim.recorder import (
@@ -20,6 +19,7 @@ from ceed_vla_ros.sim.recorder import (
     read_episodes,
     record_episode,
 )
+from ceed_vla_ros.tools import cli
 
 
 @pytest.fixture(scope="module")

@@ -11,15 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from ceed_vla_ros.tools import cli
 from ceed_vla_ros.checkpoint import load_checkpoint
-from ceed_vla_ros.decoding import TokenRange
-from ceed_vla_ros.training import train_student as S
-from ceed_vla_ros.training.config import DistillConfig
-from ceed_vla_ros.training import trajectories as T
-from ceed_vla_ros.training.losses import block_prediction_logits
-from ceed_vla_ros.decoding import DecodeSettings
+from ceed_vla_ros.decoding import DecodeSettings, TokenRange
 from ceed_vla_ros.policy import CeedVlaPolicy
+from ceed_vla_ros.tools import cli
+from ceed_vla_ros.training import train_student as S
+from ceed_vla_ros.training import trajectories as T
+from ceed_vla_ros.training.config import DistillConfig
+from ceed_vla_ros.training.losses import block_prediction_logits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -96,7 +95,9 @@ def test_consistency_term_is_zero_at_the_fixed_point_and_positive_elsewhere(worl
     at_fixed_point = S.make_batch(samples, trajectories, rows, trajectories.fixed_point[rows], image)
     with torch.no_grad():
         zero, _ = S.distill_loss(student, at_fixed_point, allowed(world))
-        elsewhere, _ = S.distill_loss(student, S.make_batch(samples, trajectories, rows, first_states(trajectories, rows), image), allowed(world))
+        elsewhere, _ = S.distill_loss(
+            student, S.make_batch(samples, trajectories, rows, first_states(trajectories, rows), image), allowed(world)
+        )
     assert zero.consistency == pytest.approx(0.0, abs=1e-6)
     assert elsewhere.consistency > 1e-3
     assert zero.ar == pytest.approx(elsewhere.ar, rel=1e-5)  # the AR term only sees [prompt + Y*]
@@ -105,11 +106,15 @@ def test_consistency_term_is_zero_at_the_fixed_point_and_positive_elsewhere(worl
 def _gt_log_prob(model, batch, allowed_range, row=0) -> float:
     with torch.no_grad():
         logits = model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=batch.pixel_values,
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            pixel_values=batch.pixel_values,
             proprio=batch.proprio,
         ).logits
     size = batch.fixed_point.shape[0]
-    block = block_prediction_logits(logits, batch.prompt_len, batch.block_len)[size:, :, allowed_range.start : allowed_range.stop]
+    block = block_prediction_logits(logits, batch.prompt_len, batch.block_len)[
+        size:, :, allowed_range.start : allowed_range.stop
+    ]
     labels = batch.ground_truth - allowed_range.start
     return float(block.log_softmax(-1).gather(-1, labels[..., None])[row].mean())
 
@@ -128,7 +133,9 @@ def test_mixed_labels_train_far_off_samples_toward_the_ground_truth(world):
     teacher_bins = action_range.stop - 1 - trajectories.fixed_point[rows].astype(np.int64)
     far_bins = n_bins - 1 - teacher_bins[0]
     edited.ground_truth[0] = action_range.stop - 1 - far_bins
-    edited.ground_truth_actions[0] = (-1.0 + (far_bins + 0.5) * 2.0 / n_bins).reshape(edited.ground_truth_actions[0].shape)
+    edited.ground_truth_actions[0] = (-1.0 + (far_bins + 0.5) * 2.0 / n_bins).reshape(
+        edited.ground_truth_actions[0].shape
+    )
     edited.ground_truth[1] = trajectories.fixed_point[1]
     edited.ground_truth_actions[1] = trajectories.teacher_actions[1]
     assert np.abs(edited.ground_truth_actions[0] - trajectories.teacher_actions[0]).mean() > 0.1
@@ -153,10 +160,34 @@ def test_mixed_labels_train_far_off_samples_toward_the_ground_truth(world):
 def test_distill_cli_saves_a_loadable_student_with_provenance_and_resumes(world, capsys):
     root = world["root"]
     common = [
-        "distill", "--teacher", "tiny_teacher", "--model-dir", str(root / "models"), "--trajectories", str(world["path"]),
-        "--data", *map(str, world["files"]), "--out-name", "tiny_student", "--run-dir", str(root / "run"),
-        "--batch-size", "4", "--val-samples", "4", "--eval-every", "0", "--save-every", "2", "--log-every", "1",
-        "--threads", "1", "--no-progress", "--lr", "1e-3",
+        "distill",
+        "--teacher",
+        "tiny_teacher",
+        "--model-dir",
+        str(root / "models"),
+        "--trajectories",
+        str(world["path"]),
+        "--data",
+        *map(str, world["files"]),
+        "--out-name",
+        "tiny_student",
+        "--run-dir",
+        str(root / "run"),
+        "--batch-size",
+        "4",
+        "--val-samples",
+        "4",
+        "--eval-every",
+        "0",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--lr",
+        "1e-3",
     ]
     assert cli.main([*common, "--steps", "2"]) == 0
     assert cli.main([*common, "--steps", "3", "--resume"]) == 0
@@ -196,7 +227,19 @@ def test_distill_refuses_trajectories_of_another_teacher(world, tmp_path):
     path = tmp_path / "other.h5"
     T.write_trajectories(path, other)
     with pytest.raises(SystemExit, match="someone-else"):
-        cli.main([
-            "distill", "--teacher", "tiny_teacher", "--model-dir", str(world["root"] / "models"), "--trajectories",
-            str(path), "--data", *map(str, world["files"]), "--run-dir", str(tmp_path / "run"), "--no-progress",
-        ])
+        cli.main(
+            [
+                "distill",
+                "--teacher",
+                "tiny_teacher",
+                "--model-dir",
+                str(world["root"] / "models"),
+                "--trajectories",
+                str(path),
+                "--data",
+                *map(str, world["files"]),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        )
