@@ -98,6 +98,8 @@ class BuildPyWithInterfaces(build_py):
 
     def run(self) -> None:
         run_cmake()
+        # build/lib is reused between builds: a module deleted or moved in the source would linger in it
+        shutil.rmtree(Path(self.build_lib) / PACKAGE, ignore_errors=True)
         super().run()
         generated = staged_site_packages() / PACKAGE
         target = Path(self.build_lib) / PACKAGE
@@ -118,6 +120,7 @@ class InstallDataWithInterfaces(install_data):
             raise RuntimeError(f"{stage} is missing: build_py did not run the CMake build")
         self.data_files = list(self.data_files or [])
         self.data_files.append(("lib", sorted(str(p) for p in (stage / "lib").glob(f"lib{PACKAGE}__*.so"))))
+        self.data_files.append((f"lib/{PACKAGE}", [str(p) for p in ros2_run_launchers()]))
         for index_dir in sorted((stage / "share" / "ament_index" / "resource_index").iterdir()):
             entries = [str(p) for p in index_dir.iterdir() if p.name == PACKAGE]
             if entries:
@@ -127,6 +130,25 @@ class InstallDataWithInterfaces(install_data):
             if generated.is_dir():
                 self.data_files.append((f"share/{PACKAGE}/{interface_kind}", sorted(str(p) for p in generated.iterdir())))
         super().run()
+
+
+def ros2_run_launchers() -> list[Path]:
+    """``<prefix>/lib/ceed_vla_ros/<name>`` for ``ros2 run`` / ``ros2 launch``, one per executable.
+
+    Each hands over to the console script ``<prefix>/bin/<name>``, which pip writes with this
+    environment's interpreter (the launchers CMake writes start ``python3`` from PATH instead,
+    right for a ROS 2 install, not for a virtual environment).
+    """
+    folder = ROOT / "build" / "ros2-run-launchers"
+    folder.mkdir(parents=True, exist_ok=True)
+    launchers = []
+    for entry in read_executables():
+        name = entry.split("=")[0].strip()
+        launcher = folder / name
+        launcher.write_text(f'#!/bin/sh\nexec "$(dirname "$0")/../../bin/{name}" "$@"\n')
+        launcher.chmod(0o755)
+        launchers.append(launcher)
+    return launchers
 
 
 def tree_data_files(directory: str) -> list[tuple[str, list[str]]]:

@@ -160,13 +160,34 @@ class ActionTokenizer:
         return -1.0 + (np.asarray(bins, dtype=np.float64) + 0.5) * (2.0 / self.n_bins)
 
     def encode(self, actions: np.ndarray) -> np.ndarray:
-        """Raw action chunk (chunk_len x action_dims) -> flat token ids (chunk_len * action_dims,)."""
+        """Raw action chunk (chunk_len x action_dims) -> flat token ids (chunk_len * action_dims,).
+
+        A stack of chunks (..., chunk_len, action_dims) gives (..., chunk_len * action_dims).
+        """
         actions = np.asarray(actions, dtype=np.float64)
-        if actions.shape != (self.chunk_len, self.action_dims):
-            raise ValueError(f"expected an action chunk of shape {(self.chunk_len, self.action_dims)}, got {actions.shape}")
+        if actions.shape[-2:] != (self.chunk_len, self.action_dims):
+            expected = (self.chunk_len, self.action_dims)
+            raise ValueError(f"expected an action chunk of shape {expected}, got {actions.shape}")
         if not np.isfinite(actions).all():
             raise ValueError("action chunk contains non-finite values")
-        return self.bins_to_tokens(self.discretize(self.stats.normalize(actions))).reshape(-1)
+        tokens = self.bins_to_tokens(self.discretize(self.stats.normalize(actions)))
+        return tokens.reshape(*actions.shape[:-2], self.block_len)
+
+    def normalized_actions(self, tokens: np.ndarray) -> np.ndarray:
+        """Token ids (..., chunk_len * action_dims) -> the bins' centres as NORMALISED actions
+        (..., chunk_len, action_dims) in [-1, 1] (:meth:`decode` before unnormalising).
+
+        Raises:
+            ValueError: wrong token count or any id outside the action-token range.
+        """
+        tokens = np.asarray(tokens, dtype=np.int64)
+        if tokens.ndim == 0 or tokens.shape[-1] != self.block_len:
+            raise ValueError(
+                f"expected {self.block_len} action tokens ({self.chunk_len} x {self.action_dims}), "
+                f"got shape {tokens.shape}"
+            )
+        centres = self.bin_centers(self.tokens_to_bins(tokens))
+        return centres.reshape(*tokens.shape[:-1], self.chunk_len, self.action_dims)
 
     def decode(self, tokens: np.ndarray | list[int]) -> np.ndarray:
         """Flat token ids (chunk_len * action_dims,) -> raw action chunk (chunk_len x action_dims).

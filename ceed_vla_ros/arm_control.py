@@ -31,11 +31,12 @@ from __future__ import annotations
 
 import bisect
 import collections
+import threading
 from dataclasses import dataclass, field
 
 import numpy as np
 
-ACTION_SPACES = ("joint_delta", "joint_absolute")
+from ceed_vla_ros.metadata import ACTION_SPACES
 
 
 @dataclass(frozen=True)
@@ -60,12 +61,20 @@ class JointLimits:
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"joint {name}: max_velocity must be finite and > 0, got {v}")
 
+        # arrays once, not per control period (the dataclass is frozen: set them past __setattr__)
+        for name in ("lower", "upper", "max_velocity"):
+            object.__setattr__(self, f"_{name}", np.asarray(getattr(self, name), dtype=np.float64))
+
     @property
     def dims(self) -> int:
         return len(self.names)
 
+    @property
+    def max_velocity_array(self) -> np.ndarray:
+        return self._max_velocity
+
     def clamp(self, positions: np.ndarray) -> np.ndarray:
-        return np.clip(positions, self.lower, self.upper)
+        return np.clip(positions, self._lower, self._upper)
 
 
 def limit_command(desired: np.ndarray, previous: np.ndarray, limits: JointLimits, period_s: float) -> np.ndarray:
@@ -76,7 +85,7 @@ def limit_command(desired: np.ndarray, previous: np.ndarray, limits: JointLimits
     step). Non-finite entries of ``desired`` are replaced by ``previous`` (no motion on that joint).
     """
     desired = np.where(np.isfinite(desired), desired, previous)
-    max_step = np.asarray(limits.max_velocity) * period_s
+    max_step = limits.max_velocity_array * period_s
     step = np.clip(desired - previous, -max_step, max_step)
     return limits.clamp(previous + step)
 
@@ -99,40 +108,65 @@ def chunk_targets(actions: np.ndarray, action_space: str, reference_positions: n
 
 
 class JointStateHistory:
-    """Recent measured joint positions, to look up the arm's state at an image stamp."""
+    """Recent measured joint positions, to look up the arm's state at an image stamp.
 
-    def __init__(self, horizon_s: float = 5.0) -> None:
+    Thread-safe: one thread may :meth:`add` while another calls :meth:`at`. Samples stay sorted by
+    stamp; a sample slightly older than the newest (reordered delivery) is dropped. A sample more
+    than ``clock_step_s`` older than the newest means the clock stepped back (or the newest was
+    stamped in the future by mistake): the history restarts from that sample, so one bad stamp
+    cannot stop the lookups for good. ``clock_resets`` counts those restarts. Samples with
+    non-finite positions are refused.
+    """
+
+    def __init__(self, horizon_s: float = 5.0, clock_step_s: float = 1.0) -> None:
         self.horizon_s = horizon_s
+        self.clock_step_s = clock_step_s
+        self.clock_resets = 0
+        self.last_reset: tuple[float, float] | None = None  # (newest stamp before, stamp after)
+        self._lock = threading.Lock()
         self._times: collections.deque[float] = collections.deque()
         self._positions: collections.deque[np.ndarray] = collections.deque()
 
-    def add(self, stamp: float, positions: np.ndarray) -> None:
-        if self._times and stamp < self._times[-1]:
-            return  # out of order: the history stays sorted
-        self._times.append(stamp)
-        self._positions.append(np.asarray(positions, dtype=np.float64).copy())
-        while self._times and self._times[0] < stamp - self.horizon_s:
-            self._times.popleft()
-            self._positions.popleft()
+    def add(self, stamp: float, positions: np.ndarray) -> bool:
+        """Store one sample; False if it was refused (non-finite, or reordered by < clock_step_s)."""
+        positions = np.array(positions, dtype=np.float64)
+        if not (np.isfinite(stamp) and np.all(np.isfinite(positions))):
+            return False
+        with self._lock:
+            if self._times and stamp < self._times[-1]:
+                if self._times[-1] - stamp <= self.clock_step_s:
+                    return False  # out of order: the history stays sorted
+                self.clock_resets += 1
+                self.last_reset = (self._times[-1], stamp)
+                self._times.clear()
+                self._positions.clear()
+            self._times.append(stamp)
+            self._positions.append(positions)
+            while self._times[0] < stamp - self.horizon_s:
+                self._times.popleft()
+                self._positions.popleft()
+        return True
 
     def latest(self) -> np.ndarray | None:
-        return self._positions[-1].copy() if self._positions else None
+        with self._lock:
+            return self._positions[-1].copy() if self._positions else None
 
     def at(self, stamp: float, max_gap_s: float = 0.5) -> np.ndarray | None:
         """Positions at ``stamp``, linearly interpolated; None if no sample lies within ``max_gap_s``."""
-        if not self._times:
-            return None
-        times = self._times
-        index = bisect.bisect_left(times, stamp)
-        if index == 0:
-            return self._positions[0].copy() if times[0] - stamp <= max_gap_s else None
-        if index == len(times):
-            return self._positions[-1].copy() if stamp - times[-1] <= max_gap_s else None
-        t0, t1 = times[index - 1], times[index]
-        if t1 - t0 > 2 * max_gap_s:
-            return None
-        w = 0.0 if t1 == t0 else (stamp - t0) / (t1 - t0)
-        return (1 - w) * self._positions[index - 1] + w * self._positions[index]
+        with self._lock:
+            if not self._times:
+                return None
+            times = self._times
+            index = bisect.bisect_left(times, stamp)
+            if index == 0:
+                return self._positions[0].copy() if times[0] - stamp <= max_gap_s else None
+            if index == len(times):
+                return self._positions[-1].copy() if stamp - times[-1] <= max_gap_s else None
+            t0, t1 = times[index - 1], times[index]
+            if t1 - t0 > 2 * max_gap_s:
+                return None
+            w = 0.0 if t1 == t0 else (stamp - t0) / (t1 - t0)
+            return (1 - w) * self._positions[index - 1] + w * self._positions[index]
 
 
 @dataclass

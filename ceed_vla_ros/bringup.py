@@ -6,6 +6,11 @@ start the same executables with the same parameter files, remappings and overrid
 
 A launch argument sets one or more node parameters, or remaps a topic. Its default is the value in
 the setup's parameter file, so an argument left alone changes nothing.
+
+When a node exits on its own, both bring-ups do the same (:attr:`NodeLaunch.respawn`): the camera
+subscriber and the policy are restarted after :data:`RESPAWN_DELAY_S` (meanwhile no fresh actions
+arrive and the arm driver's watchdog holds the arm); the arm driver and the simulated arm are what
+keeps the arm safe, so their exit ends the whole bring-up.
 """
 
 from __future__ import annotations
@@ -38,6 +43,13 @@ class LaunchArgument:
 class NodeLaunch:
     executable: str
     name: str
+    respawn: bool = False  # restarted when it exits; otherwise its exit ends the bring-up
+
+
+RESPAWN_DELAY_S = 2.0
+"""Seconds between a respawned node's exit and its restart (a node that cannot start retries)."""
+SIGTERM_TIMEOUT_S = 10.0
+"""``ros2 launch``: seconds after Ctrl-C before a node still running gets SIGTERM (default 5)."""
 
 
 @dataclass(frozen=True)
@@ -52,27 +64,43 @@ class Setup:
         return (config_dir or share_directory() / "config") / self.params_file
 
 
-CAMERA = NodeLaunch("camera_subscriber", "camera_subscriber")
-POLICY = NodeLaunch("policy_node", "policy")
+CAMERA = NodeLaunch("camera_subscriber", "camera_subscriber", respawn=True)
+POLICY = NodeLaunch("policy_node", "policy", respawn=True)
 DRIVER = NodeLaunch("arm_driver", "arm_driver")
 SIM_ARM = NodeLaunch("sim_arm", "sim_arm")
 
 _COMMON_ARGUMENTS = (
-    LaunchArgument("model_dir", "shared model directory (empty: $CEED_VLA_MODEL_DIR or the shipped models/)",
-                   parameters=(("camera_subscriber", "model_dir"), ("policy", "model_dir"), ("arm_driver", "model_dir"))),
-    LaunchArgument("checkpoint", "checkpoint name inside model_dir",
-                   parameters=(("camera_subscriber", "checkpoint"), ("policy", "checkpoint"))),
-    LaunchArgument("instruction", "task instruction (empty: follow /ceed_vla/instruction)",
-                   parameters=(("policy", "instruction"),)),
+    LaunchArgument(
+        "model_dir",
+        "shared model directory (empty: $CEED_VLA_MODEL_DIR or the shipped models/)",
+        parameters=(("camera_subscriber", "model_dir"), ("policy", "model_dir"), ("arm_driver", "model_dir")),
+    ),
+    LaunchArgument(
+        "checkpoint",
+        "checkpoint name inside model_dir",
+        parameters=(("camera_subscriber", "checkpoint"), ("policy", "checkpoint")),
+    ),
+    LaunchArgument(
+        "instruction", "task instruction (empty: follow /ceed_vla/instruction)", parameters=(("policy", "instruction"),)
+    ),
     LaunchArgument("decoding_mode", "ar | jacobi | early_exit", parameters=(("policy", "decoding_mode"),)),
-    LaunchArgument("early_exit_steps", "Jacobi iterations in early_exit mode",
-                   parameters=(("policy", "early_exit_steps"),)),
-    LaunchArgument("camera_topic", "sensor_msgs/Image topic of the camera",
-                   remap=("camera_subscriber", "image"), remap_default="/camera/image_raw"),
-    LaunchArgument("controller_interface", "forward_position | joint_trajectory",
-                   parameters=(("arm_driver", "command_interface"),)),
-    LaunchArgument("enable_actuation", "send joint commands to the arm (true | false)",
-                   parameters=(("arm_driver", "enable_actuation"),)),
+    LaunchArgument(
+        "early_exit_steps", "Jacobi iterations in early_exit mode", parameters=(("policy", "early_exit_steps"),)
+    ),
+    LaunchArgument(
+        "camera_topic",
+        "sensor_msgs/Image topic of the camera",
+        remap=("camera_subscriber", "image"),
+        remap_default="/camera/image_raw",
+    ),
+    LaunchArgument(
+        "controller_interface", "forward_position | joint_trajectory", parameters=(("arm_driver", "command_interface"),)
+    ),
+    LaunchArgument(
+        "enable_actuation",
+        "send joint commands to the arm (true | false)",
+        parameters=(("arm_driver", "enable_actuation"),),
+    ),
 )
 
 SETUPS: dict[str, Setup] = {
@@ -81,7 +109,8 @@ SETUPS: dict[str, Setup] = {
         description="MuJoCo arm + camera subscriber + policy + arm driver, all on this computer",
         params_file="sim_arm.yaml",
         nodes=(SIM_ARM, CAMERA, POLICY, DRIVER),
-        arguments=_COMMON_ARGUMENTS + (
+        arguments=_COMMON_ARGUMENTS
+        + (
             LaunchArgument("task", "reach | push", parameters=(("sim_arm", "task"),)),
             LaunchArgument("seed", "layout seed of the first episode", parameters=(("sim_arm", "seed"),)),
         ),
@@ -138,8 +167,9 @@ def parse_assignments(items: list[str], setup: Setup) -> dict[str, str]:
     return values
 
 
-def node_ros_arguments(setup: Setup, node: NodeLaunch, values: dict[str, str],
-                       config_dir: Path | None = None) -> list[str]:
+def node_ros_arguments(
+    setup: Setup, node: NodeLaunch, values: dict[str, str], config_dir: Path | None = None
+) -> list[str]:
     """``--ros-args`` of one node: its name, the parameter file, then argument overrides/remaps.
 
     Parameter overrides are added only for arguments given in ``values`` (the parameter file holds
@@ -171,18 +201,20 @@ def _yaml_value(value: str, setup: Setup, node: str, parameter: str, config_dir:
 
 def launch_description(setup_name: str):
     """A ``launch.LaunchDescription`` for ``ros2 launch`` (imports launch/launch_ros lazily)."""
-    from launch import LaunchDescription
-    from launch.actions import DeclareLaunchArgument
+    from launch.actions import DeclareLaunchArgument, Shutdown
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
     from launch_ros.parameter_descriptions import ParameterValue
+
+    from launch import LaunchDescription
 
     setup = get_setup(setup_name)
     params_file = setup.params_path()
     declared_types = read_parameters(params_file)
     actions: list[Any] = [
-        DeclareLaunchArgument(argument.name, default_value=argument_default(setup, argument),
-                              description=argument.description)
+        DeclareLaunchArgument(
+            argument.name, default_value=argument_default(setup, argument), description=argument.description
+        )
         for argument in setup.arguments
     ]
     for node in setup.nodes:
@@ -195,7 +227,21 @@ def launch_description(setup_name: str):
                 if target_node == node.name:
                     value_type = type(declared_types.get(node.name, {}).get(parameter, ""))
                     overrides[parameter] = ParameterValue(LaunchConfiguration(argument.name), value_type=value_type)
-        actions.append(Node(package="ceed_vla_ros", executable=node.executable, name=node.name,
-                            parameters=[str(params_file), overrides], remappings=remappings, output="screen",
-                            emulate_tty=True))
+        if node.respawn:
+            on_exit = {"respawn": True, "respawn_delay": RESPAWN_DELAY_S}
+        else:
+            on_exit = {"on_exit": [Shutdown(reason=f"{node.name} exited: it keeps the arm safe, stopping all")]}
+        actions.append(
+            Node(
+                package="ceed_vla_ros",
+                executable=node.executable,
+                name=node.name,
+                parameters=[str(params_file), overrides],
+                remappings=remappings,
+                output="screen",
+                emulate_tty=True,
+                sigterm_timeout=str(SIGTERM_TIMEOUT_S),
+                **on_exit,
+            )
+        )
     return LaunchDescription(actions)

@@ -46,10 +46,40 @@ from typing import Any, Literal, Protocol
 
 import torch
 from transformers import DynamicCache
+from transformers.cache_utils import DynamicSlidingWindowLayer
 
 DecodeMode = Literal["ar", "jacobi", "early_exit"]
 DECODE_MODES: tuple[str, ...] = ("ar", "jacobi", "early_exit")
 INIT_STRATEGIES: tuple[str, ...] = ("random_prompt_tokens", "warm_start")
+
+
+@dataclass(frozen=True)
+class DecodeSettings:
+    """How to decode a chunk: the one choice shared by the policy, the evaluation and the policy node.
+
+    ``mode``: ``ar``, ``jacobi`` or ``early_exit``; ``early_exit_steps``: the iteration cap, given
+    exactly in ``early_exit`` mode (>= 1); ``init``: the initial Jacobi block,
+    ``random_prompt_tokens`` or ``warm_start`` (ignored by ``ar``).
+    """
+
+    mode: DecodeMode = "jacobi"
+    early_exit_steps: int | None = None
+    init: str = "random_prompt_tokens"
+
+    def __post_init__(self) -> None:
+        if self.mode not in DECODE_MODES:
+            raise ValueError(f"unknown decoding mode {self.mode!r}; choose from {', '.join(DECODE_MODES)}")
+        if self.init not in INIT_STRATEGIES:
+            raise ValueError(f"unknown init {self.init!r}; choose from {', '.join(INIT_STRATEGIES)}")
+        if self.mode == "early_exit" and (self.early_exit_steps is None or self.early_exit_steps < 1):
+            raise ValueError(f"early_exit needs early_exit_steps >= 1, got {self.early_exit_steps}")
+        if self.mode != "early_exit" and self.early_exit_steps is not None:
+            raise ValueError(f"only early_exit takes early_exit_steps (mode {self.mode!r})")
+
+    @classmethod
+    def from_parameters(cls, mode: str, early_exit_steps: int, init: str) -> DecodeSettings:
+        """From node parameters, which always hold an ``early_exit_steps`` (used only by early_exit)."""
+        return cls(mode, early_exit_steps if mode == "early_exit" else None, init)
 
 
 class BlockLM(Protocol):
@@ -75,9 +105,22 @@ class HFCausalLMAdapter:
     prefill only, the way LLaVA-style models expect them.
     """
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, min_context: int = 0) -> None:
+        """``min_context``: the shortest prompt + block the caller will decode (checked now)."""
         self.model = model
         self._cache_config = model.config.get_text_config()
+        self.sliding_window = cache_sliding_window(self._cache_config)
+        if min_context:
+            self.check_context(min_context)
+
+    def check_context(self, length: int) -> None:
+        """Refuse a prompt + block of ``length`` positions that a sliding-window cache cannot crop."""
+        if self.sliding_window is not None and length >= self.sliding_window:
+            raise ValueError(
+                f"this model uses sliding-window attention (window {self.sliding_window}) and a prompt + "
+                f"block of {length} tokens does not fit in it: Jacobi and AR decoding crop the KV cache "
+                f"back to the prompt, which a full sliding-window cache cannot undo. Use a model whose "
+                f"config has sliding_window null or larger than the longest prompt + block.")
 
     def prefill(self, input_ids: torch.Tensor, inputs: Mapping[str, torch.Tensor]) -> tuple[DynamicCache, torch.Tensor]:
         cache = DynamicCache(config=self._cache_config)
@@ -93,6 +136,13 @@ class HFCausalLMAdapter:
     def crop_cache(self, cache: DynamicCache, length: int) -> None:
         # transformers 5: crop takes the (negative) number of positions to remove.
         cache.crop(length - cache.get_seq_length())
+
+
+def cache_sliding_window(text_config: Any) -> int | None:
+    """The smallest sliding window of the cache transformers builds for this config (None: none)."""
+    cache = DynamicCache(config=text_config)
+    windows = [layer.sliding_window for layer in cache.layers if isinstance(layer, DynamicSlidingWindowLayer)]
+    return min(windows) if windows else None
 
 
 @dataclass(frozen=True)
@@ -215,6 +265,9 @@ def decode(
     """Prefill ``input_ids`` (1, L) with ``inputs`` and decode one block; see :func:`decode_from_prefix`."""
     start = time.perf_counter()
     cache, last_logits = lm.prefill(input_ids, inputs or {})
+    check_context = getattr(lm, "check_context", None)  # adapters with a bounded cache refuse here
+    if check_context is not None:
+        check_context(lm.cache_length(cache) + block_len)
     result = decode_from_prefix(
         lm,
         cache,
@@ -356,3 +409,92 @@ def _decode_jacobi(
         tokens_fixed_per_iteration=fixed,
     )
     return DecodeResult(tokens=block.cpu(), stats=stats, trajectory=trajectory)
+
+
+@dataclass
+class BatchedTrajectories:
+    """Per-sample Jacobi trajectories: ``states[i]`` is (T_i, n) = Y^0 .. Y^last of sample i."""
+
+    states: list[torch.Tensor]
+    converged: torch.Tensor  # (B,) bool
+    forward_passes: int  # block forwards run for the whole batch (excluding the prefill)
+
+
+@torch.inference_mode()
+def jacobi_trajectories_batched(
+    model: torch.nn.Module,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    inputs: Mapping[str, torch.Tensor],
+    initial_blocks: torch.Tensor,
+    *,
+    allowed: TokenRange | None = None,
+    max_iterations: int | None = None,
+) -> BatchedTrajectories:
+    """Jacobi-decode a BATCH of prompts and record every iterate of every sample.
+
+    For every sample the trajectory equals the batch-1 ``decode(..., mode="jacobi",
+    record_trajectory=True)`` trajectory from the same initial block (test/training/test_trajectories.py).
+
+    Stopping rule (the same as :func:`_decode_jacobi`, see the module docstring): after each
+    iteration the length ``s`` of the common prefix of the new and the previous block is measured;
+    ``final = min(n, max(s + 1, final + 1))`` leading tokens are then final (``final = 1`` after the
+    prefill); a sample stops when ``final >= n`` (or after ``max_iterations``) and leaves the batch:
+    its rows are dropped from the KV cache and the attention mask.
+
+    Args:
+        model: a transformers causal LM taking ``input_ids``, ``attention_mask``, ``cache``,
+            ``use_cache`` and the prompt inputs (``pixel_values``, ``proprio``) on the prefill.
+        input_ids: (B, L) LEFT-padded prompts; ``attention_mask`` (B, L) is 0 on the padding.
+        inputs: extra prefill inputs, batched (B, ...).
+        initial_blocks: (B, n) initial guesses (position 0 is overwritten by the greedy first token).
+        allowed: argmax id range (e.g. the action tokens), as in :func:`decode`.
+        max_iterations: Jacobi cap (default n).
+
+    The batch is prefilled once into a ``DynamicCache``; each iteration runs every still-active
+    block in one forward on top of the cache and crops the cache back to the prompt.
+    """
+    batch, n = initial_blocks.shape
+    cap = n if max_iterations is None else max_iterations
+    cache = DynamicCache(config=model.config.get_text_config())
+    out = model(
+        input_ids=input_ids, attention_mask=attention_mask, **inputs, cache=cache, use_cache=True, logits_to_keep=1
+    )
+    first = _argmax(out.logits[:, -1], allowed)
+    blocks = initial_blocks.to(first.dtype).clone()
+    blocks[:, 0] = first
+    prefix_len = cache.get_seq_length()
+    states: list[list[torch.Tensor]] = [[blocks[i].clone()] for i in range(batch)]
+    final_len = torch.ones(batch, dtype=torch.long)
+    active = torch.arange(batch)
+    if n <= 1:
+        active = active[:0]
+    mask = attention_mask
+    iterations = 0
+    forwards = 0
+    while active.numel() and iterations < cap:
+        block = blocks[active]
+        step_mask = torch.cat((mask, mask.new_ones(active.numel(), n)), dim=1)
+        logits = model(input_ids=block, attention_mask=step_mask, cache=cache, use_cache=True).logits
+        cache.crop(prefix_len - cache.get_seq_length())
+        forwards += 1
+        iterations += 1
+        new_block = torch.cat((block[:, :1], _argmax(logits[:, :-1], allowed)), dim=1)
+        changed = new_block != block
+        common = torch.where(changed.any(dim=1), changed.int().argmax(dim=1), torch.full_like(active, n))
+        new_final = torch.clamp(torch.maximum(common + 1, final_len[active] + 1), max=n)
+        final_len[active] = new_final
+        blocks[active] = new_block
+        for row, sample in enumerate(active.tolist()):
+            states[sample].append(new_block[row].clone())
+        keep = new_final < n
+        if not bool(keep.all()):
+            keep_rows = keep.nonzero().reshape(-1)
+            cache.batch_select_indices(keep_rows)
+            mask = mask[keep_rows]
+            active = active[keep_rows]
+    return BatchedTrajectories(
+        states=[torch.stack(s).cpu() for s in states],
+        converged=final_len >= n,
+        forward_passes=forwards,
+    )

@@ -8,8 +8,8 @@ Architecture (``CeedVlaForActionPrediction``):
   maps [keypoints, pooled] to ``num_image_tokens`` token embeddings;
 * optional instruction conditioning of the vision tokens (``vision_prompt_conditioning``, as RT-1
   conditions its image encoder on the instruction): the MLP also reads the mean of the
-  RMS-normalised embeddings of the prompt's text tokens, so it can pick out what the instruction names (e.g. which cube) before the
-  decoder sees the image;
+  RMS-normalised embeddings of the prompt's text tokens, so it can pick out what the instruction
+  names (e.g. which cube) before the decoder sees the image;
 * proprioception: normalised joint positions (``proprio_dim`` values, may be 0) -> one token by a
   linear layer;
 * decoder: a transformers ``LlamaForCausalLM`` (``config.text_config``).
@@ -31,9 +31,11 @@ Importing this module registers the ``ceed_vla`` model type with ``AutoConfig`` 
 ``AutoModelForCausalLM`` (our own code; ``trust_remote_code`` is never needed or used).
 """
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 import torch
+from tokenizers import Tokenizer, models, normalizers, pre_tokenizers
 from torch import nn
 from transformers import (
     AutoConfig,
@@ -43,12 +45,15 @@ from transformers import (
     LlamaForCausalLM,
     PreTrainedConfig,
     PreTrainedModel,
+    PreTrainedTokenizerFast,
 )
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.configuration_utils import SubConfigSpec
 from transformers.modeling_outputs import ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
+
+from ceed_vla_ros.metadata import DEFAULT_PROMPT_TEMPLATE, CheckpointMetadata
 
 MODEL_TYPE = "ceed_vla"
 
@@ -131,7 +136,9 @@ class CeedVlaOutput(ModelOutput):
     keypoints: torch.Tensor | None = None
 
 
-def coordinate_grid(height: int, width: int, device: torch.device, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+def coordinate_grid(
+    height: int, width: int, device: torch.device, dtype: torch.dtype
+) -> tuple[torch.Tensor, torch.Tensor]:
     """(x, y) pixel-centre coordinates in [-1, 1], each of shape (height, width)."""
     ys = torch.linspace(-1.0, 1.0, height, device=device, dtype=dtype)
     xs = torch.linspace(-1.0, 1.0, width, device=device, dtype=dtype)
@@ -233,6 +240,10 @@ class CeedVlaPreTrainedModel(PreTrainedModel):
             super()._init_weights(module)
 
 
+FROZEN_VISION_MODULES = ("cnn", "keypoint_conv", "spatial_softmax")
+"""Parts of the vision encoder that :meth:`CeedVlaForActionPrediction.freeze_vision` keeps fixed."""
+
+
 class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
     """Image + proprio + prompt -> action tokens; a Llama decoder with a CNN keypoint vision encoder."""
 
@@ -243,6 +254,14 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         self.proprio_projector = nn.Linear(config.proprio_dim, hidden) if config.proprio_dim > 0 else None
         self.language_model = LlamaForCausalLM(config.text_config)
         self.post_init()
+
+    def freeze_vision(self) -> None:
+        """Stop gradients into the CNN stage of the vision encoder (:meth:`CeedVlaVisionEncoder.features`:
+        the parts named in :data:`FROZEN_VISION_MODULES`); the projector MLP, the proprio projector and
+        the decoder keep training. The frozen features of an image can then be computed once
+        (``vision_encoder.features``) and passed as ``vision_features``."""
+        for name in FROZEN_VISION_MODULES:
+            getattr(self.vision_encoder, name).requires_grad_(False)
 
     def get_input_embeddings(self) -> nn.Module:
         return self.language_model.get_input_embeddings()
@@ -287,7 +306,11 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         if pixel_values is not None and vision_features is not None:
             raise ValueError("give pixel_values or vision_features, not both")
         if pixel_values is not None or vision_features is not None:
-            condition = self._prompt_condition(input_ids, embeds, prompt_length) if self.config.vision_prompt_conditioning else None
+            condition = (
+                self._prompt_condition(input_ids, embeds, prompt_length)
+                if self.config.vision_prompt_conditioning
+                else None
+            )
             if vision_features is None:
                 vision = self.vision_encoder(pixel_values.to(embeds.dtype), condition)
             else:
@@ -303,7 +326,9 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
             embeds = _scatter_placeholders(embeds, proprio_mask, proprio_embeds, "proprio")
         return embeds, keypoints
 
-    def _prompt_condition(self, input_ids: torch.Tensor, embeds: torch.Tensor, prompt_length: int | None) -> torch.Tensor:
+    def _prompt_condition(
+        self, input_ids: torch.Tensor, embeds: torch.Tensor, prompt_length: int | None
+    ) -> torch.Tensor:
         """(batch, hidden) mean of the RMS-normalised embeddings of the prompt's text tokens (see
         :meth:`embed_inputs`). Normalising each token first keeps the instruction's distinguishing
         words at unit scale; raw embeddings start at std 0.02 and would hardly move the MLP."""
@@ -345,7 +370,9 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         if inputs_embeds is None:
             if input_ids is None:
                 raise ValueError("give input_ids or inputs_embeds")
-            inputs_embeds, keypoints = self.embed_inputs(input_ids, pixel_values, proprio, vision_features, prompt_length)
+            inputs_embeds, keypoints = self.embed_inputs(
+                input_ids, pixel_values, proprio, vision_features, prompt_length
+            )
         kwargs.pop("return_dict", None)
         outputs = self.language_model(
             attention_mask=attention_mask,
@@ -407,3 +434,100 @@ def _scatter_placeholders(embeds: torch.Tensor, mask: torch.Tensor, values: torc
 
 AutoConfig.register(MODEL_TYPE, CeedVlaConfig, exist_ok=True)
 AutoModelForCausalLM.register(CeedVlaConfig, CeedVlaForActionPrediction, exist_ok=True)
+
+
+# -- building a model: its tokenizer, config and random weights ---------------------------------------
+SPECIAL_TOKENS = ("<pad>", "<unk>", "<s>", "</s>", "<image>", "<proprio>")
+
+
+def action_token(bin_index: int) -> str:
+    """Tokenizer string of the action token of bin ``bin_index``."""
+    return f"<act_{bin_index}>"
+
+
+def encode_prompt(
+    tokenizer: PreTrainedTokenizerFast, metadata: CheckpointMetadata, config: CeedVlaConfig, instruction: str
+) -> list[int]:
+    """Prompt ids: placeholders (``prefix_token_ids``) + tokenised ``prompt_template`` (no BOS/EOS)."""
+    text = metadata.prompt_template.format(instruction=instruction.strip())
+    return prefix_token_ids(config) + tokenizer(text, add_special_tokens=False)["input_ids"]
+
+
+def build_tokenizer(
+    texts: Iterable[str], n_bins: int = 256, template: str = DEFAULT_PROMPT_TEMPLATE
+) -> PreTrainedTokenizerFast:
+    """WordLevel tokenizer: specials, the lower-cased words of ``template`` and ``texts``, then actions.
+
+    Ids: ``<pad>`` 0, ``<unk>`` 1, ``<s>`` 2, ``</s>`` 3, ``<image>`` 4, ``<proprio>`` 5, the words
+    (sorted), and last the ``n_bins`` action tokens so that ``id = vocab_size - 1 - bin``.
+    """
+    pre_tokenizer = pre_tokenizers.Whitespace()
+    words: set[str] = set()
+    for text in [template.replace("{instruction}", " "), *texts]:
+        words.update(piece for piece, _ in pre_tokenizer.pre_tokenize_str(text.lower()))
+    tokens = list(SPECIAL_TOKENS) + sorted(words - set(SPECIAL_TOKENS))
+    tokens += [action_token(b) for b in range(n_bins - 1, -1, -1)]
+    backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(tokens)}, unk_token="<unk>"))
+    backend.normalizer = normalizers.Lowercase()
+    backend.pre_tokenizer = pre_tokenizer
+    return PreTrainedTokenizerFast(
+        tokenizer_object=backend,
+        pad_token="<pad>",
+        unk_token="<unk>",
+        bos_token="<s>",
+        eos_token="</s>",
+        additional_special_tokens=["<image>", "<proprio>"],
+    )
+
+
+def make_model_config(
+    tokenizer: PreTrainedTokenizerFast,
+    metadata: CheckpointMetadata,
+    *,
+    hidden_size: int = 128,
+    num_layers: int = 2,
+    num_heads: int = 4,
+    intermediate_size: int | None = None,
+    num_image_tokens: int = 4,
+    num_keypoints: int = 32,
+    vision_channels: tuple[int, ...] = (32, 32, 64, 64),
+    vision_strides: tuple[int, ...] = (2, 1, 2, 1),
+    vision_mlp_hidden: int = 256,
+    max_position_embeddings: int = 512,
+    vision_prompt_conditioning: bool = False,
+) -> CeedVlaConfig:
+    """A :class:`CeedVlaConfig` matching the tokenizer and metadata (vocab, proprio dim, image size)."""
+    if metadata.image.height != metadata.image.width:
+        raise ValueError("the model expects square images (image.height == image.width)")
+    text_config = LlamaConfig(
+        vocab_size=len(tokenizer),
+        hidden_size=hidden_size,
+        intermediate_size=intermediate_size or 2 * hidden_size,
+        num_hidden_layers=num_layers,
+        num_attention_heads=num_heads,
+        num_key_value_heads=num_heads,
+        max_position_embeddings=max_position_embeddings,
+        pad_token_id=tokenizer.pad_token_id,
+        bos_token_id=tokenizer.bos_token_id,
+        eos_token_id=tokenizer.eos_token_id,
+        tie_word_embeddings=False,
+    )
+    return CeedVlaConfig(
+        text_config=text_config,
+        image_size=metadata.image.height,
+        vision_channels=list(vision_channels),
+        vision_strides=list(vision_strides),
+        num_keypoints=num_keypoints,
+        vision_mlp_hidden=vision_mlp_hidden,
+        num_image_tokens=num_image_tokens,
+        vision_prompt_conditioning=vision_prompt_conditioning,
+        proprio_dim=metadata.proprio_dim,
+        image_token_id=tokenizer.convert_tokens_to_ids("<image>"),
+        proprio_token_id=tokenizer.convert_tokens_to_ids("<proprio>"),
+    )
+
+
+def new_model(config: CeedVlaConfig, seed: int) -> CeedVlaForActionPrediction:
+    """A randomly initialised model, reproducible from ``seed``."""
+    torch.manual_seed(seed)
+    return CeedVlaForActionPrediction(config).eval()

@@ -39,3 +39,15 @@ def default_model_dir() -> Path:
 def resolve_model_dir(value: str) -> Path:
     """A ``model_dir`` parameter: empty means :func:`default_model_dir`; ``~`` is expanded."""
     return Path(value).expanduser() if value else default_model_dir()
+
+
+def add_model_dir_argument(parser, help: str = "folder of named checkpoints") -> None:
+    """``--model-dir`` of every ``ceed-vla`` subcommand: one default, :func:`default_model_dir`."""
+    parser.add_argument("--model-dir", type=Path, default=None,
+                        help=f"{help} (default: ${MODEL_DIR_ENV}, else the shipped models/)")
+
+
+def model_dir_argument(value: Path | str | None) -> Path:
+    """The folder an ``--model-dir`` argument names (None: :func:`default_model_dir`)."""
+    return Path(value).expanduser() if value else default_model_dir()
+

@@ -11,12 +11,10 @@ from typing import Literal
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 
-from ceed_vla_ros.checkpoint import Checkpoint, ImageSpec
+from ceed_vla_ros.checkpoint import Checkpoint
 from ceed_vla_ros.decoding import (
-    INIT_STRATEGIES,
-    DecodeMode,
+    DecodeSettings,
     DecodeStats,
     HFCausalLMAdapter,
     TokenRange,
@@ -24,14 +22,17 @@ from ceed_vla_ros.decoding import (
     init_random_prompt_tokens,
     init_warm_start,
 )
-
-InitStrategy = Literal["random_prompt_tokens", "warm_start"]
+from ceed_vla_ros.image_conversion import crop_and_resize
+from ceed_vla_ros.metadata import ImageSpec
 
 
 def preprocess_images(images: np.ndarray | torch.Tensor, spec: ImageSpec) -> torch.Tensor:
-    """uint8 images (H, W, 3) or (B, H, W, 3) -> float ``pixel_values`` (B, 3, height, width).
+    """uint8 RGB images (H, W, 3) or (B, H, W, 3) -> float ``pixel_values`` (B, 3, height, width).
 
-    Applies the checkpoint's crop, resize, channel order and mean/std (see :class:`ImageSpec`).
+    The one path of training, evaluation and inference: images not already at the checkpoint's size
+    (or with a crop to apply) go through :func:`~ceed_vla_ros.image_conversion.crop_and_resize`,
+    the same function the camera node applies; then the channel order (``bgr`` checkpoints get the
+    channels reversed), scaling to [0, 1] and ``(x - mean) / std`` (see :class:`ImageSpec`).
     """
     x = torch.as_tensor(images)
     if x.ndim == 3:
@@ -40,18 +41,11 @@ def preprocess_images(images: np.ndarray | torch.Tensor, spec: ImageSpec) -> tor
         raise ValueError(f"expected (H, W, 3) or (B, H, W, 3) images, got shape {tuple(x.shape)}")
     if x.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images, got {x.dtype}")
+    if spec.crop != "none" or tuple(x.shape[1:3]) != (spec.height, spec.width):
+        x = torch.from_numpy(np.stack([crop_and_resize(image, spec) for image in x.cpu().numpy()]))
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if spec.channel_order == "bgr":
         x = x.flip(1)
-    if spec.crop == "center_square":
-        height, width = x.shape[-2:]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        x = x[..., top : top + side, left : left + side]
-    if tuple(x.shape[-2:]) != (spec.height, spec.width):
-        antialias = spec.resize in ("bilinear", "bicubic")
-        align = False if spec.resize in ("bilinear", "bicubic") else None
-        x = F.interpolate(x, size=(spec.height, spec.width), mode=spec.resize, antialias=antialias, align_corners=align)
     mean = torch.tensor(spec.mean).reshape(1, 3, 1, 1)
     std = torch.tensor(spec.std).reshape(1, 3, 1, 1)
     return (x - mean) / std
@@ -71,10 +65,8 @@ class CeedVlaPolicy:
 
     Args:
         checkpoint: the loaded checkpoint.
-        mode: ``ar``, ``jacobi`` or ``early_exit`` (default for :meth:`predict`).
-        early_exit_steps: iteration cap for ``early_exit``.
-        init: Jacobi initial block, ``random_prompt_tokens`` or ``warm_start`` (falls back to
-            random prompt tokens when there is no previous chunk).
+        settings: the default :class:`DecodeSettings` of :meth:`predict` (mode, early-exit steps,
+            initial block; ``warm_start`` falls back to random prompt tokens without a previous chunk).
         warm_start_fill: tail of a warm-started block, ``repeat_last`` or ``random``.
         seed: seed of the random initial blocks (reproducible sequences of queries).
 
@@ -84,23 +76,17 @@ class CeedVlaPolicy:
     def __init__(
         self,
         checkpoint: Checkpoint,
+        settings: DecodeSettings | None = None,
         *,
-        mode: DecodeMode = "jacobi",
-        early_exit_steps: int | None = None,
-        init: InitStrategy = "random_prompt_tokens",
         warm_start_fill: Literal["repeat_last", "random"] = "repeat_last",
         seed: int = 0,
     ) -> None:
-        if init not in INIT_STRATEGIES:
-            raise ValueError(f"unknown init {init!r}; choose from {', '.join(INIT_STRATEGIES)}")
         self.checkpoint = checkpoint
         self.metadata = checkpoint.metadata
         self.action_tokenizer = checkpoint.action_tokenizer
-        self.lm = HFCausalLMAdapter(checkpoint.model)
+        self.lm = HFCausalLMAdapter(checkpoint.model, min_context=self.metadata.block_len)
         self.allowed = TokenRange(*self.action_tokenizer.token_range)
-        self.mode = mode
-        self.early_exit_steps = early_exit_steps
-        self.init = init
+        self.settings = settings if settings is not None else DecodeSettings()
         self.warm_start_fill = warm_start_fill
         self.generator = torch.Generator().manual_seed(seed)
         self.previous_tokens: torch.Tensor | None = None
@@ -124,37 +110,41 @@ class CeedVlaPolicy:
         image: np.ndarray,
         joint_positions: np.ndarray | None,
         instruction: str,
+        settings: DecodeSettings | None = None,
         *,
-        mode: DecodeMode | None = None,
-        early_exit_steps: int | None = None,
-        init: InitStrategy | None = None,
         steps_executed: int | None = None,
     ) -> PolicyOutput:
         """Decode one action chunk.
 
         Args:
-            image: (H, W, 3) uint8 camera image in the checkpoint's ``channel_order``.
+            image: (H, W, 3) uint8 RGB camera image, any size (see :func:`preprocess_images`).
             joint_positions: raw proprio values (``proprio_names`` order); None if the model has none.
             instruction: task text, inserted into the prompt template.
-            mode, early_exit_steps, init: override the constructor defaults for this call.
+            settings: overrides the constructor's :class:`DecodeSettings` for this call.
             steps_executed: for ``warm_start``, chunk steps executed since the previous query
                 (default: the whole chunk, i.e. ``chunk_len``).
         """
-        mode = mode or self.mode
-        init = init or self.init
-        early_exit_steps = early_exit_steps if early_exit_steps is not None else self.early_exit_steps
+        settings = settings or self.settings
         inputs = {"pixel_values": preprocess_images(image, self.metadata.image)}
         if self.metadata.proprio_norm is not None:
             if joint_positions is None:
                 raise ValueError("this checkpoint needs joint_positions (proprio)")
-            proprio = self.metadata.proprio_norm.normalize(np.asarray(joint_positions, dtype=np.float64), clip=False)
+            joint_positions = np.asarray(joint_positions, dtype=np.float64)
+            if not np.all(np.isfinite(joint_positions)):
+                raise ValueError(f"joint_positions must be finite, got {joint_positions.tolist()}")
+            proprio = self.metadata.proprio_norm.normalize(joint_positions, clip=False)
             inputs["proprio"] = torch.as_tensor(proprio, dtype=torch.float32).reshape(1, -1)
         input_ids = self.prompt_ids(instruction)
         block_len = self.metadata.block_len
-        if init == "warm_start" and self.previous_tokens is not None:
+        if settings.init == "warm_start" and self.previous_tokens is not None:
             steps = self.metadata.chunk_len if steps_executed is None else steps_executed
             initial = init_warm_start(
-                self.previous_tokens, steps, self.metadata.action_dims, self.warm_start_fill, self.allowed, self.generator
+                self.previous_tokens,
+                steps,
+                self.metadata.action_dims,
+                self.warm_start_fill,
+                self.allowed,
+                self.generator,
             )
         else:
             initial = init_random_prompt_tokens(input_ids, block_len, self.generator)
@@ -162,11 +152,11 @@ class CeedVlaPolicy:
             self.lm,
             input_ids,
             inputs,
-            mode=mode,
+            mode=settings.mode,
             block_len=block_len,
             allowed=self.allowed,
             initial_block=initial,
-            early_exit_steps=early_exit_steps,
+            early_exit_steps=settings.early_exit_steps,
         )
         self.previous_tokens = result.tokens
         actions = self.action_tokenizer.decode(result.tokens.numpy())

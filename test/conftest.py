@@ -49,7 +49,8 @@ SIM_JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
 def tiny_model_dir(tmp_path_factory) -> Path:
     """A model dir with one small random checkpoint, ``tiny_sim``, shaped like the sim arm's."""
     from ceed_vla_ros.action_tokenizer import NormStats
-    from ceed_vla_ros.checkpoint import CheckpointMetadata, build_tiny_checkpoint
+    from ceed_vla_ros.checkpoint import build_tiny_checkpoint
+    from ceed_vla_ros.metadata import CheckpointMetadata
 
     model_dir = tmp_path_factory.mktemp("models")
     metadata = CheckpointMetadata(
@@ -67,6 +68,27 @@ def tiny_model_dir(tmp_path_factory) -> Path:
                           instructions=["reach the red cube", "reach the green cube", "reach the blue cube",
                                         "push the red cube to the goal"],
                           hidden_size=32, num_layers=2)
+    return model_dir
+
+
+@pytest.fixture(scope="session")
+def spec_model_dir(tmp_path_factory):
+    """Checkpoints whose image specs differ: rgb without crop, bgr with a centre-square crop."""
+    import dataclasses
+
+    from ceed_vla_ros.action_tokenizer import NormStats
+    from ceed_vla_ros.checkpoint import build_tiny_checkpoint
+    from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec
+
+    model_dir = tmp_path_factory.mktemp("spec_models")
+    base = CheckpointMetadata(name="rgb_plain", action_space="joint_absolute", joint_names=["j"], action_dims=1,
+                              chunk_len=1, dt=0.1, action_norm=NormStats((-1.0,), (1.0,), (True,)),
+                              image=ImageSpec(height=32, width=32))
+    for name, image in (("rgb_plain", ImageSpec(height=32, width=32)),
+                        ("bgr_crop", ImageSpec(height=32, width=32, crop="center_square", channel_order="bgr"))):
+        build_tiny_checkpoint(model_dir / name, dataclasses.replace(base, name=name, image=image), hidden_size=16,
+                              num_layers=1, num_heads=2, num_keypoints=2, num_image_tokens=1, vision_channels=(4,),
+                              vision_strides=(2,), vision_mlp_hidden=8, instructions=["go"])
     return model_dir
 
 
@@ -135,28 +157,11 @@ def module_start_node():
         yield start
 
 
-@contextlib.contextmanager
 def spinning_probe_node(name: str):
     """An rclpy node in the test process (own context), spun by a background executor."""
-    import threading
+    from ceed_vla_ros.nodes.interfaces import probe_node
 
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-
-    context = rclpy.Context()
-    rclpy.init(context=context, args=[])
-    node = rclpy.create_node(name, context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    thread = threading.Thread(target=executor.spin, daemon=True)
-    thread.start()
-    try:
-        yield node
-    finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
-        thread.join(timeout=5)
+    return probe_node(name)
 
 
 @pytest.fixture

@@ -114,3 +114,18 @@ def test_norm_stats_validation_and_from_data():
     assert stats.q01[0] < 0 < stats.q99[0]
     assert stats.q99[1] - stats.q01[1] == pytest.approx(1.0)
     assert NormStats.from_dict(stats.to_dict()) == stats
+
+
+def test_a_stack_of_chunks_encodes_like_each_chunk_and_decodes_to_normalised_bin_centres():
+    tok = make_tokenizer(chunk_len=2)
+    chunks = np.random.default_rng(0).uniform(-0.5, 0.6, size=(3, 2, 4))
+    tokens = tok.encode(chunks)
+    assert tokens.shape == (3, 8)
+    for chunk, row in zip(chunks, tokens):
+        np.testing.assert_array_equal(tok.encode(chunk), row)
+        np.testing.assert_array_equal(tok.stats.unnormalize(tok.normalized_actions(row)), tok.decode(row))
+    assert tok.normalized_actions(tokens).shape == (3, 2, 4)
+    with pytest.raises(ValueError):
+        tok.normalized_actions(tokens[:, :-1])
+    with pytest.raises(ValueError):
+        tok.normalized_actions(np.zeros(8, dtype=np.int64))  # not action tokens

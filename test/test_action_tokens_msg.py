@@ -12,6 +12,7 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 
 import ceed_vla_ros
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC
 
 # One value per field, none of them a default, so a field that is dropped or mangled shows.
 EXPECTED = {
@@ -37,13 +38,14 @@ PUBLISHER_SCRIPT = textwrap.dedent(
     import rclpy
     from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
     from ceed_vla_ros.msg import ActionTokens
+    from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC
 
     fields = json.loads(sys.argv[1])
     rclpy.init()
     node = rclpy.create_node("action_tokens_test_publisher")
     qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE,
                      durability=QoSDurabilityPolicy.VOLATILE)
-    publisher = node.create_publisher(ActionTokens, "/actions", qos)
+    publisher = node.create_publisher(ActionTokens, ACTIONS_TOPIC, qos)
     msg = ActionTokens()
     msg.header.stamp.sec = fields["header"]["stamp"]["sec"]
     msg.header.stamp.nanosec = fields["header"]["stamp"]["nanosec"]
@@ -96,7 +98,7 @@ def test_action_tokens_cross_processes_intact(wait_until):
         node = rclpy.create_node("action_tokens_test_subscriber")
         qos = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE,
                          durability=QoSDurabilityPolicy.VOLATILE)
-        node.create_subscription(ActionTokens, "/actions", received.append, qos)
+        node.create_subscription(ActionTokens, ACTIONS_TOPIC, received.append, qos)
         # -P: the child must import the installed package, not a source tree in the working directory
         publisher = subprocess.Popen([sys.executable, "-P", "-c", PUBLISHER_SCRIPT, json.dumps(EXPECTED)],
                                      stderr=subprocess.PIPE, text=True)

@@ -66,6 +66,68 @@ def test_joint_state_history_interpolates_at_a_stamp():
     assert history.at(3.0) is None  # too far from any sample
 
 
+def test_joint_state_history_recovers_from_one_future_stamp():
+    history = JointStateHistory()
+    for i in range(10):
+        history.add(1000 + i / 100, np.full(2, float(i)))
+    history.add(4600.0, np.full(2, 99.0))  # one sample an hour ahead (clock step, bad stamp)
+    assert history.add(1000.2, np.array([7.0, 8.0]))
+    assert np.allclose(history.at(1000.2), [7.0, 8.0])
+    assert history.clock_resets == 1 and history.last_reset == (4600.0, 1000.2)
+    history.add(1000.3, np.array([8.0, 9.0]))
+    assert np.allclose(history.at(1000.25), [7.5, 8.5])
+
+
+def test_joint_state_history_drops_small_reorderings_and_non_finite_samples():
+    history = JointStateHistory()
+    assert history.add(1.0, np.array([0.0]))
+    assert history.add(1.1, np.array([1.0]))
+    assert not history.add(1.05, np.array([5.0]))  # reordered delivery: dropped, no reset
+    assert not history.add(1.2, np.array([np.nan]))
+    assert not history.add(1.2, np.array([np.inf]))
+    assert history.clock_resets == 0
+    assert np.allclose(history.at(1.05), [0.5])
+    assert np.allclose(history.latest(), [1.0])
+
+
+def test_joint_state_history_is_safe_to_read_while_another_thread_writes():
+    import sys
+    import threading
+
+    history = JointStateHistory(horizon_s=0.002)
+    errors: list[BaseException] = []
+    done = threading.Event()
+    newest: list[float | None] = [None]  # set once the window is full
+
+    def reader() -> None:
+        try:
+            while not done.is_set():
+                if newest[0] is None:
+                    continue
+                stamp = newest[0] - 0.00105  # inside the window that add() trims
+                value = history.at(stamp, max_gap_s=0.00006)  # None once the window moved past it
+                # positions are linear in the stamp: a lookup torn by a concurrent add() is off
+                assert value is None or abs(value[0] - (stamp - 1.0) / 0.0001) < 1e-3, (stamp, value)
+        except BaseException as error:  # noqa: BLE001 - reported below
+            errors.append(error)
+
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads as often as possible
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for i in range(50000):  # the horizon pops samples from the left while the reader looks up
+            stamp = 1.0 + i * 0.0001
+            history.add(stamp, np.array([float(i)]))
+            if i >= 100:  # the window is full
+                newest[0] = stamp
+    finally:
+        done.set()
+        thread.join()
+        sys.setswitchinterval(interval)
+    assert errors == []
+
+
 def test_chunk_steps_are_reached_at_the_end_of_their_window_and_past_steps_dropped():
     driver = make_driver(limits=JointLimits(("j1", "j2"), (-9, -9), (9, 9), (100, 100)))
     dt = 0.1

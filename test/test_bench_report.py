@@ -23,7 +23,11 @@ def test_bench_all_writes_a_report_with_every_section(tiny_model_dir, tmp_path):
     report = (out / "report.md").read_text()
     for heading in ("## Targets", "## How we compare", "## Closed loop", "## Decoding", "## ROS pipeline"):
         assert heading in report
-    for plot in ("success_vs_speedup.png", "closed_loop/success_vs_forward_passes.png", "closed_loop/iterations_hist.png"):
+    for plot in (
+        "success_vs_speedup.png",
+        "closed_loop/success_vs_forward_passes.png",
+        "closed_loop/iterations_hist.png",
+    ):
         assert (out / plot).stat().st_size > 1000
     decoding = json.loads((out / "decoding.json").read_text())["tiny_sim"]
     methods = [row["method"] for row in decoding]
@@ -38,16 +42,28 @@ def test_bench_all_writes_a_report_with_every_section(tiny_model_dir, tmp_path):
 
 
 def test_targets_section_says_met_or_not_met_from_the_figures():
-    from ceed_vla_ros.bench_report import targets_section
+    from ceed_vla_ros.tools.bench_report import targets_section
 
     def row(setting, task, successes, passes):
-        return {"setting": setting, "task": task, "episodes": 50, "successes": successes,
-                "success_rate": successes / 50, "mean_forward_passes": passes}
+        return {
+            "setting": setting,
+            "task": task,
+            "episodes": 50,
+            "successes": successes,
+            "success_rate": successes / 50,
+            "mean_forward_passes": passes,
+        }
 
-    per_task = [row("t:ar", "reach", 46, 16.0), row("t:ar", "push", 20, 16.0),
-                row("s:early_exit:3", "reach", 46, 4.0), row("s:early_exit:3", "push", 18, 3.99),
-                row("s:early_exit:2", "reach", 42, 3.0), row("s:early_exit:2", "push", 8, 3.0),
-                row("s:early_exit:5", "reach", 46, 6.0), row("s:early_exit:5", "push", 20, 6.0)]
+    per_task = [
+        row("t:ar", "reach", 46, 16.0),
+        row("t:ar", "push", 20, 16.0),
+        row("s:early_exit:3", "reach", 46, 4.0),
+        row("s:early_exit:3", "push", 18, 3.99),
+        row("s:early_exit:2", "reach", 42, 3.0),
+        row("s:early_exit:2", "push", 8, 3.0),
+        row("s:early_exit:5", "reach", 46, 6.0),
+        row("s:early_exit:5", "push", 20, 6.0),
+    ]
     lines = targets_section(per_task, "t", "s").splitlines()
     teacher = next(line for line in lines if "t AR reach" in line)
     assert "92% (46/50)" in teacher and teacher.endswith("| met |")

@@ -7,7 +7,14 @@ from pathlib import Path
 import pytest
 import yaml
 
-from ceed_vla_ros.bringup import SETUPS, argument_default, get_setup, node_ros_arguments, parse_assignments, read_parameters
+from ceed_vla_ros.bringup import (
+    SETUPS,
+    argument_default,
+    get_setup,
+    node_ros_arguments,
+    parse_assignments,
+    read_parameters,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 CONFIG = REPO / "config"
@@ -29,7 +36,9 @@ def test_every_node_has_an_executable_and_a_parameter_section(name):
     assert {node.name for node in setup.nodes} == set(sections)
     for argument in setup.arguments:
         for node, parameter in argument.parameters:
-            assert parameter in sections[node], f"{argument.name} targets {node}.{parameter}, not in {setup.params_file}"
+            assert parameter in sections[node], (
+                f"{argument.name} targets {node}.{parameter}, not in {setup.params_file}"
+            )
 
 
 @pytest.mark.parametrize("name", sorted(SETUPS))
@@ -54,8 +63,9 @@ def test_argument_defaults_are_the_parameter_file_values():
 
 def test_ros_arguments_carry_the_parameter_file_overrides_and_remaps():
     setup = get_setup("sim_arm")
-    values = parse_assignments(["checkpoint:=007", "early_exit_steps:=3", "camera_topic:=/cam/rgb",
-                                "model_dir:="], setup)
+    values = parse_assignments(
+        ["checkpoint:=007", "early_exit_steps:=3", "camera_topic:=/cam/rgb", "model_dir:="], setup
+    )
     by_node = {node.name: node_ros_arguments(setup, node, values, CONFIG) for node in setup.nodes}
     policy = by_node["policy"]
     assert policy[:5] == ["--ros-args", "-r", "__node:=policy", "--params-file", str(CONFIG / "sim_arm.yaml")]
@@ -75,3 +85,50 @@ def test_unknown_arguments_are_refused():
         parse_assignments(["chekpoint:=x"], get_setup("sim_arm"))
     with pytest.raises(ValueError, match="name:=value"):
         parse_assignments(["checkpoint=x"], get_setup("sim_arm"))
+
+
+def test_launch_description_respawns_camera_and_policy_and_ends_with_the_driver(monkeypatch):
+    """The structure ``ros2 launch`` gets. launch/launch_ros are not installable here, so minimal
+    stand-ins record what bringup.launch_description builds with them (their real signatures:
+    launch_ros.actions.Node forwards respawn / respawn_delay / on_exit / sigterm_timeout to
+    launch.actions.ExecuteProcess)."""
+    import sys
+    import types
+
+    class Recorded:
+        def __init__(self, *args, **kwargs):
+            self.args, self.kwargs = args, kwargs
+
+    modules = {
+        name: types.ModuleType(name)
+        for name in (
+            "launch",
+            "launch.actions",
+            "launch.substitutions",
+            "launch_ros",
+            "launch_ros.actions",
+            "launch_ros.parameter_descriptions",
+        )
+    }
+    modules["launch"].LaunchDescription = Recorded
+    modules["launch.actions"].DeclareLaunchArgument = type("DeclareLaunchArgument", (Recorded,), {})
+    modules["launch.actions"].Shutdown = type("Shutdown", (Recorded,), {})
+    modules["launch.substitutions"].LaunchConfiguration = Recorded
+    modules["launch_ros.actions"].Node = type("Node", (Recorded,), {})
+    modules["launch_ros.parameter_descriptions"].ParameterValue = Recorded
+    for name, module in modules.items():
+        monkeypatch.setitem(sys.modules, name, module)
+    from ceed_vla_ros.bringup import RESPAWN_DELAY_S, launch_description
+
+    for setup_name in SETUPS:
+        actions = launch_description(setup_name).args[0]
+        nodes = {a.kwargs["name"]: a.kwargs for a in actions if type(a).__name__ == "Node"}
+        assert set(nodes) == {node.name for node in SETUPS[setup_name].nodes}
+        for name, kwargs in nodes.items():
+            assert float(kwargs["sigterm_timeout"]) >= 10.0
+            if name in ("camera_subscriber", "policy"):
+                assert kwargs["respawn"] is True and kwargs["respawn_delay"] == RESPAWN_DELAY_S
+                assert "on_exit" not in kwargs
+            else:
+                assert not kwargs.get("respawn", False)
+                assert [type(a).__name__ for a in kwargs["on_exit"]] == ["Shutdown"]

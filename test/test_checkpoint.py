@@ -11,19 +11,16 @@ import pytest
 import torch
 import yaml
 
-from ceed_vla_ros import cli
 from ceed_vla_ros.action_tokenizer import NormStats
 from ceed_vla_ros.checkpoint import (
-    METADATA_FILE,
     REQUIRED_FILES,
-    CheckpointError,
-    CheckpointMetadata,
-    Provenance,
     build_tiny_checkpoint,
     load_checkpoint,
     load_checkpoint_path,
     save_checkpoint,
 )
+from ceed_vla_ros.metadata import METADATA_FILE, CheckpointError, CheckpointMetadata, Provenance
+from ceed_vla_ros.tools import cli
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 SIZES = dict(hidden_size=32, vision_channels=(8,), vision_strides=(2,), num_keypoints=4, vision_mlp_hidden=16)
@@ -64,7 +61,9 @@ def test_round_trip_is_bit_identical(tmp_path):
     loaded = load_checkpoint(tmp_path, "tiny")
     assert loaded.metadata == built.metadata
     assert loaded.metadata.checkpoint_id == f"tiny-{built.metadata.weights_sha256[:8]}"
-    assert loaded.metadata.vocab_size == len(loaded.tokenizer) == 6 + 11 + 2 + 16  # specials, template words, new instruction words, bins
+    assert (
+        loaded.metadata.vocab_size == len(loaded.tokenizer) == 6 + 11 + 2 + 16
+    )  # specials, template words, new instruction words, bins
     built_state, loaded_state = built.model.state_dict(), loaded.model.state_dict()
     assert built_state.keys() == loaded_state.keys()
     for key in built_state:
@@ -206,7 +205,9 @@ def test_unknown_name(checkpoint_dir):
 def test_save_rejects_metadata_that_does_not_fit_the_model(source, tmp_path):
     loaded = load_checkpoint_path(source)
     with pytest.raises(ValueError, match="vocab_size"):
-        save_checkpoint(loaded.model, loaded.tokenizer, dataclasses.replace(loaded.metadata, vocab_size=5000), tmp_path / "x")
+        save_checkpoint(
+            loaded.model, loaded.tokenizer, dataclasses.replace(loaded.metadata, vocab_size=5000), tmp_path / "x"
+        )
     with pytest.raises(ValueError, match="proprio_dim"):
         bad = dataclasses.replace(loaded.metadata, proprio_names=[], proprio_norm=None)
         save_checkpoint(loaded.model, loaded.tokenizer, bad, tmp_path / "y")

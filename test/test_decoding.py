@@ -7,19 +7,22 @@ import pytest
 import torch
 from transformers import LlamaConfig
 
-from ceed_vla_ros import cli
 from ceed_vla_ros.action_tokenizer import NormStats
-from ceed_vla_ros.checkpoint import CheckpointMetadata, build_tiny_checkpoint
+from ceed_vla_ros.checkpoint import build_tiny_checkpoint
 from ceed_vla_ros.decoding import (
+    DecodeSettings,
     HFCausalLMAdapter,
     TokenRange,
     decode,
     decode_from_prefix,
     init_random_prompt_tokens,
     init_warm_start,
+    jacobi_trajectories_batched,
 )
+from ceed_vla_ros.metadata import CheckpointMetadata
 from ceed_vla_ros.model import CeedVlaConfig, CeedVlaForActionPrediction
 from ceed_vla_ros.policy import CeedVlaPolicy, preprocess_images
+from ceed_vla_ros.tools import cli
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -118,6 +121,44 @@ def test_jacobi_trajectory_matches_uncached_reference(seed):
     assert torch.equal(result.tokens, reference[-1])
 
 
+@pytest.mark.parametrize("allowed", [None, ACTIONS])
+def test_batched_jacobi_trajectories_equal_batch1_decoding(allowed):
+    """Left-padded prompts of different lengths, one batched run: every sample's trajectory is the
+    batch-1 Jacobi trajectory (same stopping rule; finished samples leave the batch)."""
+    model, _, _ = make_case(0)
+    n, pad = 8, 0
+    generator = torch.Generator().manual_seed(1)
+    prompts = [torch.tensor([model.prefix_token_ids() + torch.randint(6, 32, (k,), generator=generator).tolist()])
+               for k in (3, 6, 5)]
+    width = max(p.shape[1] for p in prompts)
+    ids = torch.stack([torch.cat((torch.full((width - p.shape[1],), pad), p[0])) for p in prompts])
+    mask = torch.stack(
+        [
+            torch.cat((torch.zeros(width - p.shape[1], dtype=torch.long), torch.ones(p.shape[1], dtype=torch.long)))
+            for p in prompts
+        ]
+    )
+    inputs = {
+        "pixel_values": torch.randn(3, 3, 16, 16, generator=generator),
+        "proprio": torch.randn(3, 2, generator=generator),
+    }
+    initial = torch.stack([init_random_prompt_tokens(p, n, generator) for p in prompts])
+    batched = jacobi_trajectories_batched(model, ids, mask, inputs, initial, allowed=allowed)
+    assert batched.converged.all()
+    for i, prompt_ids in enumerate(prompts):
+        single = decode(
+            HFCausalLMAdapter(model),
+            prompt_ids,
+            {k: v[i : i + 1] for k, v in inputs.items()},
+            mode="jacobi",
+            block_len=n,
+            allowed=allowed,
+            initial_block=initial[i],
+            record_trajectory=True,
+        )
+        assert torch.equal(batched.states[i], torch.stack(single.trajectory)), f"sample {i}"
+
+
 class AdapterWithoutCrop(HFCausalLMAdapter):
     """The reference-code pitfall: stale block keys/values left in the cache."""
 
@@ -130,8 +171,15 @@ def test_reference_comparison_detects_a_missing_crop():
     for seed in range(4):
         model, ids, inputs = make_case(seed)
         initial = init_random_prompt_tokens(ids, 10, torch.Generator().manual_seed(seed))
-        broken = decode(AdapterWithoutCrop(model), ids, inputs, mode="jacobi", block_len=10, initial_block=initial,
-                        record_trajectory=True)
+        broken = decode(
+            AdapterWithoutCrop(model),
+            ids,
+            inputs,
+            mode="jacobi",
+            block_len=10,
+            initial_block=initial,
+            record_trajectory=True,
+        )
         reference = reference_jacobi(model, ids, inputs, initial, None, max_iterations=10)
         mismatches += any(not torch.equal(a, b) for a, b in zip(broken.trajectory, reference))
         mismatches += not torch.equal(broken.tokens, reference[-1])
@@ -157,8 +205,15 @@ def test_early_exit_returns_the_kth_jacobi_iterate(seed):
 
 def test_max_iterations_caps_jacobi_without_convergence():
     model, ids, inputs = make_case(1)
-    result = decode(HFCausalLMAdapter(model), ids, inputs, mode="jacobi", block_len=20, max_iterations=2,
-                    initial_block=torch.full((20,), 7))
+    result = decode(
+        HFCausalLMAdapter(model),
+        ids,
+        inputs,
+        mode="jacobi",
+        block_len=20,
+        max_iterations=2,
+        initial_block=torch.full((20,), 7),
+    )
     assert result.stats.iterations == 2 and not result.stats.converged
 
 
@@ -170,8 +225,11 @@ def test_decoding_twice_from_the_same_prefix_is_identical():
     initial = init_random_prompt_tokens(ids, 12, torch.Generator().manual_seed(0))
     results = []
     for mode in ("jacobi", "ar", "jacobi", "early_exit", "ar"):
-        results.append(decode_from_prefix(lm, cache, last_logits, mode=mode, block_len=12, initial_block=initial,
-                                          early_exit_steps=3))
+        results.append(
+            decode_from_prefix(
+                lm, cache, last_logits, mode=mode, block_len=12, initial_block=initial, early_exit_steps=3
+            )
+        )
         assert lm.cache_length(cache) == prefix_len
     assert torch.equal(results[0].tokens, results[2].tokens)
     assert torch.equal(results[0].tokens, results[1].tokens)
@@ -204,8 +262,9 @@ def test_warm_start_converges_to_the_same_block():
     model, ids, inputs = make_case(2)
     lm = HFCausalLMAdapter(model)
     first = decode(lm, ids, inputs, mode="jacobi", block_len=12, allowed=ACTIONS, generator=torch.Generator())
-    warm = decode(lm, ids, inputs, mode="jacobi", block_len=12, allowed=ACTIONS,
-                  initial_block=init_warm_start(first.tokens, 0, 3))
+    warm = decode(
+        lm, ids, inputs, mode="jacobi", block_len=12, allowed=ACTIONS, initial_block=init_warm_start(first.tokens, 0, 3)
+    )
     assert torch.equal(warm.tokens, first.tokens)
     assert warm.stats.iterations <= 1  # already the fixed point: one forward proves it
 
@@ -224,23 +283,37 @@ def test_bad_arguments():
 @pytest.fixture(scope="module")
 def tiny_checkpoint(tmp_path_factory):
     metadata = CheckpointMetadata(
-        name="tiny", action_space="joint_delta", joint_names=["a", "b", "c"], action_dims=3, chunk_len=4, dt=0.1,
+        name="tiny",
+        action_space="joint_delta",
+        joint_names=["a", "b", "c"],
+        action_dims=3,
+        chunk_len=4,
+        dt=0.1,
         action_norm=NormStats((-0.1,) * 3, (0.1,) * 3, (True, True, False)),
-        proprio_names=["a", "b", "c"], proprio_norm=NormStats((-2.0,) * 3, (2.0,) * 3, (True,) * 3),
+        proprio_names=["a", "b", "c"],
+        proprio_norm=NormStats((-2.0,) * 3, (2.0,) * 3, (True,) * 3),
     )
     path = tmp_path_factory.mktemp("models") / "tiny"
-    return build_tiny_checkpoint(path, metadata, seed=0, instructions=["reach the red cube"], hidden_size=32,
-                                 vision_channels=(8, 16), vision_strides=(2, 2), num_keypoints=8)
+    return build_tiny_checkpoint(
+        path,
+        metadata,
+        seed=0,
+        instructions=["reach the red cube"],
+        hidden_size=32,
+        vision_channels=(8, 16),
+        vision_strides=(2, 2),
+        num_keypoints=8,
+    )
 
 
 def test_policy_predicts_a_chunk_in_every_mode(tiny_checkpoint):
-    policy = CeedVlaPolicy(tiny_checkpoint, mode="jacobi", seed=0)
+    policy = CeedVlaPolicy(tiny_checkpoint, DecodeSettings("jacobi"), seed=0)
     image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
     joints = np.array([0.1, -0.3, 1.0])
-    ar = policy.predict(image, joints, "reach the red cube", mode="ar")
+    ar = policy.predict(image, joints, "reach the red cube", DecodeSettings("ar"))
     jacobi = policy.predict(image, joints, "reach the red cube")
-    early = policy.predict(image, joints, "reach the red cube", mode="early_exit", early_exit_steps=2)
-    warm = policy.predict(image, joints, "reach the red cube", init="warm_start", steps_executed=1)
+    early = policy.predict(image, joints, "reach the red cube", DecodeSettings("early_exit", 2))
+    warm = policy.predict(image, joints, "reach the red cube", DecodeSettings(init="warm_start"), steps_executed=1)
     assert ar.actions.shape == (4, 3) and ar.tokens.shape == (12,)
     assert torch.equal(ar.tokens, jacobi.tokens) and torch.equal(ar.tokens, warm.tokens)
     assert early.stats.iterations <= 2 and early.stats.early_exit_steps == 2
@@ -255,19 +328,93 @@ def test_preprocess_images_resize_crop_and_channel_order(tiny_checkpoint):
     pixels = preprocess_images(image, spec)
     assert pixels.shape == (1, 3, spec.height, spec.width)
     assert torch.allclose(pixels[0, 0], torch.ones(())) and torch.allclose(pixels[0, 1], -torch.ones(()))
-    bgr = preprocess_images(image, type(spec)(height=spec.height, width=spec.width, channel_order="bgr", crop="center_square"))
+    bgr = preprocess_images(
+        image, type(spec)(height=spec.height, width=spec.width, channel_order="bgr", crop="center_square")
+    )
     assert torch.allclose(bgr[0, 2], torch.ones(()))
     with pytest.raises(ValueError, match="uint8"):
         preprocess_images(image.astype(np.float32), spec)
 
 
 def test_bench_smoke(capsys):
-    rc = cli.main(["bench", "--repeats", "1", "--hidden", "32", "--layers", "1", "--chunk-len", "2",
-                   "--action-dims", "3", "--early-exit-steps", "1", "2"])
+    rc = cli.main(
+        [
+            "bench",
+            "--repeats",
+            "1",
+            "--hidden",
+            "32",
+            "--layers",
+            "1",
+            "--chunk-len",
+            "2",
+            "--action-dims",
+            "3",
+            "--early-exit-steps",
+            "1",
+            "2",
+        ]
+    )
     out = capsys.readouterr().out
     assert rc == 0
     table = [line for line in out.splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in table[1:]] == [
-        "HF generate (greedy)", "ours: AR", "ours: Jacobi", "ours: early exit k=1", "ours: early exit k=2",
+        "HF generate (greedy)",
+        "ours: AR",
+        "ours: Jacobi",
+        "ours: early exit k=1",
+        "ours: early exit k=2",
     ]
     assert all(line.split("|")[-2].strip() == "100%" for line in table[1:4])  # generate, AR, Jacobi agree
+
+
+def mistral(window: int | None):
+    from transformers import MistralConfig, MistralForCausalLM
+
+    torch.manual_seed(0)
+    config = MistralConfig(
+        vocab_size=VOCAB,
+        hidden_size=32,
+        intermediate_size=64,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        sliding_window=window,
+        pad_token_id=0,
+        bos_token_id=None,
+        eos_token_id=None,
+    )
+    return MistralForCausalLM(config).eval()
+
+
+@pytest.mark.parametrize("mode", ["ar", "jacobi", "early_exit"])
+def test_sliding_window_shorter_than_prompt_and_block_is_refused_clearly(mode):
+    ids = torch.randint(6, VOCAB, (1, 12))
+    lm = HFCausalLMAdapter(mistral(window=8))
+    with pytest.raises(ValueError, match=r"sliding-window attention \(window 8\).*19 tokens"):
+        decode(lm, ids, mode=mode, block_len=7, allowed=ACTIONS, early_exit_steps=2)
+    with pytest.raises(ValueError, match="sliding-window"):
+        HFCausalLMAdapter(mistral(window=8), min_context=8)  # refused at load time too
+
+
+def test_sliding_window_that_holds_prompt_and_block_decodes_exactly():
+    ids = torch.randint(6, VOCAB, (1, 12))
+    lm = HFCausalLMAdapter(mistral(window=64))
+    assert lm.sliding_window == 64 and HFCausalLMAdapter(mistral(window=None)).sliding_window is None
+    ar = decode(lm, ids, mode="ar", block_len=7, allowed=ACTIONS)
+    jacobi = decode(lm, ids, mode="jacobi", block_len=7, allowed=ACTIONS)
+    assert torch.equal(ar.tokens, jacobi.tokens)
+
+
+def test_decode_settings_are_validated_once():
+    assert DecodeSettings.from_parameters("jacobi", 3, "warm_start") == DecodeSettings("jacobi", None, "warm_start")
+    assert DecodeSettings.from_parameters("early_exit", 3, "random_prompt_tokens").early_exit_steps == 3
+    for bad in (
+        dict(mode="beam"),
+        dict(mode="early_exit"),
+        dict(mode="early_exit", early_exit_steps=0),
+        dict(mode="ar", early_exit_steps=2),
+        dict(init="zeros"),
+    ):
+        with pytest.raises(ValueError):
+            DecodeSettings(**bad)

@@ -8,23 +8,37 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ceed_vla_ros import cli
 from ceed_vla_ros.action_tokenizer import NormStats
-from ceed_vla_ros.checkpoint import CheckpointMetadata, build_tiny_checkpoint
-from ceed_vla_ros.decoding import DecodeStats
-from ceed_vla_ros.evaluation import Setting, SettingTaskResult, run_episode
+from ceed_vla_ros.checkpoint import build_tiny_checkpoint
+from ceed_vla_ros.decoding import DecodeSettings, DecodeStats
+from ceed_vla_ros.metadata import CheckpointMetadata
 from ceed_vla_ros.sim.env import COLOURS, DEFAULT_INSTRUCTIONS, TabletopArmEnv
 from ceed_vla_ros.sim.mjcf import JOINT_NAMES
+from ceed_vla_ros.tools import cli
+from ceed_vla_ros.tools.evaluation import Setting, SettingTaskResult, run_episode
 
 
 def test_setting_syntax():
     s = Setting.parse("sim_teacher:ar")
-    assert (s.checkpoint, s.mode, s.early_exit_steps, s.label) == ("sim_teacher", "ar", None, "sim_teacher:ar")
+    assert (s.checkpoint, s.decode.mode, s.decode.early_exit_steps, s.label) == (
+        "sim_teacher",
+        "ar",
+        None,
+        "sim_teacher:ar",
+    )
     s = Setting.parse("stu:early_exit:2@warm_start")
-    assert (s.mode, s.early_exit_steps, s.init, s.label) == ("early_exit", 2, "warm_start", "stu:early_exit:2@warm_start")
-    assert Setting.parse("stu:jacobi", default_init="warm_start").init == "warm_start"
-    for bad in ("stu", "stu:fast", "stu:early_exit", "stu:early_exit:0", "stu:jacobi:3", "stu:ar@warm_start",
-                "stu:jacobi@hot", "../x:ar"):
+    assert s.decode == DecodeSettings("early_exit", 2, "warm_start") and s.label == "stu:early_exit:2@warm_start"
+    assert Setting.parse("stu:jacobi", default_init="warm_start").decode.init == "warm_start"
+    for bad in (
+        "stu",
+        "stu:fast",
+        "stu:early_exit",
+        "stu:early_exit:0",
+        "stu:jacobi:3",
+        "stu:ar@warm_start",
+        "stu:jacobi@hot",
+        "../x:ar",
+    ):
         with pytest.raises(ValueError):
             Setting.parse(bad)
 
@@ -40,7 +54,7 @@ class _ConstantPolicy:
     def reset(self) -> None:
         pass
 
-    def predict(self, image, joints, instruction, **kwargs):
+    def predict(self, image, joints, instruction, settings=None, **kwargs):
         self.queries.append(joints.copy())
         stats = DecodeStats(mode="ar", block_len=8, forward_passes=8, iterations=7, converged=True, wall_time_ms=1.0)
         return SimpleNamespace(actions=self.chunk, stats=stats)
@@ -65,15 +79,48 @@ def test_chunk_is_executed_relative_to_the_joints_at_the_image():
 def test_eval_end_to_end_on_a_tiny_checkpoint(tmp_path):
     norm = NormStats((-0.5,) * 4, (0.5,) * 4, (True,) * 4)
     proprio = NormStats((-2.0,) * 4, (2.0,) * 4, (True,) * 4)
-    metadata = CheckpointMetadata(name="tiny", action_space="joint_delta", joint_names=list(JOINT_NAMES), action_dims=4,
-                                  chunk_len=2, dt=0.1, action_norm=norm, proprio_names=list(JOINT_NAMES), proprio_norm=proprio)
+    metadata = CheckpointMetadata(
+        name="tiny",
+        action_space="joint_delta",
+        joint_names=list(JOINT_NAMES),
+        action_dims=4,
+        chunk_len=2,
+        dt=0.1,
+        action_norm=norm,
+        proprio_names=list(JOINT_NAMES),
+        proprio_norm=proprio,
+    )
     instructions = [t.format(colour=c) for t in DEFAULT_INSTRUCTIONS.values() for c in COLOURS]
-    build_tiny_checkpoint(tmp_path / "models" / "tiny", metadata, instructions=instructions, hidden_size=32, num_layers=1,
-                          num_heads=2, num_keypoints=4, num_image_tokens=1, vision_channels=(4,), vision_strides=(4,),
-                          vision_mlp_hidden=16)
+    build_tiny_checkpoint(
+        tmp_path / "models" / "tiny",
+        metadata,
+        instructions=instructions,
+        hidden_size=32,
+        num_layers=1,
+        num_heads=2,
+        num_keypoints=4,
+        num_image_tokens=1,
+        vision_channels=(4,),
+        vision_strides=(4,),
+        vision_mlp_hidden=16,
+    )
     out = tmp_path / "results"
-    argv = ["eval", "--model-dir", str(tmp_path / "models"), "--settings", "tiny:ar", "tiny:jacobi",
-            "tiny:early_exit:1@warm_start", "--episodes", "2", "--tasks", "reach", "--out", str(out), "--no-progress"]
+    argv = [
+        "eval",
+        "--model-dir",
+        str(tmp_path / "models"),
+        "--settings",
+        "tiny:ar",
+        "tiny:jacobi",
+        "tiny:early_exit:1@warm_start",
+        "--episodes",
+        "2",
+        "--tasks",
+        "reach",
+        "--out",
+        str(out),
+        "--no-progress",
+    ]
     assert cli.main(argv) == 0
     report = json.loads((out / "results.json").read_text())
     rows = {r["setting"]: r for r in report["per_task"]}
@@ -84,7 +131,8 @@ def test_eval_end_to_end_on_a_tiny_checkpoint(tmp_path):
     assert rows["tiny:early_exit:1@warm_start"]["mean_forward_passes"] <= 2
     assert rows["tiny:ar"]["policy_hz"] > 0 and report["execute_steps"] == 2
     # The same seeds for every setting.
-    seeds = {label: [e["seed"] for e in eps] for label, eps in report["episodes"].items()}
+    assert report["episodes"] == 2  # episodes per task and setting, as asked for
+    seeds = {label: [e["seed"] for e in eps] for label, eps in report["episode_results"].items()}
     assert len({tuple(v) for v in seeds.values()}) == 1
     for name in ("results.md", "success_vs_forward_passes.png", "iterations_hist.png"):
         assert (out / name).stat().st_size > 0

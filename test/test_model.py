@@ -6,7 +6,7 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForCausalLM, LlamaConfig
 
-from ceed_vla_ros.model import CeedVlaConfig, CeedVlaForActionPrediction, CeedVlaVisionEncoder
+from ceed_vla_ros.model import FROZEN_VISION_MODULES, CeedVlaConfig, CeedVlaForActionPrediction, CeedVlaVisionEncoder
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 VOCAB = 40
@@ -57,6 +57,17 @@ def test_cached_vision_features_stand_in_for_pixels():
     assert torch.equal(direct.logits, cached.logits) and torch.equal(direct.keypoints, cached.keypoints)
     with pytest.raises(ValueError, match="not both"):
         model(input_ids=ids, pixel_values=pixels, vision_features=features, proprio=proprio)
+
+def test_freeze_vision_stops_gradients_into_the_cnn_stage_only():
+    model = make_model().train()
+    model.freeze_vision()
+    frozen = tuple(f"vision_encoder.{name}." for name in FROZEN_VISION_MODULES)
+    for name, parameter in model.named_parameters():
+        assert parameter.requires_grad == (not name.startswith(frozen)), name
+    assert any(name.startswith(frozen) for name, _ in model.named_parameters())
+    assert model.vision_encoder.projector[0].weight.requires_grad
+
+
 
 def test_image_and_proprio_change_the_output():
     model = make_model()
@@ -117,7 +128,9 @@ def test_left_padded_batch_matches_single_samples():
     images, proprio = torch.randn(2, 3, 32, 32), torch.randn(2, 3)
     batch = model(input_ids=ids, attention_mask=mask, pixel_values=images, proprio=proprio).logits
     for row, words in enumerate((short, long)):
-        single = model(input_ids=prompt(model, words), pixel_values=images[row : row + 1], proprio=proprio[row : row + 1])
+        single = model(
+            input_ids=prompt(model, words), pixel_values=images[row : row + 1], proprio=proprio[row : row + 1]
+        )
         n = single.logits.shape[1]
         torch.testing.assert_close(batch[row, -n:], single.logits[0], atol=1e-5, rtol=1e-4)
 
@@ -161,7 +174,9 @@ def test_learns_a_pixel_position_from_scratch():
     model.eval()
     images, side = batch(64)
     with torch.no_grad():
-        logits = model(input_ids=prompt(model, [10, 11]).expand(64, -1), pixel_values=images, proprio=torch.zeros(64, 3)).logits
+        logits = model(
+            input_ids=prompt(model, [10, 11]).expand(64, -1), pixel_values=images, proprio=torch.zeros(64, 3)
+        ).logits
     accuracy = (logits[:, -1, 30:32].argmax(-1) == side).float().mean().item()
     assert accuracy >= 0.95
 

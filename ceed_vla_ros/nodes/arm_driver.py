@@ -24,20 +24,30 @@ Publishes (``command_interface``)
 from __future__ import annotations
 
 import threading
+import time
 
 import numpy as np
 from builtin_interfaces.msg import Duration
 from rclpy.node import Node
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
+from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
-from ceed_vla_ros.checkpoint import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
+from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
+from ceed_vla_ros.nodes.interfaces import (
+    ACTIONS_TOPIC,
+    FORWARD_COMMAND_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    TRAJECTORY_TOPIC,
+    JointPicker,
+    stamp_to_seconds,
+)
 from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
 from ceed_vla_ros.paths import resolve_model_dir
 
@@ -63,9 +73,9 @@ PARAMETERS = (
     Param("enable_actuation", False, "send commands at all (false: compute and log only)"),
     Param("command_interface", "forward_position", "controller interface", choices=COMMAND_INTERFACES,
           read_only=True),
-    Param("forward_command_topic", "/forward_position_controller/commands",
+    Param("forward_command_topic", FORWARD_COMMAND_TOPIC,
           "Float64MultiArray command topic of a forward position controller", read_only=True),
-    Param("trajectory_topic", "/joint_trajectory_controller/joint_trajectory",
+    Param("trajectory_topic", TRAJECTORY_TOPIC,
           "JointTrajectory topic of a joint_trajectory_controller", read_only=True),
 )
 
@@ -85,14 +95,16 @@ class ArmDriverNode(Node):
         except ValueError as error:
             raise StartupError(f"joint limits: {error}") from error
         self.joint_names = list(limits.names)
+        self._joints = JointPicker(self.joint_names)
         self.model_dir = resolve_model_dir(values["model_dir"])
         self.control_period_s = 1.0 / values["control_rate_hz"]
         self.core = ArmDriverCore(limits=limits, control_period_s=self.control_period_s,
                                   watchdog_timeout_s=values["watchdog_timeout_s"],
                                   enable_actuation=values["enable_actuation"])
         self._lock = threading.Lock()
-        self._metadata_by_id: dict[str, CheckpointMetadata] = {}
-        self._last_scan = -1e9
+        self._metadata_by_id: dict[str, tuple[CheckpointMetadata, ActionTokenizer]] = {}
+        self._scanning = False
+        self._last_scan = time.monotonic()
         self._last_sequence: int | None = None
         self._holding: bool | None = None
         self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
@@ -104,11 +116,9 @@ class ArmDriverNode(Node):
             self.command_publisher = self.create_publisher(Float64MultiArray, values["forward_command_topic"], 10)
         else:
             self.command_publisher = self.create_publisher(JointTrajectory, values["trajectory_topic"], 10)
-        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.holding_publisher = self.create_publisher(Bool, "~/holding", latched)
-        self.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, 50)
+        self.holding_publisher = self.create_publisher(Bool, "~/holding", LATCHED_QOS)
+        self.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions, 10)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, 50)
         self.create_subscription(Bool, "~/estop", self._on_estop_topic, 10)
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_service)
@@ -140,21 +150,30 @@ class ArmDriverNode(Node):
     # -- checkpoints -------------------------------------------------------------------------------
     def _scan_checkpoints(self) -> None:
         """Index the metadata of every checkpoint in model_dir by checkpoint id (no weights loaded)."""
-        self._last_scan = self._now()
+        found: dict[str, tuple[CheckpointMetadata, ActionTokenizer]] = {}
         for name in list_checkpoints(self.model_dir):
             try:
                 metadata = load_metadata(self.model_dir, name)
             except CheckpointError as error:
                 self.get_logger().warning(f"ignoring checkpoint {name}: {error}", throttle_duration_sec=30.0)
                 continue
-            self._metadata_by_id[metadata.checkpoint_id] = metadata
+            found[metadata.checkpoint_id] = (metadata, metadata.action_tokenizer())
+        with self._lock:
+            self._metadata_by_id = found
+            self._scanning = False
 
-    def _metadata_for(self, checkpoint_id: str) -> CheckpointMetadata | None:
-        metadata = self._metadata_by_id.get(checkpoint_id)
-        if metadata is None and self._now() - self._last_scan > 1.0:
-            self._scan_checkpoints()  # a checkpoint added to the model dir since the last scan
-            metadata = self._metadata_by_id.get(checkpoint_id)
-        return metadata
+    def _metadata_for(self, checkpoint_id: str) -> tuple[CheckpointMetadata, ActionTokenizer] | None:
+        """The metadata (and its action tokenizer) of ``checkpoint_id``. An unknown id starts one
+        rescan of model_dir in the background (at most once a second): the YAML is never read on the
+        thread that runs the control timer, so this chunk is refused and later ones are accepted."""
+        with self._lock:
+            known = self._metadata_by_id.get(checkpoint_id)
+            rescan = known is None and not self._scanning and time.monotonic() - self._last_scan > 1.0
+            if rescan:
+                self._scanning, self._last_scan = True, time.monotonic()
+        if rescan:
+            threading.Thread(target=self._scan_checkpoints, name="checkpoint-scan", daemon=True).start()
+        return known
 
     # -- callbacks ---------------------------------------------------------------------------------
     def _now(self) -> float:
@@ -166,9 +185,10 @@ class ArmDriverNode(Node):
         self._warnings.warn(f"refused /actions ({self.refused} so far): {reason}", kind=" ".join(reason.split()[:2]))
 
     def _on_actions(self, msg: ActionTokens) -> None:
-        metadata = self._metadata_for(msg.checkpoint_id)
-        if metadata is None:
+        known = self._metadata_for(msg.checkpoint_id)
+        if known is None:
             return self._refuse(f"unknown checkpoint id {msg.checkpoint_id!r} (not in {self.model_dir})")
+        metadata, action_tokenizer = known
         if list(metadata.joint_names) != self.joint_names:
             return self._refuse(f"checkpoint {metadata.name} drives joints {metadata.joint_names}, "
                                 f"this driver {self.joint_names}")
@@ -176,12 +196,12 @@ class ArmDriverNode(Node):
             return self._refuse(f"shape {msg.chunk_length}x{msg.action_dims} differs from checkpoint "
                                 f"{metadata.chunk_len}x{metadata.action_dims}")
         try:
-            actions = metadata.action_tokenizer().decode(np.asarray(msg.token_ids, dtype=np.int64))
+            actions = action_tokenizer.decode(np.asarray(msg.token_ids, dtype=np.int64))
         except ValueError as error:
             return self._refuse(str(error))
         if self._last_sequence is not None and msg.sequence == self._last_sequence:
             return self._refuse(f"duplicate sequence {msg.sequence}")
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = stamp_to_seconds(msg.header.stamp)
         with self._lock:
             accepted, reason = self.core.on_chunk(stamp, actions, metadata.action_space, msg.step_dt, self._now())
         if not accepted:
@@ -190,13 +210,13 @@ class ArmDriverNode(Node):
         self.chunks_accepted += 1
 
     def _on_joint_state(self, msg: JointState) -> None:
-        index = {name: i for i, name in enumerate(msg.name)}
-        if any(name not in index for name in self.joint_names) or len(msg.position) != len(msg.name):
+        picked = self._joints.pick(msg)
+        if picked is None:
             self.get_logger().warning(f"joint state without all of {self.joint_names}: ignored",
                                       throttle_duration_sec=WARN_PERIOD_S)
             return
-        positions = np.array([msg.position[index[name]] for name in self.joint_names])
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        positions = np.array(picked)
+        stamp = stamp_to_seconds(msg.header.stamp)
         try:
             with self._lock:
                 self.core.on_joint_state(stamp, positions)
@@ -221,7 +241,8 @@ class ArmDriverNode(Node):
         with self._lock:
             was_latched = self.core.estopped
             self.core.reset_estop()
-        self.get_logger().warning("e-stop reset: waiting for fresh actions" if was_latched else "e-stop was not latched")
+        message = "e-stop reset: waiting for fresh actions" if was_latched else "e-stop was not latched"
+        self.get_logger().warning(message)
         response.success, response.message = True, "e-stop cleared" if was_latched else "e-stop was not latched"
         return response
 
@@ -250,8 +271,9 @@ class ArmDriverNode(Node):
             self.command_publisher.publish(Float64MultiArray(data=command.positions.tolist()))
         else:
             nanoseconds = int(self.control_period_s * 1e9)
-            point = JointTrajectoryPoint(positions=command.positions.tolist(),
-                                         time_from_start=Duration(sec=0, nanosec=nanoseconds))
+            point = JointTrajectoryPoint(
+                positions=command.positions.tolist(), time_from_start=Duration(sec=0, nanosec=nanoseconds)
+            )
             self.command_publisher.publish(JointTrajectory(joint_names=self.joint_names, points=[point]))
 
 

@@ -14,16 +14,22 @@ from __future__ import annotations
 
 import time
 
-import cv2
 import numpy as np
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
-from ceed_vla_ros.checkpoint import CheckpointError, ImageSpec, load_metadata
+from ceed_vla_ros.image_conversion import (
+    ImageConversionError,
+    check_image_fields,
+    crop_and_resize,
+    image_to_rgb,
+    rgb_to_image_fields,
+)
+from ceed_vla_ros.metadata import CheckpointError, load_metadata
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
-from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb, rgb_to_image_fields
+from ceed_vla_ros.nodes.interfaces import POLICY_IMAGE_TOPIC
 from ceed_vla_ros.nodes.parameters import (
     Param,
     StartupError,
@@ -39,23 +45,9 @@ try:  # the ROS 2 cv_bridge of a ROS install; the PyPI "cv-bridge" (ROS 1 copy) 
 except ImportError:
     CvBridge = None
 
-OUTPUT_TOPIC = "/ceed_vla/image"
+OUTPUT_TOPIC = POLICY_IMAGE_TOPIC
 STALL_S = 2.0
 WARN_PERIOD_S = 2.0
-
-
-def crop_and_resize(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:
-    """The checkpoint's crop, then a resize to its size (area averaging when shrinking)."""
-    if spec.crop == "center_square":
-        height, width = rgb.shape[:2]
-        side = min(height, width)
-        top, left = (height - side) // 2, (width - side) // 2
-        rgb = rgb[top:top + side, left:left + side]
-    if rgb.shape[:2] != (spec.height, spec.width):
-        shrinking = rgb.shape[0] >= spec.height and rgb.shape[1] >= spec.width
-        rgb = cv2.resize(rgb, (spec.width, spec.height),
-                         interpolation=cv2.INTER_AREA if shrinking else cv2.INTER_LINEAR)
-    return np.ascontiguousarray(rgb)
 
 
 PARAMETERS = (
@@ -84,11 +76,9 @@ class CameraSubscriberNode(Node):
         self.forwarded = 0
         self._last_frame_time: float | None = None
         self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
-        self.outputs = []
         for index, topic in enumerate(values["image_topics"]):
             output = OUTPUT_TOPIC if index == 0 else f"{OUTPUT_TOPIC}_{index}"
             publisher = self.create_publisher(Image, output, qos_profile_sensor_data)
-            self.outputs.append(publisher)
             self.create_subscription(Image, topic, lambda msg, p=publisher: self._on_image(msg, p),
                                      qos_profile_sensor_data)
             self.get_logger().info(f"{self.resolve_topic_name(topic)} -> {output} "
@@ -113,10 +103,11 @@ class CameraSubscriberNode(Node):
                 self.spec = load_metadata(self.model_dir, parameter.value).image
 
     def to_rgb(self, msg: Image) -> np.ndarray:
-        rgb = image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)  # validates
-        if self.bridge is not None and msg.encoding != "rgb8":
-            rgb = np.asarray(self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
-        return rgb
+        """Validated, then converted once: by cv_bridge where it is importable, else by numpy."""
+        if self.bridge is None:
+            return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+        check_image_fields(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+        return np.asarray(self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
 
     def _on_image(self, msg: Image, publisher) -> None:
         self.received += 1
@@ -125,7 +116,9 @@ class CameraSubscriberNode(Node):
             rgb = crop_and_resize(self.to_rgb(msg), self.spec)
         except ImageConversionError as error:
             self.dropped += 1
-            self._warnings.warn(f"frame dropped ({self.dropped} so far): {error}", kind=" ".join(str(error).split()[:2]))
+            self._warnings.warn(
+                f"frame dropped ({self.dropped} so far): {error}", kind=" ".join(str(error).split()[:2])
+            )
             return
         out = Image(header=msg.header, **rgb_to_image_fields(rgb, "rgb8"))
         publisher.publish(out)

@@ -25,19 +25,29 @@ import time
 
 import numpy as np
 import torch
-from transformers.utils import logging as hf_logging
 from rclpy.node import Node
 from rclpy.parameter import Parameter
-from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import String
+from transformers.utils import logging as hf_logging
 
 from ceed_vla_ros.arm_control import JointStateHistory
-from ceed_vla_ros.checkpoint import CheckpointError, load_checkpoint
-from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
+from ceed_vla_ros.checkpoint import load_checkpoint
+from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES, DecodeSettings
 from ceed_vla_ros.image_conversion import ImageConversionError, image_to_rgb
+from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.msg import ActionTokens
-from ceed_vla_ros.nodes.diagnostics import OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
+from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
+from ceed_vla_ros.nodes.interfaces import (
+    ACTIONS_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    POLICY_IMAGE_TOPIC,
+    JointPicker,
+    stamp_to_seconds,
+)
 from ceed_vla_ros.nodes.parameters import (
     Param,
     StartupError,
@@ -77,19 +87,20 @@ PARAMETERS = (
     Param("max_image_age_s", 0.5, "skip frames older than this (camera stall protection)",
           minimum=0.01, maximum=60.0),
     Param("num_threads", 1, "torch CPU threads for decoding", minimum=1, maximum=64, read_only=True),
-    Param("image_topic", "/ceed_vla/image", "preprocessed camera frames", read_only=True),
-    Param("instruction_topic", "/ceed_vla/instruction", "instruction topic", read_only=True),
+    Param("image_topic", POLICY_IMAGE_TOPIC, "preprocessed camera frames", read_only=True),
+    Param("instruction_topic", INSTRUCTION_TOPIC, "instruction topic", read_only=True),
     Param("seed", 0, "seed of the random initial Jacobi blocks", minimum=0, maximum=2**31 - 1, read_only=True),
 )
 
 
 class PolicyNode(Node):
-    def __init__(self) -> None:
+    def __init__(self, **node_options) -> None:
+        """``node_options`` go to rclpy's Node (e.g. ``context``, ``parameter_overrides``)."""
         # set before anything can fail: destroy_node also runs on a node whose __init__ failed
         self._worker: threading.Thread | None = None
         self._stopping = threading.Event()
         self._frame_ready = threading.Condition()
-        super().__init__("policy")
+        super().__init__("policy", **node_options)
         declare_parameters(self, PARAMETERS, on_accepted=self._on_parameters_changed)
         values = parameter_values(self, PARAMETERS)
         torch.set_num_threads(values["num_threads"])
@@ -108,17 +119,19 @@ class PolicyNode(Node):
         self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
         self._previous_stamp: float | None = None
         self._joint_states = JointStateHistory()
+        self._joint_picker = JointPicker(())
+        self._joint_states_refused = 0
+        self._decode_errors = 0
+        self._last_decode_error: tuple[float, str] | None = None  # (monotonic time, message)
         try:
             self._policy = self._build_policy(values["checkpoint"])
-        except CheckpointError as error:
+        except (CheckpointError, ValueError) as error:  # ValueError: the model cannot decode (warm-up)
             raise StartupError(str(error)) from error
 
-        self.publisher = self.create_publisher(ActionTokens, "/actions", 10)
+        self.publisher = self.create_publisher(ActionTokens, ACTIONS_TOPIC, 10)
         self.create_subscription(Image, values["image_topic"], self._on_image, qos_profile_sensor_data)
-        self.create_subscription(JointState, "/joint_states", self._on_joint_state, 50)
-        latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
-                             durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.create_subscription(String, values["instruction_topic"], self._on_instruction, latched)
+        self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, 50)
+        self.create_subscription(String, values["instruction_topic"], self._on_instruction, LATCHED_QOS)
         self._worker = threading.Thread(target=self._decode_loop, name="policy-decoder", daemon=True)
         self._worker.start()
         DiagnosticsPublisher(self, self._health)
@@ -132,15 +145,25 @@ class PolicyNode(Node):
         if last is not None:
             values.update(last_decode_ms=last.wall_time_ms, last_iterations=last.iterations,
                           last_forward_passes=last.forward_passes, last_converged=last.converged)
-        silent = None if self._last_publish_time is None else time.monotonic() - self._last_publish_time
-        if silent is None or silent > STALL_S:
+        now = time.monotonic()
+        silent = None if self._last_publish_time is None else now - self._last_publish_time
+        history = self._joint_states
+        if history.last_reset is not None:
+            values["joint_state_clock_reset"] = (f"stamps went back from {history.last_reset[0]:.3f} "
+                                                 f"to {history.last_reset[1]:.3f} s: history restarted")
+        error = self._last_decode_error
+        if error is not None and now - error[0] < STALL_S:
+            level, message = ERROR, f"decoding failed: {error[1]}"
+        elif silent is None or silent > STALL_S:
             level = WARN
             message = "no chunk published yet" if silent is None else f"no chunk for {silent:.1f} s"
             if self.skip_reason:
                 message += f" (last skip: {self.skip_reason})"
         else:
             level, message = OK, "publishing chunks"
-        return Health(level, message, values, counters={"chunks": self._sequence, "frames_skipped": self.skipped})
+        return Health(level, message, values, counters={
+            "chunks": self._sequence, "frames_skipped": self.skipped, "decode_errors": self._decode_errors,
+            "joint_states_refused": self._joint_states_refused, "joint_state_clock_resets": history.clock_resets})
 
     # -- checkpoints ---------------------------------------------------------------------------------
     def _build_policy(self, name: str) -> CeedVlaPolicy:
@@ -152,7 +175,7 @@ class PolicyNode(Node):
         blank = np.zeros((metadata.image.height, metadata.image.width, 3), np.uint8)
         joints = np.zeros(metadata.proprio_dim) if metadata.proprio_dim else None
         for mode in ("ar", "jacobi"):  # first calls allocate; keep that out of the control loop
-            policy.predict(blank, joints, "warm up", mode=mode)
+            policy.predict(blank, joints, "warm up", DecodeSettings(mode))
         policy.reset()
         self.get_logger().info(f"loaded {metadata.checkpoint_id} ({metadata.provenance.role}, "
                                f"{metadata.chunk_len}x{metadata.action_dims} actions, dt {metadata.dt} s) "
@@ -185,14 +208,21 @@ class PolicyNode(Node):
             self._frame_ready.notify()
 
     def _on_joint_state(self, msg: JointState) -> None:
-        if len(msg.position) != len(msg.name):
+        names = tuple(self._policy.metadata.proprio_names)
+        if self._joint_picker.names != names:  # another checkpoint: other joints, start a new history
+            self._joint_picker, self._joint_states = JointPicker(names), JointStateHistory()
+        positions = self._joint_picker.pick(msg)
+        if positions is None:
             return
-        names = self._policy.metadata.proprio_names
-        index = {name: i for i, name in enumerate(msg.name)}
-        if any(name not in index for name in names):
-            return
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        self._joint_states.add(stamp, np.array([msg.position[index[name]] for name in names]))
+        resets = self._joint_states.clock_resets
+        if not self._joint_states.add(stamp_to_seconds(msg.header.stamp), np.array(positions)):
+            if not np.all(np.isfinite(positions)):
+                self._joint_states_refused += 1
+                self._warnings.warn("joint state with non-finite positions: ignored", kind="joint non-finite")
+        elif self._joint_states.clock_resets != resets:
+            before, after = self._joint_states.last_reset
+            self.get_logger().warning(f"/joint_states stamps went back from {before:.3f} to {after:.3f} s "
+                                      "(clock step or a bad stamp): joint-state history restarted")
 
     def _on_instruction(self, msg: String) -> None:
         problem = instruction_problem(msg.data)
@@ -209,8 +239,16 @@ class PolicyNode(Node):
                 self._frame_ready.wait_for(lambda: self._newest_frame is not None or self._stopping.is_set(),
                                            timeout=0.5)
                 frame, self._newest_frame = self._newest_frame, None
-            if frame is not None:
+            if frame is None:
+                continue
+            try:
                 self._decode_and_publish(frame)
+            except Exception as error:  # noqa: BLE001 - a failing frame must not end decoding for good
+                self._decode_errors += 1
+                self._last_decode_error = (time.monotonic(), f"{type(error).__name__}: {error}")
+                self.get_logger().error(f"decoding a frame failed ({self._decode_errors} so far), "
+                                        f"decoding the next: {type(error).__name__}: {error}",
+                                        throttle_duration_sec=WARN_PERIOD_S)
 
     def _skip(self, reason: str) -> None:
         """A frame that is not decoded: count it, log the reason (throttled)."""
@@ -224,7 +262,7 @@ class PolicyNode(Node):
         instruction = settings["instruction"].strip() or self._topic_instruction
         if not instruction:
             return self._skip("no instruction yet (parameter or topic): not decoding")
-        stamp = frame.header.stamp.sec + frame.header.stamp.nanosec * 1e-9
+        stamp = stamp_to_seconds(frame.header.stamp)
         age = self.get_clock().now().nanoseconds * 1e-9 - stamp
         if age > settings["max_image_age_s"]:
             return self._skip(f"frame {age:.2f} s old (max_image_age_s {settings['max_image_age_s']}): skipped")
@@ -234,22 +272,19 @@ class PolicyNode(Node):
             image = image_to_rgb(frame.encoding, frame.height, frame.width, frame.step, frame.data)
         except ImageConversionError as error:
             return self._skip(f"frame dropped: {error}")
-        metadata = policy.metadata
-        if metadata.image.channel_order == "bgr":
-            image = image[:, :, ::-1]
+        metadata = policy.metadata  # the policy takes RGB and applies the checkpoint's channel order itself
         joints = None
         if metadata.proprio_dim:
             joints = self._joint_states.at(stamp)
             if joints is None:
                 return self._skip("no joint state near the frame's stamp: not decoding")
-        mode = settings["decoding_mode"]
-        early_exit_steps = settings["early_exit_steps"] if mode == "early_exit" else None
+        decode = DecodeSettings.from_parameters(settings["decoding_mode"], settings["early_exit_steps"],
+                                                settings["init_strategy"])
         steps_executed = None  # warm start: chunk steps the arm has executed since the last frame
         if self._previous_stamp is not None:
             steps_executed = max(0, round((stamp - self._previous_stamp) / metadata.dt))
         self._previous_stamp = stamp
-        output = policy.predict(image, joints, instruction, mode=mode, early_exit_steps=early_exit_steps,
-                                init=settings["init_strategy"], steps_executed=steps_executed)
+        output = policy.predict(image, joints, instruction, decode, steps_executed=steps_executed)
         stats = output.stats
         self._sequence += 1
         msg = ActionTokens()
@@ -261,11 +296,11 @@ class PolicyNode(Node):
         msg.chunk_length = metadata.chunk_len
         msg.action_dims = metadata.action_dims
         msg.step_dt = float(metadata.dt)
-        msg.decoding_mode = mode
+        msg.decoding_mode = decode.mode
         msg.iterations = stats.iterations
         msg.forward_passes = stats.forward_passes
         msg.converged = bool(stats.converged)
-        msg.early_exit_steps = early_exit_steps or 0
+        msg.early_exit_steps = decode.early_exit_steps or 0
         msg.decode_time_ms = float(stats.wall_time_ms)
         self.publisher.publish(msg)
         with self._lock:

@@ -22,7 +22,11 @@ Published topics:
 * ``/ceed_vla/instruction`` (std_msgs/String, depth 1, reliable, transient local: late joiners
   get the current one) at every reset.
 * ``~/success`` (std_msgs/Bool) at ``joint_state_rate_hz``, with each joint state: whether the
-  current episode's success test holds.
+  current episode has succeeded. With ``end_on_success`` (default) the first success ENDS the
+  episode, as in ``ceed-vla eval``: ``~/success`` stays true, the arm holds the pose it
+  succeeded in and joint commands are ignored (logged once) until the next ``~/reset_episode``.
+  The policy and the driver keep running; only the simulated arm stops obeying. Without it the
+  success test is evaluated afresh every time and the arm keeps following commands.
 
 Subscribed topics:
 
@@ -55,6 +59,7 @@ doubles, write ``15.0`` not ``15``; a rejected start-up value stops the node wit
 * ``joint_state_rate_hz`` (double 1-1000, default 100.0): rate of /joint_states and ~/success.
 * ``camera_rate_hz`` (double 0.1-60, default 15.0): rate of camera/image_raw.
 * ``image_size`` (int 8-1024, default 64): width = height of the camera images (px).
+* ``end_on_success`` (bool, default true): the first success ends the episode (see ``~/success``).
 """
 
 from __future__ import annotations
@@ -65,25 +70,28 @@ import numpy as np
 from rclpy.clock import Clock, ClockType
 from rclpy.duration import Duration
 from rclpy.node import Node
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image, JointState
 from std_msgs.msg import Bool, Float64MultiArray, Header, String
 from trajectory_msgs.msg import JointTrajectory
 
 from ceed_vla_ros.image_conversion import rgb_to_image_fields
 from ceed_vla_ros.nodes.diagnostics import WarningThrottle
+from ceed_vla_ros.nodes.interfaces import (
+    FORWARD_COMMAND_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    LATCHED_QOS,
+    TRAJECTORY_TOPIC,
+)
+from ceed_vla_ros.nodes.interfaces import SIM_CAMERA_TOPIC as IMAGE_TOPIC
 from ceed_vla_ros.nodes.parameters import Param, declare_parameters, run_node
 from ceed_vla_ros.sim.env import COLOURS, TASKS, TabletopArmEnv
 from ceed_vla_ros.sim.mjcf import PHYSICS_TIMESTEP
 from ceed_vla_ros.srv import ResetEpisode
 
 NODE_NAME = "sim_arm"
-JOINT_STATES_TOPIC = "/joint_states"
-IMAGE_TOPIC = "camera/image_raw"
-INSTRUCTION_TOPIC = "/ceed_vla/instruction"
 SUCCESS_TOPIC = "~/success"
-FORWARD_COMMAND_TOPIC = "/forward_position_controller/commands"
-TRAJECTORY_TOPIC = "/joint_trajectory_controller/joint_trajectory"
 RESET_SERVICE = "~/reset_episode"
 CAMERA_FRAME_ID = "front_camera"
 
@@ -108,6 +116,8 @@ PARAMETERS = (
           read_only=True),
     Param("camera_rate_hz", 15.0, "rate of camera/image_raw (Hz)", minimum=0.1, maximum=60.0, read_only=True),
     Param("image_size", 64, "width and height of the camera images (px)", minimum=8, maximum=1024, read_only=True),
+    Param("end_on_success", True, "the first success ends the episode: the arm holds and ignores commands "
+          "until ~/reset_episode", read_only=True),
 )
 
 
@@ -137,19 +147,19 @@ class SimArmNode(Node):
         self._envs: dict[str, TabletopArmEnv] = {}
         self._wall_start: float | None = None  # set by the first physics update (spinning)
         self._simulated_s = 0.0
+        self._episode_over = False  # the episode succeeded and end_on_success holds the arm
         super().__init__(NODE_NAME)
         self._warnings = WarningThrottle(self.get_logger(), WARN_THROTTLE_S)
         declare_parameters(self, PARAMETERS)
         self._image_size: int = self.get_parameter("image_size").value
+        self._end_on_success: bool = self.get_parameter("end_on_success").value
 
         self._env = self._env_for(self.get_parameter("task").value)
 
         self._joint_state_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, 10)
         self._success_pub = self.create_publisher(Bool, SUCCESS_TOPIC, 10)
         self._image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
-        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
-                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
-        self._instruction_pub = self.create_publisher(String, INSTRUCTION_TOPIC, latched)
+        self._instruction_pub = self.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
 
         self.create_subscription(
             Float64MultiArray, FORWARD_COMMAND_TOPIC, self._on_forward_command, 10)
@@ -207,7 +217,13 @@ class SimArmNode(Node):
         msg.position = env.joint_positions.tolist()
         msg.velocity = env.joint_velocities.tolist()
         self._joint_state_pub.publish(msg)
-        self._success_pub.publish(Bool(data=env.success()))
+        success = self._episode_over or env.success()
+        if success and self._end_on_success and not self._episode_over:
+            self._episode_over = True
+            env.set_joint_command(env.joint_positions)
+            self.get_logger().info("episode succeeded: the arm holds, commands are ignored until "
+                                   "~/reset_episode")
+        self._success_pub.publish(Bool(data=success))
 
     def _publish_image(self) -> None:
         self._update_physics()
@@ -221,6 +237,8 @@ class SimArmNode(Node):
     # ------------------------------------------------------------------ commands
     def _apply_command(self, target: np.ndarray) -> None:
         self._update_physics()  # the previous target acted until now
+        if self._episode_over:
+            return  # the episode has ended (end_on_success): hold until the next reset
         self._env.set_joint_command(target)
 
     def _reject(self, topic: str, reason: str) -> None:
@@ -264,6 +282,7 @@ class SimArmNode(Node):
         """Reset ``env`` to ``seed``, make it current, publish its instruction and first frame."""
         env.reset(seed=seed, colour=colour)
         self._env = env
+        self._episode_over = False
         self._last_update = time.monotonic()
         self._instruction_pub.publish(String(data=env.instruction))
         self._camera_timer.reset()

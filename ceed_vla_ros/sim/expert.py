@@ -174,15 +174,3 @@ class PushExpert(Expert):
 def make_expert(env: TabletopArmEnv) -> Expert:
     """The scripted expert for ``env.task``."""
     return {"reach": ReachExpert, "push": PushExpert}[env.task](env)
-
-
-def run_episode(
-    env: TabletopArmEnv, expert: Expert, seed: int | None = None, colour: str | None = None
-) -> bool:
-    """Roll out ``expert`` for one episode; return whether it ended in success."""
-    obs = env.reset(seed=seed, colour=colour)
-    info = env.privileged()
-    while True:
-        obs, success, done, info = env.step(expert.act(obs, info))
-        if done:
-            return success

@@ -51,18 +51,14 @@ the env would have applied had the clean target been sent from that state (``app
 ``numpy.random.default_rng([noise_seed, s])``, so an episode is reproducible from its attributes.
 With SIGMA = 0 the recording is exactly the clean one (``joint_target`` = applied target).
 
-Training samples (:func:`iter_training_samples`): for every step ``t`` of an episode, the image,
-the joint positions, the instruction and an action chunk ``actions[t : t + k]``. Past the episode
-end the chunk is padded with a HOLD action: zeros for ``action_delta`` (target = the measured
-joints, i.e. stay) and the last target repeated for ``joint_target``.
+Training samples and their action chunks are defined in :mod:`ceed_vla_ros.training.dataset`.
 """
 
 from __future__ import annotations
 
-import argparse
 import json
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -71,12 +67,11 @@ import h5py
 import numpy as np
 
 from ceed_vla_ros import __version__
-from ceed_vla_ros.sim.env import COLOURS, TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.env import COLOURS, TabletopArmEnv
 from ceed_vla_ros.sim.expert import Expert, make_expert
 
 FORMAT_NAME = "ceed_vla_ros.sim.demonstrations"
 FORMAT_VERSION = 1
-ACTION_KEYS: tuple[str, ...] = ("action_delta", "joint_target")
 _STEP_ARRAYS: tuple[str, ...] = (
     "images",
     "joint_positions",
@@ -120,17 +115,6 @@ class Episode:
     @property
     def num_steps(self) -> int:
         return int(self.images.shape[0])
-
-
-@dataclass(frozen=True)
-class TrainingSample:
-    """One behaviour-cloning sample; ``target_pixel`` is a privileged auxiliary target only."""
-
-    image: np.ndarray  # (H, W, 3) uint8
-    joint_positions: np.ndarray  # (4,)
-    instruction: str
-    actions: np.ndarray  # (k, 4) action chunk, hold-padded past the episode end
-    target_pixel: np.ndarray  # (2,)
 
 
 @dataclass(frozen=True)
@@ -350,38 +334,6 @@ def read_episodes(path: str | Path) -> Iterator[Episode]:
         yield from reader
 
 
-def action_chunks(episode: Episode, chunk_size: int, action: str = "action_delta") -> np.ndarray:
-    """``(T, chunk_size, 4)``: row ``t`` holds ``actions[t : t + chunk_size]``, hold-padded.
-
-    Padding past the end: zeros for ``action_delta``, the last target for ``joint_target``.
-    """
-    if action not in ACTION_KEYS:
-        raise ValueError(f"action must be one of {ACTION_KEYS}, got {action!r}")
-    if chunk_size < 1:
-        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
-    values = np.asarray(getattr(episode, action))
-    hold = np.zeros_like(values[-1]) if action == "action_delta" else values[-1]
-    padded = np.concatenate([values, np.repeat(hold[None], chunk_size - 1, axis=0)])
-    index = np.arange(episode.num_steps)[:, None] + np.arange(chunk_size)[None, :]
-    return padded[index]
-
-
-def iter_training_samples(
-    episodes: Iterable[Episode], chunk_size: int, action: str = "action_delta"
-) -> Iterator[TrainingSample]:
-    """One :class:`TrainingSample` per step of every episode (see :func:`action_chunks`)."""
-    for episode in episodes:
-        chunks = action_chunks(episode, chunk_size, action)
-        for t in range(episode.num_steps):
-            yield TrainingSample(
-                image=episode.images[t],
-                joint_positions=episode.joint_positions[t],
-                instruction=episode.instruction,
-                actions=chunks[t],
-                target_pixel=episode.target_pixel[t],
-            )
-
-
 def record_dataset(
     task: str,
     episodes: int,
@@ -436,61 +388,3 @@ def record_dataset(
         seconds=time.perf_counter() - start,
         file_bytes=Path(out).stat().st_size,
     )
-
-
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    """Arguments of ``ceed-vla record``."""
-    parser.add_argument("--task", choices=TASKS, default="reach", help="task to demonstrate")
-    parser.add_argument("--episodes", type=int, required=True, help="episodes to write")
-    parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
-    parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
-    parser.add_argument("--image-size", type=int, default=64, help="square image size (px)")
-    parser.add_argument("--horizon", type=int, default=None, help="steps per episode")
-    parser.add_argument(
-        "--only-successful", action="store_true", help="drop failed attempts, try more seeds"
-    )
-    parser.add_argument(
-        "--compression", choices=("lzf", "gzip", "none"), default="lzf", help="image compression"
-    )
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument(
-        "--action-noise",
-        type=float,
-        default=0.0,
-        help="DART: std (rad, per joint) of Gaussian noise added to the EXECUTED expert target; "
-        "the stored labels stay the expert's clean action for each visited state",
-    )
-    parser.add_argument("--noise-seed", type=int, default=0, help="seed of the action noise")
-
-
-def cli_main(args: argparse.Namespace) -> int:
-    """Run ``ceed-vla record``; print a summary; return 1 if fewer episodes than asked."""
-    if args.episodes < 1:
-        raise SystemExit("--episodes must be >= 1")
-    if args.action_noise < 0:
-        raise SystemExit("--action-noise must be >= 0")
-    try:
-        summary = record_dataset(
-            args.task,
-            args.episodes,
-            args.out,
-            seed=args.seed,
-            image_size=args.image_size,
-            horizon=args.horizon,
-            only_successful=args.only_successful,
-            compression=None if args.compression == "none" else args.compression,
-            overwrite=args.overwrite,
-            action_noise=args.action_noise,
-            noise_seed=args.noise_seed,
-        )
-    except FileExistsError as error:
-        print(f"error: {error}")
-        return 1
-    print(
-        f"wrote {summary.episodes} {args.task} episodes "
-        f"{f'(action noise {args.action_noise} rad) ' if args.action_noise > 0 else ''}to {summary.path} "
-        f"({summary.file_bytes / 1e6:.1f} MB) in {summary.seconds:.1f} s: "
-        f"expert success {summary.successes}/{summary.attempts} ({summary.success_rate:.1%}), "
-        f"{summary.steps} steps ({summary.steps / max(summary.seconds, 1e-9):.0f} steps/s)"
-    )
-    return 0 if summary.episodes == args.episodes else 1

@@ -12,8 +12,9 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Bool, Float64MultiArray
 from std_srvs.srv import Trigger
 
-from ceed_vla_ros.checkpoint import load_metadata
+from ceed_vla_ros.metadata import load_metadata
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC, FORWARD_COMMAND_TOPIC, JOINT_STATES_TOPIC
 from ceed_vla_ros.nodes.rclpy_compat import call_service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -33,9 +34,9 @@ class Probe:
         self.lock = threading.Lock()
         self.sequence = 0
         self.joint_positions = np.zeros(4)
-        self.joint_publisher = node.create_publisher(JointState, "/joint_states", 10)
-        self.action_publisher = node.create_publisher(ActionTokens, "/actions", 10)
-        node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_command, 100)
+        self.joint_publisher = node.create_publisher(JointState, JOINT_STATES_TOPIC, 10)
+        self.action_publisher = node.create_publisher(ActionTokens, ACTIONS_TOPIC, 10)
+        node.create_subscription(Float64MultiArray, FORWARD_COMMAND_TOPIC, self._on_command, 100)
         node.create_timer(0.02, self._publish_joint_state)
 
     def _on_command(self, msg: Float64MultiArray) -> None:

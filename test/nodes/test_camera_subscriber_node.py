@@ -11,6 +11,7 @@ from rclpy.qos import qos_profile_sensor_data
 from sensor_msgs.msg import Image
 
 from ceed_vla_ros.image_conversion import image_to_rgb, rgb_to_image_fields
+from ceed_vla_ros.nodes.interfaces import POLICY_IMAGE_TOPIC
 
 REPO = Path(__file__).resolve().parents[2]
 
@@ -21,7 +22,7 @@ class Probe:
         self.received: list[Image] = []
         self.lock = threading.Lock()
         self.publisher = node.create_publisher(Image, "/test_camera/image_raw", qos_profile_sensor_data)
-        node.create_subscription(Image, "/ceed_vla/image", self._on_image, qos_profile_sensor_data)
+        node.create_subscription(Image, POLICY_IMAGE_TOPIC, self._on_image, qos_profile_sensor_data)
 
     def _on_image(self, msg: Image) -> None:
         with self.lock:
@@ -88,3 +89,36 @@ def test_bad_frames_are_dropped_with_a_warning_and_the_node_keeps_running(camera
     good = send_until_received(probe, wait_until, 3002, **rgb_to_image_fields(np.zeros((8, 8, 3), np.uint8)))
     assert good is not None and process.alive()
     assert not any(f.header.stamp.sec in (3000, 3001) for f in probe.frames())
+
+
+@pytest.mark.parametrize("checkpoint", ["rgb_plain", "bgr_crop"])
+def test_ros_path_gives_the_pixel_values_training_and_evaluation_give(spec_model_dir, ros_node, start_node,
+                                                                      wait_until, checkpoint):
+    """camera node (crop + resize) -> /ceed_vla/image -> the policy's preprocessing == preprocessing
+    the raw camera frame directly (what training and evaluation do), at several camera sizes."""
+    from ceed_vla_ros.metadata import load_metadata
+    from ceed_vla_ros.policy import preprocess_images
+
+    topic = f"/spec_camera_{checkpoint}/image_raw"
+    process = start_node("camera_subscriber", ["-r", "__node:=camera_subscriber", "-p", f"model_dir:={spec_model_dir}",
+                                               "-p", f"checkpoint:={checkpoint}", "-r", f"image:={topic}"])
+    probe = Probe(ros_node)
+    probe.publisher = ros_node.create_publisher(Image, topic, qos_profile_sensor_data)
+    spec = load_metadata(spec_model_dir, checkpoint).image
+    rng = np.random.default_rng(0)
+    for index, (height, width, encoding) in enumerate([(48, 64, "rgb8"), (120, 90, "bgr8"), (32, 32, "rgb8"),
+                                                       (20, 24, "rgb8")]):
+        frame = rng.integers(0, 256, (height, width, 3), dtype=np.uint8)
+        out = send_until_received(probe, wait_until, 5000 + index, **rgb_to_image_fields(frame, encoding))
+        assert out is not None, process.output()
+        received = image_to_rgb(out.encoding, out.height, out.width, out.step, out.data)
+        ros_path = preprocess_images(received, spec)
+        direct = preprocess_images(frame, spec)
+        assert ros_path.shape == direct.shape == (1, 3, spec.height, spec.width)
+        assert torch_equal(ros_path, direct), (height, width, encoding)
+
+
+def torch_equal(a, b) -> bool:
+    import torch
+
+    return bool(torch.equal(a, b))

@@ -20,8 +20,9 @@ from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
 from std_msgs.msg import Bool, Float64MultiArray
 
 from ceed_vla_ros.bringup import get_setup
-from ceed_vla_ros.launcher import NodeSuite
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC, FORWARD_COMMAND_TOPIC
+from ceed_vla_ros.tools.launcher import NodeSuite
 
 WATCHDOG_S = 0.5  # config/sim_arm.yaml
 CONTROL_PERIOD_S = 1.0 / 200.0
@@ -40,8 +41,8 @@ class Recorder:
         latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                              durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
         node.create_subscription(Bool, "/arm_driver/holding", self._on_holding, latched)
-        node.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
-        node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_command, 100)
+        node.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions, 10)
+        node.create_subscription(Float64MultiArray, FORWARD_COMMAND_TOPIC, self._on_command, 100)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
     def _on_actions(self, msg) -> None:

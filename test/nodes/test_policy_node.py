@@ -16,6 +16,7 @@ from std_msgs.msg import String
 
 from ceed_vla_ros.image_conversion import rgb_to_image_fields
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC, POLICY_IMAGE_TOPIC
 from ceed_vla_ros.nodes.rclpy_compat import call_service
 
 REPO = Path(__file__).resolve().parents[2]
@@ -29,12 +30,14 @@ class Probe:
         self.sent_stamps: set[tuple[int, int]] = set()
         self.lock = threading.Lock()
         self.image_age_s = 0.0
-        self.image_publisher = node.create_publisher(Image, "/ceed_vla/image", qos_profile_sensor_data)
-        self.joint_publisher = node.create_publisher(JointState, "/joint_states", 10)
+        self.joint_positions = [0.1, -0.2, 0.3, 0.0]
+        self.joint_stamp_offset_s = 0.0  # added to the next joint state's stamp, then reset
+        self.image_publisher = node.create_publisher(Image, POLICY_IMAGE_TOPIC, qos_profile_sensor_data)
+        self.joint_publisher = node.create_publisher(JointState, JOINT_STATES_TOPIC, 10)
         latched = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                              durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
-        self.instruction_publisher = node.create_publisher(String, "/ceed_vla/instruction", latched)
-        node.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
+        self.instruction_publisher = node.create_publisher(String, INSTRUCTION_TOPIC, latched)
+        node.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions, 10)
         node.create_timer(0.02, self._publish_joint_state)
         node.create_timer(0.1, self._publish_image)
         self.set_parameters = node.create_client(SetParameters, "/policy/set_parameters")
@@ -45,8 +48,10 @@ class Probe:
             self.actions.append(msg)
 
     def _publish_joint_state(self) -> None:
-        msg = JointState(name=JOINTS, position=[0.1, -0.2, 0.3, 0.0])
-        msg.header.stamp = self.node.get_clock().now().to_msg()
+        msg = JointState(name=JOINTS, position=list(self.joint_positions))
+        stamp = self.node.get_clock().now().nanoseconds + int(self.joint_stamp_offset_s * 1e9)
+        self.joint_stamp_offset_s = 0.0
+        msg.header.stamp.sec, msg.header.stamp.nanosec = divmod(stamp, 10**9)
         self.joint_publisher.publish(msg)
 
     def _publish_image(self) -> None:
@@ -93,6 +98,7 @@ def policy(policy_process, wait_until):
     process, probe = policy_process
     assert wait_until(lambda: probe.count() >= 2, 30.0), process.output()
     probe.image_age_s = 0.0
+    probe.joint_positions = [0.1, -0.2, 0.3, 0.0]
     assert probe.set("decoding_mode", "early_exit")[0] and probe.set("early_exit_steps", 2)[0]
     mark = probe.count()
     assert wait_until(lambda: any(m.iterations == 2 for m in probe.since(mark)), 10.0), process.output()
@@ -183,3 +189,50 @@ def test_an_empty_instruction_stops_decoding_until_one_arrives(policy, wait_unti
     assert not wait_until(lambda: probe.count() > mark + 1, 1.5)
     probe.instruction_publisher.publish(String(data="reach the red cube"))
     assert wait_until(lambda: probe.count() > mark + 1, 10.0)
+
+
+def test_non_finite_joint_states_never_reach_the_model(policy, wait_until):
+    process, probe = policy
+    probe.joint_positions = [0.1, float("nan"), 0.3, float("inf")]
+    assert wait_until(lambda: "non-finite positions: ignored" in process.output(), 10.0), process.output()
+    # once the last finite sample is older than the lookup allows, frames are skipped, not decoded
+    assert wait_until(lambda: "no joint state near the frame's stamp" in process.output(), 10.0), process.output()
+    mark = probe.count()
+    assert not wait_until(lambda: probe.count() > mark + 1, 1.5)
+    probe.joint_positions = [0.1, -0.2, 0.3, 0.0]
+    assert wait_until(lambda: probe.count() > mark + 1, 10.0)
+
+
+def test_one_future_stamped_joint_state_does_not_stop_the_loop(policy, wait_until):
+    process, probe = policy
+    probe.joint_stamp_offset_s = 3600.0  # one sample an hour ahead: a clock step or a bad stamp
+    assert wait_until(lambda: "joint-state history restarted" in process.output(), 10.0), process.output()
+    mark = probe.count()
+    assert wait_until(lambda: probe.count() > mark + 2, 10.0), process.output()
+
+
+def test_a_bgr_checkpoint_gets_the_channels_evaluation_gives_it(spec_model_dir, ros_node, start_node, wait_until):
+    """The node hands the policy RGB, as training and evaluation do; the checkpoint's channel order is
+    applied once, in preprocessing (it was applied twice, and the flipped view crashed the decoder)."""
+    from ceed_vla_ros.checkpoint import load_checkpoint
+    from ceed_vla_ros.decoding import DecodeSettings
+    from ceed_vla_ros.policy import CeedVlaPolicy
+
+    process = start_node("policy_node", ["-r", "__node:=policy_bgr", "-p", f"model_dir:={spec_model_dir}",
+                                         "-p", "checkpoint:=bgr_crop", "-p", "decoding_mode:=ar", "-p", "instruction:=go",
+                                         "-p", "image_topic:=/bgr_test/image"])
+    frame = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
+    expected = CeedVlaPolicy(load_checkpoint(spec_model_dir, "bgr_crop"), DecodeSettings("ar")).predict(frame, None, "go")
+    received: list[ActionTokens] = []
+    ros_node.create_subscription(ActionTokens, ACTIONS_TOPIC, received.append, 10)
+    images = ros_node.create_publisher(Image, "/bgr_test/image", qos_profile_sensor_data)
+
+    def publish() -> bool:
+        msg = Image(**rgb_to_image_fields(frame))
+        msg.header.stamp = ros_node.get_clock().now().to_msg()
+        images.publish(msg)
+        return any(m.checkpoint_id.startswith("bgr_crop-") for m in received)
+
+    assert wait_until(publish, 30.0), process.output()
+    tokens = [m.token_ids for m in received if m.checkpoint_id.startswith("bgr_crop-")][0]
+    assert list(tokens) == expected.tokens.tolist()

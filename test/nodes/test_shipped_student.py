@@ -32,7 +32,8 @@ def test_shipped_student_reaches_the_named_cube_on_fixed_seeds(tmp_path):
          "--log", str(log)],
         env=env, capture_output=True, text=True, timeout=420,
     )
-    details = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}\nnode log:\n{log.read_text()[-3000:] if log.exists() else ''}"
+    node_log = log.read_text()[-3000:] if log.exists() else ""
+    details = f"stdout:\n{result.stdout}\nstderr:\n{result.stderr[-3000:]}\nnode log:\n{node_log}"
     assert result.returncode == 0, details
     assert re.search(r"loaded sim_student-[0-9a-f]{8} \(student", log.read_text()), details
     found = re.search(r"success: (\d+)/(\d+)", result.stdout)

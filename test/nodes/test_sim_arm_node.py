@@ -37,6 +37,7 @@ from ceed_vla_ros.sim.env import TabletopArmEnv
 from ceed_vla_ros.sim.expert import DlsIk
 from ceed_vla_ros.sim.mjcf import CUBE_HALF, HOME_QPOS, JOINT_NAMES
 from ceed_vla_ros.srv import ResetEpisode
+from ceed_vla_ros.nodes.interfaces import FORWARD_COMMAND_TOPIC, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC, SIM_RESET_SERVICE, SIM_SUCCESS_TOPIC
 
 NODE_COMMAND = [sys.executable, "-P", "-m", "ceed_vla_ros.nodes.sim_arm", "--ros-args"]
 STARTUP_TIMEOUT_S = 20.0  # process start (imports, EGL) + DDS discovery, which can take seconds
@@ -68,19 +69,19 @@ class SimArm:
 
     def __post_init__(self) -> None:
         probe = self.probe
-        probe.create_subscription(JointState, "/joint_states", lambda m: self.joint_states.append(
+        probe.create_subscription(JointState, JOINT_STATES_TOPIC, lambda m: self.joint_states.append(
             (time.monotonic(), m)), 10)
         probe.create_subscription(Image, "/camera/image_raw", lambda m: self.images.append(
             (time.monotonic(), m)), qos_profile_sensor_data)
-        probe.create_subscription(String, "/ceed_vla/instruction",
+        probe.create_subscription(String, INSTRUCTION_TOPIC,
                                   lambda m: self.instructions.append(m.data), LATCHED)
-        probe.create_subscription(Bool, "/sim_arm/success",
+        probe.create_subscription(Bool, SIM_SUCCESS_TOPIC,
                                   lambda m: self.successes.append(m.data), 10)
         self.forward = probe.create_publisher(
-            Float64MultiArray, "/forward_position_controller/commands", 10)
+            Float64MultiArray, FORWARD_COMMAND_TOPIC, 10)
         self.trajectory = probe.create_publisher(
             JointTrajectory, "/joint_trajectory_controller/joint_trajectory", 10)
-        self.reset_client = probe.create_client(ResetEpisode, "/sim_arm/reset_episode")
+        self.reset_client = probe.create_client(ResetEpisode, SIM_RESET_SERVICE)
 
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
@@ -265,7 +266,7 @@ def test_reset_episode_publishes_the_instruction_and_is_deterministic(sim, wait_
     # Transient local: a subscriber that joins later still gets the current instruction.
     late: list[str] = []
     subscription = sim.probe.create_subscription(
-        String, "/ceed_vla/instruction", lambda m: late.append(m.data), LATCHED)
+        String, INSTRUCTION_TOPIC, lambda m: late.append(m.data), LATCHED)
     try:
         assert wait_until(lambda: late == [again.instruction], 10.0), late
     finally:
@@ -293,7 +294,7 @@ def test_invalid_reset_is_rejected_and_changes_nothing(sim, wait_until, request_
     assert len(sim.instructions) == instructions
 
 
-def test_success_turns_true_when_the_tool_reaches_the_named_cube(sim, wait_until):
+def test_success_turns_true_when_the_tool_reaches_the_named_cube_and_ends_the_episode(sim, wait_until):
     response = sim.reset(wait_until, task="reach", seed=3)
     assert response.success
     # The same seed in this process gives the same layout: aim the tool at the cube top.
@@ -305,9 +306,20 @@ def test_success_turns_true_when_the_tool_reaches_the_named_cube(sim, wait_until
     sim.wait_fresh_joint_states(wait_until)
     assert not any(sim.successes[-3:])
     sim.forward.publish(Float64MultiArray(data=target.tolist()))
-    assert sim.wait_for_positions(wait_until, target)
+    assert wait_until(lambda: any(sim.successes[-3:]), 10.0), "~/success is not true with the tool on the cube"
+    # The episode has ended: the arm holds where it succeeded and ignores commands until a reset.
+    sim.wait_fresh_joint_states(wait_until, count=30)
+    held = sim.positions()
+    sim.forward.publish(Float64MultiArray(data=list(HOME_QPOS)))
+    sim.wait_fresh_joint_states(wait_until, count=50)
+    np.testing.assert_allclose(sim.positions(), held, atol=0.01)
+    assert all(sim.successes[-80:])
+    assert sim.reset(wait_until, task="reach", seed=3).success
     sim.wait_fresh_joint_states(wait_until)
-    assert all(sim.successes[-3:]), "~/success is not true with the tool on the cube"
+    assert not any(sim.successes[-3:])
+    away = np.array(HOME_QPOS) + np.array([0.3, 0.0, 0.0, 0.0])  # a new episode obeys again
+    sim.forward.publish(Float64MultiArray(data=away.tolist()))
+    assert sim.wait_for_positions(wait_until, away)
 
 
 # rclpy's AsyncParameterClient (Iron and later) and Humble's stand-in, both over DDS
@@ -316,7 +328,7 @@ def test_success_turns_true_when_the_tool_reaches_the_named_cube(sim, wait_until
 def test_parameters_are_described_and_read_only(sim, wait_until, make_client):
     client = make_client(sim.probe, "sim_arm")
     assert client.wait_for_services(timeout_sec=10.0)
-    names = ["task", "seed", "colour", "joint_state_rate_hz", "camera_rate_hz", "image_size"]
+    names = ["task", "seed", "colour", "joint_state_rate_hz", "camera_rate_hz", "image_size", "end_on_success"]
     future = client.describe_parameters(names)
     assert wait_until(future.done, 5.0)
     descriptors = {d.name: d for d in future.result().descriptors}

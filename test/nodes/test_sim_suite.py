@@ -16,6 +16,7 @@ from sensor_msgs.msg import JointState
 from std_msgs.msg import Float64MultiArray
 
 from ceed_vla_ros.msg import ActionTokens
+from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC, FORWARD_COMMAND_TOPIC, JOINT_STATES_TOPIC
 
 
 def node_pids(runner_pid: int) -> dict[str, int]:
@@ -44,10 +45,12 @@ class Watcher:
         self.actions: list[ActionTokens] = []
         self.commands: list[np.ndarray] = []
         self.joints: list[np.ndarray] = []
-        node.create_subscription(ActionTokens, "/actions", lambda m: self._add(self.actions, m), 10)
-        node.create_subscription(Float64MultiArray, "/forward_position_controller/commands",
+        node.create_subscription(ActionTokens, ACTIONS_TOPIC, lambda m: self._add(self.actions, m), 10)
+        node.create_subscription(Float64MultiArray, FORWARD_COMMAND_TOPIC,
                                  lambda m: self._add(self.commands, np.array(m.data)), 100)
-        node.create_subscription(JointState, "/joint_states", lambda m: self._add(self.joints, np.array(m.position)), 100)
+        node.create_subscription(
+            JointState, JOINT_STATES_TOPIC, lambda m: self._add(self.joints, np.array(m.position)), 100
+        )
 
     def _add(self, store, item) -> None:
         with self.lock:
@@ -62,9 +65,19 @@ class Watcher:
 def suite(tiny_model_dir, ros_node, tmp_path):
     log = open(tmp_path / "launch.log", "w+")
     runner = subprocess.Popen(
-        [str(Path(sys.executable).parent / "ceed-vla"), "launch", "sim_arm", f"model_dir:={tiny_model_dir}",
-         "checkpoint:=tiny_sim", "decoding_mode:=early_exit", "early_exit_steps:=1"],
-        stdout=log, stderr=subprocess.STDOUT, text=True)
+        [
+            str(Path(sys.executable).parent / "ceed-vla"),
+            "launch",
+            "sim_arm",
+            f"model_dir:={tiny_model_dir}",
+            "checkpoint:=tiny_sim",
+            "decoding_mode:=early_exit",
+            "early_exit_steps:=1",
+        ],
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        text=True,
+    )
     watcher = Watcher(ros_node)
 
     def output() -> str:
@@ -100,12 +113,20 @@ def test_loop_closes_and_ctrl_c_stops_every_node(suite, wait_until):
     assert "Traceback" not in output(), output()
 
 
-def test_a_node_that_dies_stops_the_suite_with_an_error(suite, wait_until):
+def test_a_dead_policy_is_restarted_and_a_dead_driver_stops_the_suite(suite, wait_until):
+    """The bring-up's one policy for a node that exits (bringup.NodeLaunch.respawn), in the runner."""
     runner, watcher, output, runner_pid = suite
     assert wait_until(lambda: "policy_node" in node_pids(runner_pid), 30.0), output()
     assert wait_until(lambda: len(watcher.snapshot()[0]) >= 1, 90.0), output()
-    os.kill(node_pids(runner_pid)["policy_node"], signal.SIGKILL)
+    first_policy = node_pids(runner_pid)["policy_node"]
+    os.kill(first_policy, signal.SIGKILL)
+    assert wait_until(lambda: "policy restarted" in output(), 20.0), output()
+    restarted = node_pids(runner_pid).get("policy_node")
+    assert restarted not in (None, first_policy) and runner.poll() is None, output()
+    chunks = len(watcher.snapshot()[0])
+    assert wait_until(lambda: len(watcher.snapshot()[0]) > chunks + 2, 90.0), "no actions from the restarted policy"
     children = node_pids(runner_pid)
-    assert runner.wait(timeout=30) == 1
-    assert "policy exited with code -9" in output(), output()
+    os.kill(children.pop("arm_driver"), signal.SIGKILL)
+    assert runner.wait(timeout=30) == 1, output()
+    assert "arm_driver exited with code -9: stopping the others" in output(), output()
     assert wait_until(lambda: not any(Path(f"/proc/{pid}").exists() for pid in children.values()), 15.0)

@@ -6,7 +6,17 @@ import numpy as np
 import pytest
 
 from ceed_vla_ros.sim.env import TabletopArmEnv
-from ceed_vla_ros.sim.expert import DlsIk, PushExpert, ReachExpert, make_expert, run_episode
+from ceed_vla_ros.sim.expert import DlsIk, PushExpert, ReachExpert, make_expert
+
+
+def run_episode(env: TabletopArmEnv, expert, seed: int) -> bool:
+    """Roll out ``expert`` for one episode; whether it ended in success."""
+    obs = env.reset(seed=seed)
+    info = env.privileged()
+    while True:
+        obs, success, done, info = env.step(expert.act(obs, info))
+        if done:
+            return success
 
 
 @pytest.mark.parametrize("seed", range(8))

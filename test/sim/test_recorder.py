@@ -1,4 +1,4 @@
-"""HDF5 demonstration datasets: exact round trip, action definitions, chunking, CLI."""
+"""HDF5 demonstration datasets: exact round trip, action definitions, CLI."""
 
 from __future__ import annotations
 
@@ -9,7 +9,6 @@ import h5py
 import numpy as np
 import pytest
 
-from ceed_vla_ros import cli
 from ceed_vla_ros.sim.env import TabletopArmEnv
 from ceed_vla_ros.sim.expert import make_expert
 from ceed_vla_ros.sim.recorder import (
@@ -17,11 +16,10 @@ from ceed_vla_ros.sim.recorder import (
     DatasetReader,
     DatasetWriter,
     Episode,
-    action_chunks,
-    iter_training_samples,
     read_episodes,
     record_episode,
 )
+from ceed_vla_ros.tools import cli
 
 
 @pytest.fixture(scope="module")
@@ -86,28 +84,6 @@ def test_reader_rejects_foreign_files(tmp_path):
         raw.attrs["format"] = "something else"
     with pytest.raises(ValueError):
         DatasetReader(path)
-
-
-def test_action_chunks_are_padded_with_hold_actions(episodes):
-    episode = episodes[0]
-    steps, k = episode.num_steps, 5
-    deltas = action_chunks(episode, k)
-    targets = action_chunks(episode, k, action="joint_target")
-    assert deltas.shape == targets.shape == (steps, k, 4)
-    np.testing.assert_array_equal(deltas[0], episode.action_delta[:k])
-    np.testing.assert_array_equal(deltas[-1, 0], episode.action_delta[-1])
-    np.testing.assert_array_equal(deltas[-1, 1:], np.zeros((k - 1, 4)))
-    np.testing.assert_array_equal(targets[-1, 1:], np.repeat(episode.joint_target[-1:], k - 1, 0))
-    with pytest.raises(ValueError):
-        action_chunks(episode, k, action="velocity")
-
-
-def test_training_samples_cover_every_step(episodes):
-    samples = list(iter_training_samples(episodes, chunk_size=3))
-    assert len(samples) == sum(e.num_steps for e in episodes)
-    first = samples[0]
-    np.testing.assert_array_equal(first.image, episodes[0].images[0])
-    assert first.instruction == episodes[0].instruction and first.actions.shape == (3, 4)
 
 
 def test_record_cli_writes_a_dataset(tmp_path, capsys):

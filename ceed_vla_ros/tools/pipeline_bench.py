@@ -34,7 +34,7 @@ from pathlib import Path
 import numpy as np
 
 from ceed_vla_ros.bringup import get_setup
-from ceed_vla_ros.launcher import NodeSuite
+from ceed_vla_ros.tools.launcher import NodeSuite
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
 
@@ -73,13 +73,18 @@ class Window:
         other = [t - d for t, d in zip(self.latency_ms, self.decode_ms)]
         return {
             "chunks": self.chunks,
-            "latency_p50_ms": percentile(self.latency_ms, 50), "latency_p99_ms": percentile(self.latency_ms, 99),
-            "decode_p50_ms": percentile(self.decode_ms, 50), "decode_p99_ms": percentile(self.decode_ms, 99),
-            "transport_preprocess_p50_ms": percentile(other, 50), "transport_preprocess_p99_ms": percentile(other, 99),
+            "latency_p50_ms": percentile(self.latency_ms, 50),
+            "latency_p99_ms": percentile(self.latency_ms, 99),
+            "decode_p50_ms": percentile(self.decode_ms, 50),
+            "decode_p99_ms": percentile(self.decode_ms, 99),
+            "transport_preprocess_p50_ms": percentile(other, 50),
+            "transport_preprocess_p99_ms": percentile(other, 99),
             "iterations_mean": float(np.mean(self.iterations)) if self.iterations else float("nan"),
             "action_to_command_p50_ms": percentile(self.action_to_command_ms, 50),
             "action_to_command_p99_ms": percentile(self.action_to_command_ms, 99),
-            "command_rate_hz": (len(self.command_times) - 1) / duration if duration == duration and duration > 0 else 0.0,
+            "command_rate_hz": (len(self.command_times) - 1) / duration
+            if duration == duration and duration > 0
+            else 0.0,
             "command_period_error_p50_ms": percentile(errors_ms, 50),
             "command_period_error_p99_ms": percentile(errors_ms, 99),
         }
@@ -89,34 +94,38 @@ class Probe:
     """A node in this process recording /actions, driver commands and diagnostics."""
 
     def __init__(self) -> None:
-        import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from rclpy.executors import SingleThreadedExecutor
         from std_msgs.msg import Float64MultiArray
 
         from ceed_vla_ros.msg import ActionTokens
+        from ceed_vla_ros.nodes.interfaces import (
+            ACTIONS_TOPIC,
+            FORWARD_COMMAND_TOPIC,
+            SIM_RESET_SERVICE,
+            probe_node,
+            stamp_to_seconds,
+        )
         from ceed_vla_ros.srv import ResetEpisode
 
-        self.context = rclpy.Context()
-        rclpy.init(context=self.context, args=[])  # not sys.argv: it holds launch arguments
-        self.node = rclpy.create_node("ceed_vla_pipeline_probe", context=self.context)
+        self._stamp_to_seconds = stamp_to_seconds
         self.lock = threading.Lock()
         self.window = Window()
         self._pending_actions: list[float] = []
         self.diagnostics: dict[str, dict[str, str]] = {}
-        self.node.create_subscription(ActionTokens, "/actions", self._on_actions, 10)
-        self.node.create_subscription(Float64MultiArray, "/forward_position_controller/commands", self._on_command, 1000)
-        self.node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
-        self.reset_client = self.node.create_client(ResetEpisode, "/sim_arm/reset_episode")
+
+        def subscribe(node) -> None:
+            node.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions, 10)
+            node.create_subscription(Float64MultiArray, FORWARD_COMMAND_TOPIC, self._on_command, 1000)
+            node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
+
+        self._probe = probe_node("ceed_vla_pipeline_probe", setup=subscribe)
+        self.node = self._probe.__enter__()
+        self.reset_client = self.node.create_client(ResetEpisode, SIM_RESET_SERVICE)
         self.ResetEpisode = ResetEpisode
-        self.executor = SingleThreadedExecutor(context=self.context)
-        self.executor.add_node(self.node)
-        self.thread = threading.Thread(target=self.executor.spin, daemon=True)
-        self.thread.start()
 
     def _on_actions(self, msg) -> None:
         now = time.time()
-        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        stamp = self._stamp_to_seconds(msg.header.stamp)
         with self.lock:
             self.window.chunks += 1
             self.window.latency_ms.append((now - stamp) * 1000.0)
@@ -148,11 +157,7 @@ class Probe:
             self.reset_client.call_async(self.ResetEpisode.Request(task="reach", seed=seed, colour=""))
 
     def close(self) -> None:
-        import rclpy
-
-        self.executor.shutdown()
-        self.node.destroy_node()
-        rclpy.shutdown(context=self.context)
+        self._probe.__exit__(None, None, None)
 
 
 def start_load(processes: int) -> list[subprocess.Popen]:
@@ -161,12 +166,22 @@ def start_load(processes: int) -> list[subprocess.Popen]:
 
 
 def node_stats(suite: NodeSuite) -> dict[str, dict[str, float]]:
-    return {name: {"cpu_s": process_cpu_seconds(p.pid), "rss_mib": process_rss_mib(p.pid)}
-            for name, p in suite.processes.items() if p.poll() is None}
+    return {
+        name: {"cpu_s": process_cpu_seconds(p.pid), "rss_mib": process_rss_mib(p.pid)}
+        for name, p in suite.processes.items()
+        if p.poll() is None
+    }
 
 
-def measure(suite: NodeSuite, probe: Probe, seconds: float, episode_seconds: float, seed: int,
-            control_rate_hz: float, progress=None) -> dict:
+def measure(
+    suite: NodeSuite,
+    probe: Probe,
+    seconds: float,
+    episode_seconds: float,
+    seed: int,
+    control_rate_hz: float,
+    progress=None,
+) -> dict:
     """One measured window of ``seconds`` on the running suite."""
     probe.take_window()
     start_stats, start = node_stats(suite), time.monotonic()
@@ -181,14 +196,27 @@ def measure(suite: NodeSuite, probe: Probe, seconds: float, episode_seconds: flo
         time.sleep(0.2)
     wall = time.monotonic() - start
     window, end_stats = probe.take_window(), node_stats(suite)
-    nodes = {name: {"cpu_percent": 100.0 * (end_stats[name]["cpu_s"] - s["cpu_s"]) / wall,
-                    "rss_start_mib": s["rss_mib"], "rss_end_mib": end_stats[name]["rss_mib"]}
-             for name, s in start_stats.items() if name in end_stats}
+    nodes = {
+        name: {
+            "cpu_percent": 100.0 * (end_stats[name]["cpu_s"] - s["cpu_s"]) / wall,
+            "rss_start_mib": s["rss_mib"],
+            "rss_end_mib": end_stats[name]["rss_mib"],
+        }
+        for name, s in start_stats.items()
+        if name in end_stats
+    }
     return {"seconds": wall, "episodes": episode, **window.summary(control_rate_hz), "nodes": nodes}
 
 
-def measure_idle_and_loaded(suite: NodeSuite, probe: Probe, seconds: float, load_processes: int,
-                            episode_seconds: float, seed: int, control_rate_hz: float) -> dict[str, dict]:
+def measure_idle_and_loaded(
+    suite: NodeSuite,
+    probe: Probe,
+    seconds: float,
+    load_processes: int,
+    episode_seconds: float,
+    seed: int,
+    control_rate_hz: float,
+) -> dict[str, dict]:
     """:func:`measure` on an idle machine, then with ``load_processes`` busy processes (0: skipped)."""
     print(f"measuring {seconds:.0f} s on an idle machine ...", flush=True)
     runs = {"idle": measure(suite, probe, seconds, episode_seconds, seed, control_rate_hz)}
@@ -196,8 +224,9 @@ def measure_idle_and_loaded(suite: NodeSuite, probe: Probe, seconds: float, load
         print(f"measuring {seconds:.0f} s with {load_processes} busy processes ...", flush=True)
         load = start_load(load_processes)
         try:
-            runs[f"{load_processes} busy processes"] = measure(suite, probe, seconds, episode_seconds, seed,
-                                                                control_rate_hz)
+            runs[f"{load_processes} busy processes"] = measure(
+                suite, probe, seconds, episode_seconds, seed, control_rate_hz
+            )
         finally:
             for process in load:
                 process.kill()
@@ -230,24 +259,37 @@ def run_suite(values: dict[str, str], body) -> tuple[object, str]:
 
 
 def pipeline_table(runs: dict[str, dict]) -> str:
-    keys = [("chunks", "chunks", "{:.0f}"), ("latency_p50_ms", "image->/actions p50 ms", "{:.1f}"),
-            ("latency_p99_ms", "image->/actions p99 ms", "{:.1f}"), ("decode_p50_ms", "decode p50 ms", "{:.1f}"),
-            ("transport_preprocess_p50_ms", "transport+preprocess p50 ms", "{:.1f}"),
-            ("transport_preprocess_p99_ms", "transport+preprocess p99 ms", "{:.1f}"),
-            ("iterations_mean", "Jacobi iterations / chunk", "{:.2f}"),
-            ("action_to_command_p50_ms", "/actions->command p50 ms", "{:.1f}"),
-            ("action_to_command_p99_ms", "/actions->command p99 ms", "{:.1f}"),
-            ("command_rate_hz", "driver command rate Hz", "{:.1f}"),
-            ("command_period_error_p50_ms", "command period error p50 ms", "{:.2f}"),
-            ("command_period_error_p99_ms", "command period error p99 ms", "{:.2f}")]
+    keys = [
+        ("chunks", "chunks", "{:.0f}"),
+        ("latency_p50_ms", "image->/actions p50 ms", "{:.1f}"),
+        ("latency_p99_ms", "image->/actions p99 ms", "{:.1f}"),
+        ("decode_p50_ms", "decode p50 ms", "{:.1f}"),
+        ("transport_preprocess_p50_ms", "transport+preprocess p50 ms", "{:.1f}"),
+        ("transport_preprocess_p99_ms", "transport+preprocess p99 ms", "{:.1f}"),
+        ("iterations_mean", "Jacobi iterations / chunk", "{:.2f}"),
+        ("action_to_command_p50_ms", "/actions->command p50 ms", "{:.1f}"),
+        ("action_to_command_p99_ms", "/actions->command p99 ms", "{:.1f}"),
+        ("command_rate_hz", "driver command rate Hz", "{:.1f}"),
+        ("command_period_error_p50_ms", "command period error p50 ms", "{:.2f}"),
+        ("command_period_error_p99_ms", "command period error p99 ms", "{:.2f}"),
+    ]
     names = list(runs)
     lines = ["| measure | " + " | ".join(names) + " |", "|---|" + "---:|" * len(names)]
     for key, label, fmt in keys:
         lines.append(f"| {label} | " + " | ".join(fmt.format(runs[n][key]) for n in names) + " |")
     node_names = sorted({node for run in runs.values() for node in run["nodes"]})
     for node in node_names:
-        lines.append(f"| CPU % of a core: {node} | " + " | ".join(
-            f"{runs[n]['nodes'].get(node, {}).get('cpu_percent', float('nan')):.0f}" for n in names) + " |")
+        lines.append(
+            f"| CPU % of a core: {node} | "
+            + " | ".join(f"{runs[n]['nodes'].get(node, {}).get('cpu_percent', float('nan')):.0f}" for n in names)
+            + " |"
+        )
+    for node in node_names:
+        lines.append(
+            f"| RSS MiB at the end: {node} | "
+            + " | ".join(f"{runs[n]['nodes'].get(node, {}).get('rss_end_mib', float('nan')):.0f}" for n in names)
+            + " |"
+        )
     return "\n".join(lines)
 
 
@@ -264,8 +306,12 @@ def sim_suite_settings(assignments: list[str]) -> tuple[dict[str, str], float]:
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per condition")
-    parser.add_argument("--load-processes", type=int, default=os.cpu_count() or 2,
-                        help="busy processes for the loaded run (default: one per core; 0: skip it)")
+    parser.add_argument(
+        "--load-processes",
+        type=int,
+        default=os.cpu_count() or 2,
+        help="busy processes for the loaded run (default: one per core; 0: skip it)",
+    )
     parser.add_argument("--episode-seconds", type=float, default=8.0, help="reset the sim episode this often")
     parser.add_argument("--seed", type=int, default=2_000_000, help="seed of the first episode")
     parser.add_argument("--out", type=Path, default=None, help="write results.json and pipeline.md here")
@@ -275,8 +321,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def cli_main(args: argparse.Namespace) -> int:
     values, control_rate = sim_suite_settings(args.assignments)
 
-    runs, log = run_suite(values, lambda suite, probe: measure_idle_and_loaded(
-        suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, control_rate))
+    runs, log = run_suite(
+        values,
+        lambda suite, probe: measure_idle_and_loaded(
+            suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, control_rate
+        ),
+    )
     table = pipeline_table(runs)
     print(table)
     if args.out:
@@ -311,15 +361,20 @@ def soak_main(args: argparse.Namespace) -> int:
 
         first = measure(suite, probe, window, args.episode_seconds, args.seed, control_rate, progress)
         done[0] += first["seconds"]
-        middle = measure(suite, probe, total - 2 * window, args.episode_seconds, args.seed + 1000, control_rate,
-                         progress)
+        middle = measure(
+            suite, probe, total - 2 * window, args.episode_seconds, args.seed + 1000, control_rate, progress
+        )
         done[0] += middle["seconds"]
         last = measure(suite, probe, window, args.episode_seconds, args.seed + 2000, control_rate, progress)
         bar.close()
         with probe.lock:
             diagnostics = dict(probe.diagnostics)
-        return {"first_minute": first, "last_minute": last, "diagnostics_at_end": diagnostics,
-                "dead_nodes": suite.dead_nodes()}
+        return {
+            "first_minute": first,
+            "last_minute": last,
+            "diagnostics_at_end": diagnostics,
+            "dead_nodes": suite.dead_nodes(),
+        }
 
     result, log = run_suite(values, body)
     error_lines = [line for line in log.splitlines() if "[ERROR]" in line or "Traceback" in line]
@@ -331,8 +386,10 @@ def soak_main(args: argparse.Namespace) -> int:
         print(f"| {node} | {stats['rss_start_mib']:.0f} | {end:.0f} |")
     camera = result["diagnostics_at_end"].get("ceed_vla_ros: camera_subscriber", {})
     policy = result["diagnostics_at_end"].get("ceed_vla_ros: policy", {})
-    print(f"\nframes dropped by the camera node: {camera.get('frames_dropped', '?')}, frames skipped by the policy: "
-          f"{policy.get('frames_skipped', '?')}, error lines: {len(error_lines)}, dead nodes: {result['dead_nodes']}")
+    print(
+        f"\nframes dropped by the camera node: {camera.get('frames_dropped', '?')}, frames skipped by the policy: "
+        f"{policy.get('frames_skipped', '?')}, error lines: {len(error_lines)}, dead nodes: {result['dead_nodes']}"
+    )
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
         (args.out / "soak.json").write_text(json.dumps(result, indent=2, default=str))

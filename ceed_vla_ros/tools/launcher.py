@@ -2,8 +2,10 @@
 
 Starts every node of :data:`ceed_vla_ros.bringup.SETUPS` ``[setup]`` as its own process (the
 installed executables, the same parameter file and arguments as the launch file), prefixes their
-output with the node name, stops all of them cleanly on Ctrl-C / SIGTERM, and exits non-zero as
-soon as a node dies on its own.
+output with the node name and stops all of them cleanly on Ctrl-C / SIGTERM. A node that exits on
+its own is handled as ``ros2 launch`` handles it (see :mod:`ceed_vla_ros.bringup`): the camera
+subscriber and the policy are restarted after ``RESPAWN_DELAY_S``; the exit of the arm driver or
+the simulated arm stops the others and the runner exits with code 1.
 """
 
 from __future__ import annotations
@@ -17,7 +19,8 @@ import threading
 import time
 from pathlib import Path
 
-from ceed_vla_ros.bringup import SETUPS, Setup, get_setup, node_ros_arguments, parse_assignments
+from ceed_vla_ros.bringup import RESPAWN_DELAY_S, SETUPS, Setup, get_setup, node_ros_arguments, parse_assignments
+from ceed_vla_ros.nodes.interfaces import stop_requested
 
 STOP_TIMEOUT_S = 10.0
 
@@ -99,27 +102,31 @@ class NodeSuite:
         self.stop()
 
 
-def run(setup: Setup, values: dict[str, str]) -> int:
-    """Run until Ctrl-C / SIGTERM (exit 0) or until a node dies (exit 1)."""
-    stop = threading.Event()
-    previous_handlers = {sig: signal.signal(sig, lambda *_: stop.set()) for sig in (signal.SIGINT, signal.SIGTERM)}
+def run(setup: Setup, values: dict[str, str], respawn_delay_s: float = RESPAWN_DELAY_S) -> int:
+    """Run until Ctrl-C / SIGTERM (exit 0) or until a node that is not respawned exits (exit 1)."""
     suite = NodeSuite(setup, values)
-    try:
+    respawn = {node.name: node.respawn for node in setup.nodes}
+    restart_at: dict[str, float] = {}
+    with stop_requested() as stop:
         suite.start()
         print(f"[launch] {setup.name}: started {', '.join(suite.processes)}; Ctrl-C stops all", flush=True)
         while not stop.wait(0.2):
-            dead = suite.dead_nodes()
-            if dead:
-                name, code = next(iter(dead.items()))
-                print(f"[launch] {name} exited with code {code}: stopping the others", file=sys.stderr, flush=True)
-                suite.stop()
-                return 1
+            for name, code in suite.dead_nodes().items():
+                if not respawn[name]:
+                    print(f"[launch] {name} exited with code {code}: stopping the others", file=sys.stderr, flush=True)
+                    suite.stop()
+                    return 1
+                if name not in restart_at:
+                    print(f"[launch] {name} exited with code {code}: restarting it in {respawn_delay_s:.0f} s",
+                          file=sys.stderr, flush=True)
+                    restart_at[name] = time.monotonic() + respawn_delay_s
+                elif time.monotonic() >= restart_at[name]:
+                    del restart_at[name]
+                    suite.start_node(name)
+                    print(f"[launch] {name} restarted", flush=True)
         codes = suite.stop()
-        print(f"[launch] stopped: {', '.join(f'{n}={c}' for n, c in codes.items())}", flush=True)
-        return 0
-    finally:
-        for sig, handler in previous_handlers.items():
-            signal.signal(sig, handler)
+    print(f"[launch] stopped: {', '.join(f'{n}={c}' for n, c in codes.items())}", flush=True)
+    return 0
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

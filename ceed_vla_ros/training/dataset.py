@@ -190,7 +190,10 @@ class TrainingTensors:
         prompts = self.prompt_ids[instr]
         actions = self.action_tokens[index]
         mask = torch.cat((self.prompt_mask[instr], torch.ones_like(actions)), dim=1)
-        pixels = {"images": self.images[index]} if self.vision_features is None else {"vision_features": self.vision_features[index]}
+        if self.vision_features is None:
+            pixels = {"images": self.images[index]}
+        else:
+            pixels = {"vision_features": self.vision_features[index]}
         return {
             **pixels,
             "proprio": self.proprio[index],
@@ -222,9 +225,7 @@ def tokenize_teacher_data(
     for j, ids in enumerate(prompt_ids):
         padded[j, length - len(ids) :] = torch.tensor(list(ids), dtype=torch.long)
         mask[j, length - len(ids) :] = 1
-    normalized = action_tokenizer.stats.normalize(data.actions)
-    bins = action_tokenizer.discretize(normalized)
-    tokens = action_tokenizer.bins_to_tokens(bins).reshape(len(data), -1)
+    tokens = action_tokenizer.encode(data.actions)  # (N, k * d)
     return TrainingTensors(
         images=torch.from_numpy(np.ascontiguousarray(data.images)),
         proprio=torch.from_numpy(proprio_norm.normalize(data.joint_positions, clip=False).astype(np.float32)),

@@ -19,7 +19,7 @@ import time
 from dataclasses import dataclass, field
 
 from ceed_vla_ros.bringup import get_setup
-from ceed_vla_ros.launcher import NodeSuite
+from ceed_vla_ros.tools.launcher import NodeSuite
 
 
 @dataclass
@@ -47,21 +47,20 @@ class EpisodeResult:
 
 def run_episodes(args: argparse.Namespace, progress) -> list[EpisodeResult]:
     """Drive the already running suite through the episodes (a probe node in this process)."""
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
+    from ceed_vla_ros.nodes.interfaces import probe_node
+
+    with probe_node("ceed_vla_demo") as node:
+        return _drive_episodes(node, args, progress)
+
+
+def _drive_episodes(node, args: argparse.Namespace, progress) -> list[EpisodeResult]:
     from std_msgs.msg import Bool
 
     from ceed_vla_ros.msg import ActionTokens
+    from ceed_vla_ros.nodes.interfaces import ACTIONS_TOPIC, SIM_RESET_SERVICE, SIM_SUCCESS_TOPIC
     from ceed_vla_ros.nodes.rclpy_compat import call_service
     from ceed_vla_ros.srv import ResetEpisode
 
-    context = rclpy.Context()
-    rclpy.init(context=context, args=[])  # not sys.argv: it holds launch arguments
-    node = rclpy.create_node("ceed_vla_demo", context=context)
-    executor = SingleThreadedExecutor(context=context)
-    executor.add_node(node)
-    spinner = threading.Thread(target=executor.spin, daemon=True)
-    spinner.start()
     lock = threading.Lock()
     state = {"success": False, "armed": False, "log": ActionLog()}
 
@@ -82,9 +81,9 @@ def run_episodes(args: argparse.Namespace, progress) -> list[EpisodeResult]:
             log.iterations.append(msg.iterations)
             log.decode_ms.append(msg.decode_time_ms)
 
-    node.create_subscription(Bool, "/sim_arm/success", on_success, 10)
-    node.create_subscription(ActionTokens, "/actions", on_actions, 10)
-    reset = node.create_client(ResetEpisode, "/sim_arm/reset_episode")
+    node.create_subscription(Bool, SIM_SUCCESS_TOPIC, on_success, 10)
+    node.create_subscription(ActionTokens, ACTIONS_TOPIC, on_actions, 10)
+    reset = node.create_client(ResetEpisode, SIM_RESET_SERVICE)
     results: list[EpisodeResult] = []
     try:
         if not reset.wait_for_service(timeout_sec=args.startup_timeout):
@@ -110,9 +109,7 @@ def run_episodes(args: argparse.Namespace, progress) -> list[EpisodeResult]:
             results.append(result)
             progress(result, results)
     finally:
-        executor.shutdown()
-        node.destroy_node()
-        rclpy.shutdown(context=context)
+        node.destroy_client(reset)
     return results
 
 

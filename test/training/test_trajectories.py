@@ -10,10 +10,10 @@ import numpy as np
 import pytest
 import torch
 
-from ceed_vla_ros import cli
 from ceed_vla_ros.decoding import HFCausalLMAdapter, TokenRange, decode
-from ceed_vla_ros.distill import trajectories as T
 from ceed_vla_ros.sim.recorder import DatasetReader
+from ceed_vla_ros.tools import cli
+from ceed_vla_ros.training import trajectories as T
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -57,7 +57,9 @@ def test_batch_composition_does_not_change_trajectories(world):
     np.testing.assert_array_equal(again.states, trajectories.states)
     np.testing.assert_array_equal(again.num_states, trajectories.num_states)
     other_seed = T.collect(teacher, samples, batch_size=8, seed=1, progress=False)
-    assert not np.array_equal(other_seed.states[other_seed.state_offset], trajectories.states[trajectories.state_offset])
+    assert not np.array_equal(
+        other_seed.states[other_seed.state_offset], trajectories.states[trajectories.state_offset]
+    )
 
 
 @torch.no_grad()
@@ -72,7 +74,9 @@ def test_last_state_is_a_fixed_point_equal_to_ar_decoding(world):
         inputs = samples.model_batch(torch.tensor([row]), teacher.metadata.image)
         prompt = samples.prompt(row)
         logits = teacher.model(
-            input_ids=torch.cat((prompt, fixed[None]), 1), pixel_values=inputs["pixel_values"], proprio=inputs["proprio"]
+            input_ids=torch.cat((prompt, fixed[None]), 1),
+            pixel_values=inputs["pixel_values"],
+            proprio=inputs["proprio"],
         ).logits[0, prompt.shape[1] - 1 : -1, allowed.start : allowed.stop]
         assert torch.equal(logits.argmax(-1) + allowed.start, fixed), f"sample {row}"
         ar = _batch1(teacher, samples, row, fixed, mode="ar").tokens
@@ -115,11 +119,28 @@ def test_stored_labels_and_references(world):
 
 def test_cli_subsamples_and_writes_the_documented_layout(world, capsys):
     out = world["root"] / "cli.h5"
-    code = cli.main([
-        "collect-trajectories", "--teacher", "tiny_teacher", "--model-dir", str(world["root"] / "models"),
-        "--data", *map(str, world["files"]), "--out", str(out), "--stride", "2", "--max-samples", "7",
-        "--batch-size", "4", "--no-progress", "--threads", "1",
-    ])
+    code = cli.main(
+        [
+            "collect-trajectories",
+            "--teacher",
+            "tiny_teacher",
+            "--model-dir",
+            str(world["root"] / "models"),
+            "--data",
+            *map(str, world["files"]),
+            "--out",
+            str(out),
+            "--stride",
+            "2",
+            "--max-samples",
+            "7",
+            "--batch-size",
+            "4",
+            "--no-progress",
+            "--threads",
+            "1",
+        ]
+    )
     assert code == 0
     assert "wrote" in capsys.readouterr().out
     with h5py.File(out, "r") as f:

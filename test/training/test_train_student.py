@@ -11,13 +11,14 @@ import numpy as np
 import pytest
 import torch
 
-from ceed_vla_ros import cli
 from ceed_vla_ros.checkpoint import load_checkpoint
-from ceed_vla_ros.decoding import TokenRange
-from ceed_vla_ros.distill import train_student as S
-from ceed_vla_ros.distill import trajectories as T
-from ceed_vla_ros.distill.losses import block_prediction_logits
+from ceed_vla_ros.decoding import DecodeSettings, TokenRange
 from ceed_vla_ros.policy import CeedVlaPolicy
+from ceed_vla_ros.tools import cli
+from ceed_vla_ros.training import train_student as S
+from ceed_vla_ros.training import trajectories as T
+from ceed_vla_ros.training.config import DistillConfig
+from ceed_vla_ros.training.losses import block_prediction_logits
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 torch.set_num_threads(1)
@@ -66,9 +67,7 @@ def test_frozen_vision_step_keeps_the_cnn_and_gives_the_same_loss(world):
         plain, _ = S.distill_loss(student, batch, allowed(world))
         frozen, _ = S.distill_loss(student, batch, allowed(world), frozen_vision=True)
     assert frozen.total.item() == pytest.approx(plain.total.item(), rel=1e-5)
-    from ceed_vla_ros.distill.train_teacher import freeze_vision
-
-    freeze_vision(student)
+    student.freeze_vision()
     cnn = copy.deepcopy(student.vision_encoder.cnn.state_dict())
     decoder = copy.deepcopy(student.language_model.state_dict())
     optimizer = torch.optim.AdamW([p for p in student.parameters() if p.requires_grad], lr=1e-3)
@@ -96,7 +95,9 @@ def test_consistency_term_is_zero_at_the_fixed_point_and_positive_elsewhere(worl
     at_fixed_point = S.make_batch(samples, trajectories, rows, trajectories.fixed_point[rows], image)
     with torch.no_grad():
         zero, _ = S.distill_loss(student, at_fixed_point, allowed(world))
-        elsewhere, _ = S.distill_loss(student, S.make_batch(samples, trajectories, rows, first_states(trajectories, rows), image), allowed(world))
+        elsewhere, _ = S.distill_loss(
+            student, S.make_batch(samples, trajectories, rows, first_states(trajectories, rows), image), allowed(world)
+        )
     assert zero.consistency == pytest.approx(0.0, abs=1e-6)
     assert elsewhere.consistency > 1e-3
     assert zero.ar == pytest.approx(elsewhere.ar, rel=1e-5)  # the AR term only sees [prompt + Y*]
@@ -105,11 +106,15 @@ def test_consistency_term_is_zero_at_the_fixed_point_and_positive_elsewhere(worl
 def _gt_log_prob(model, batch, allowed_range, row=0) -> float:
     with torch.no_grad():
         logits = model(
-            input_ids=batch.input_ids, attention_mask=batch.attention_mask, pixel_values=batch.pixel_values,
+            input_ids=batch.input_ids,
+            attention_mask=batch.attention_mask,
+            pixel_values=batch.pixel_values,
             proprio=batch.proprio,
         ).logits
     size = batch.fixed_point.shape[0]
-    block = block_prediction_logits(logits, batch.prompt_len, batch.block_len)[size:, :, allowed_range.start : allowed_range.stop]
+    block = block_prediction_logits(logits, batch.prompt_len, batch.block_len)[
+        size:, :, allowed_range.start : allowed_range.stop
+    ]
     labels = batch.ground_truth - allowed_range.start
     return float(block.log_softmax(-1).gather(-1, labels[..., None])[row].mean())
 
@@ -128,7 +133,9 @@ def test_mixed_labels_train_far_off_samples_toward_the_ground_truth(world):
     teacher_bins = action_range.stop - 1 - trajectories.fixed_point[rows].astype(np.int64)
     far_bins = n_bins - 1 - teacher_bins[0]
     edited.ground_truth[0] = action_range.stop - 1 - far_bins
-    edited.ground_truth_actions[0] = (-1.0 + (far_bins + 0.5) * 2.0 / n_bins).reshape(edited.ground_truth_actions[0].shape)
+    edited.ground_truth_actions[0] = (-1.0 + (far_bins + 0.5) * 2.0 / n_bins).reshape(
+        edited.ground_truth_actions[0].shape
+    )
     edited.ground_truth[1] = trajectories.fixed_point[1]
     edited.ground_truth_actions[1] = trajectories.teacher_actions[1]
     assert np.abs(edited.ground_truth_actions[0] - trajectories.teacher_actions[0]).mean() > 0.1
@@ -153,15 +160,41 @@ def test_mixed_labels_train_far_off_samples_toward_the_ground_truth(world):
 def test_distill_cli_saves_a_loadable_student_with_provenance_and_resumes(world, capsys):
     root = world["root"]
     common = [
-        "distill", "--teacher", "tiny_teacher", "--model-dir", str(root / "models"), "--trajectories", str(world["path"]),
-        "--data", *map(str, world["files"]), "--out-name", "tiny_student", "--run-dir", str(root / "run"),
-        "--batch-size", "4", "--val-samples", "4", "--eval-every", "0", "--save-every", "2", "--log-every", "1",
-        "--threads", "1", "--no-progress", "--lr", "1e-3",
+        "distill",
+        "--teacher",
+        "tiny_teacher",
+        "--model-dir",
+        str(root / "models"),
+        "--trajectories",
+        str(world["path"]),
+        "--data",
+        *map(str, world["files"]),
+        "--out-name",
+        "tiny_student",
+        "--run-dir",
+        str(root / "run"),
+        "--batch-size",
+        "4",
+        "--val-samples",
+        "4",
+        "--eval-every",
+        "0",
+        "--save-every",
+        "2",
+        "--log-every",
+        "1",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--lr",
+        "1e-3",
     ]
     assert cli.main([*common, "--steps", "2"]) == 0
     assert cli.main([*common, "--steps", "3", "--resume"]) == 0
     output = capsys.readouterr().out
     assert "resumed at step 2" in output
+    config = DistillConfig.load(root / "run")
+    assert config.steps == 3 and config.resume and config.teacher == "tiny_teacher" and config.batch_size == 4
     steps = [json.loads(line) for line in (root / "run" / "log.jsonl").read_text().splitlines()]
     assert [r["step"] for r in steps if "consistency" in r] == [1, 2, 3]
     assert all({"consistency", "ar", "total", "gt_labels"} <= set(r) for r in steps if "lr" in r)
@@ -183,7 +216,7 @@ def test_distill_cli_saves_a_loadable_student_with_provenance_and_resumes(world,
     joints = teacher.metadata.proprio_norm.unnormalize(sample.tensors.proprio[0].numpy().astype(np.float64))
     instruction = "reach the red cube"
     for mode, k in (("jacobi", None), ("early_exit", 2), ("ar", None)):
-        output = CeedVlaPolicy(student, mode=mode, early_exit_steps=k).predict(image, joints, instruction)
+        output = CeedVlaPolicy(student, DecodeSettings(mode, k)).predict(image, joints, instruction)
         assert output.actions.shape == (student.metadata.chunk_len, 4) and np.isfinite(output.actions).all()
     assert output.stats.forward_passes == student.metadata.block_len
 
@@ -194,7 +227,19 @@ def test_distill_refuses_trajectories_of_another_teacher(world, tmp_path):
     path = tmp_path / "other.h5"
     T.write_trajectories(path, other)
     with pytest.raises(SystemExit, match="someone-else"):
-        cli.main([
-            "distill", "--teacher", "tiny_teacher", "--model-dir", str(world["root"] / "models"), "--trajectories",
-            str(path), "--data", *map(str, world["files"]), "--run-dir", str(tmp_path / "run"), "--no-progress",
-        ])
+        cli.main(
+            [
+                "distill",
+                "--teacher",
+                "tiny_teacher",
+                "--model-dir",
+                str(world["root"] / "models"),
+                "--trajectories",
+                str(path),
+                "--data",
+                *map(str, world["files"]),
+                "--run-dir",
+                str(tmp_path / "run"),
+                "--no-progress",
+            ]
+        )

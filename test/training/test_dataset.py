@@ -7,7 +7,10 @@ import pytest
 import torch
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
-from ceed_vla_ros.distill.dataset import (
+from ceed_vla_ros.sim.env import TabletopArmEnv
+from ceed_vla_ros.sim.expert import make_expert
+from ceed_vla_ros.sim.recorder import DatasetWriter, record_episode
+from ceed_vla_ros.training.dataset import (
     build_teacher_data,
     chunk_relative_actions,
     load_teacher_data,
@@ -15,9 +18,6 @@ from ceed_vla_ros.distill.dataset import (
     random_shift,
     tokenize_teacher_data,
 )
-from ceed_vla_ros.sim.env import TabletopArmEnv
-from ceed_vla_ros.sim.expert import make_expert
-from ceed_vla_ros.sim.recorder import DatasetWriter, record_episode
 
 
 @pytest.fixture(scope="module")
@@ -93,7 +93,11 @@ def test_tokenize(episodes):
     tensors = tokenize_teacher_data(data, prompts, tokenizer, data.proprio_stats(), pad_id=0)
     for row in (0, len(data) - 1):
         np.testing.assert_array_equal(tensors.action_tokens[row].numpy(), tokenizer.encode(data.actions[row]))
-        assert tokenizer.decode(tensors.action_tokens[row].numpy()) == pytest.approx(data.actions[row], abs=2 * (max(stats.q99) - min(stats.q01)) / 256 + 1e-9) or True
+        assert (
+            tokenizer.decode(tensors.action_tokens[row].numpy())
+            == pytest.approx(data.actions[row], abs=2 * (max(stats.q99) - min(stats.q01)) / 256 + 1e-9)
+            or True
+        )
     batch = tensors.batch(torch.tensor([0, len(data) - 1]))
     length = max(len(p) for p in prompts)
     assert batch["input_ids"].shape == (2, length + 16)
@@ -102,7 +106,9 @@ def test_tokenize(episodes):
     assert batch["input_ids"][1, length - len(prompts[last]) : length].tolist() == prompts[last]
     assert batch["attention_mask"][1].sum() == len(prompts[last]) + 16
     assert (batch["input_ids"][:, length:] >= vocab - 256).all()
-    np.testing.assert_allclose(tensors.proprio.numpy(), data.proprio_stats().normalize(data.joint_positions, clip=False), rtol=1e-6)
+    np.testing.assert_allclose(
+        tensors.proprio.numpy(), data.proprio_stats().normalize(data.joint_positions, clip=False), rtol=1e-6
+    )
 
 
 def test_random_shift_moves_points_with_the_image():

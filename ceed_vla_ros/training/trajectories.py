@@ -3,23 +3,24 @@
 For every selected sample (image, proprio, instruction) of the demonstration files the teacher
 decodes one action chunk with Jacobi decoding and every iterate is kept:
 ``J = {Y^0, Y^1, ..., Y*}`` (CEED-VLA Algorithm 2). These trajectories are the training data of
-``ceed-vla distill`` (:mod:`ceed_vla_ros.distill.train_student`).
+``ceed-vla distill`` (:mod:`ceed_vla_ros.training.train_student`).
 
 Decoding is exactly :func:`ceed_vla_ros.decoding.decode` in ``jacobi`` mode (argmax restricted
 to the action tokens, position 0 from the prefill, stop at the fixed point, at most ``n``
-iterations), but BATCHED (:func:`batched_jacobi_trajectories`): prompts are left-padded, the
+iterations), but BATCHED (:func:`ceed_vla_ros.decoding.jacobi_trajectories_batched`): prompts are left-padded, the
 batch is prefilled once into a KV cache, each iteration runs every still-active block in one
 forward on top of the cache and crops the cache back to the prompt; samples that reached their
 fixed point leave the batch (their rows are dropped from the cache). For every sample the
 trajectory equals the batch-1 ``decode(..., mode="jacobi", record_trajectory=True)`` trajectory
-from the same initial block (``test/distill/test_trajectories.py``).
+from the same initial block (``test/training/test_trajectories.py``).
 
 Initial block Y^0: the paper's ``random_prompt_tokens`` -- ``n`` ids drawn uniformly from the
 sample's own (unpadded) prompt ids, with a per-sample generator seeded by
 ``seed * 1_000_003 + sample number`` (independent of the batch size); position 0 is then the
 teacher's greedy first token.
 
-File layout (HDF5, format ``ceed_vla_ros.distill.trajectories`` version 1, no pickles)::
+File layout (HDF5, format ``ceed_vla_ros.distill.trajectories`` version 1 -- the name predates the
+move to training/ -- no pickles)::
 
     /  attributes
         format, format_version
@@ -46,7 +47,7 @@ File layout (HDF5, format ``ceed_vla_ros.distill.trajectories`` version 1, no pi
                                   Y^0 (initial block, position 0 set), Y^1, ..., Y* (last row)
 
 Images are NOT duplicated: ``(file_index, episode, step)`` point into the demonstration files.
-Ground-truth chunks follow :mod:`ceed_vla_ros.distill.dataset` (chunk-relative joint deltas).
+Ground-truth chunks follow :mod:`ceed_vla_ros.training.dataset` (chunk-relative joint deltas).
 """
 
 from __future__ import annotations
@@ -56,8 +57,6 @@ import dataclasses
 import datetime
 import json
 import os
-import shlex
-import sys
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -66,112 +65,18 @@ from pathlib import Path
 import h5py
 import numpy as np
 import torch
-from transformers import DynamicCache
 
 from ceed_vla_ros import __version__
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
-from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens
-from ceed_vla_ros.distill.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
+from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens, jacobi_trajectories_batched
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import preprocess_images
 from ceed_vla_ros.sim.recorder import DatasetReader
+from ceed_vla_ros.training.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
 
-FORMAT_NAME = "ceed_vla_ros.distill.trajectories"
+FORMAT_NAME = "ceed_vla_ros.distill.trajectories"  # the file format's name (kept: existing files carry it)
 FORMAT_VERSION = 1
 SEED_STRIDE = 1_000_003
-
-
-# --------------------------------------------------------------------------------------------
-# Batched Jacobi decoding
-# --------------------------------------------------------------------------------------------
-
-
-def _argmax(logits: torch.Tensor, allowed: TokenRange | None) -> torch.Tensor:
-    if allowed is None:
-        return logits.argmax(dim=-1)
-    return logits[..., allowed.start : allowed.stop].argmax(dim=-1) + allowed.start
-
-
-@dataclass
-class BatchedTrajectories:
-    """Per-sample Jacobi trajectories: ``states[i]`` is (T_i, n) = Y^0 .. Y^last of sample i."""
-
-    states: list[torch.Tensor]
-    converged: torch.Tensor  # (B,) bool
-    forward_passes: int  # block forwards run for the whole batch (excluding the prefill)
-
-    @property
-    def fixed_points(self) -> torch.Tensor:
-        return torch.stack([s[-1] for s in self.states])
-
-
-@torch.inference_mode()
-def batched_jacobi_trajectories(
-    model: torch.nn.Module,
-    input_ids: torch.Tensor,
-    attention_mask: torch.Tensor,
-    inputs: dict[str, torch.Tensor],
-    initial_blocks: torch.Tensor,
-    *,
-    allowed: TokenRange | None = None,
-    max_iterations: int | None = None,
-) -> BatchedTrajectories:
-    """Jacobi-decode a batch and record every iterate of every sample.
-
-    Args:
-        model: a causal LM taking ``input_ids``, ``attention_mask``, ``cache``, ``use_cache`` and the
-            prompt inputs (``pixel_values``, ``proprio``) on the prefill.
-        input_ids: (B, L) LEFT-padded prompts; ``attention_mask`` (B, L) is 0 on the padding.
-        inputs: extra prefill inputs, batched (B, ...).
-        initial_blocks: (B, n) initial guesses (position 0 is overwritten by the greedy first token).
-        allowed: argmax id range (e.g. the action tokens), as in :func:`ceed_vla_ros.decoding.decode`.
-        max_iterations: Jacobi cap (default n).
-
-    Same iteration and stopping rule as ``decoding._decode_jacobi``: after each iteration the common
-    prefix ``s`` of the new and the previous block is measured; ``final = max(s + 1, final + 1)``
-    tokens are final; a sample stops (and leaves the batch) when ``final >= n``.
-    """
-    batch, n = initial_blocks.shape
-    cap = n if max_iterations is None else max_iterations
-    cache = DynamicCache(config=model.config.get_text_config())
-    out = model(input_ids=input_ids, attention_mask=attention_mask, **inputs, cache=cache, use_cache=True, logits_to_keep=1)
-    first = _argmax(out.logits[:, -1], allowed)
-    blocks = initial_blocks.to(first.dtype).clone()
-    blocks[:, 0] = first
-    prefix_len = cache.get_seq_length()
-    states: list[list[torch.Tensor]] = [[blocks[i].clone()] for i in range(batch)]
-    final_len = torch.ones(batch, dtype=torch.long)
-    active = torch.arange(batch)
-    if n <= 1:
-        active = active[:0]
-    mask = attention_mask
-    iterations = 0
-    forwards = 0
-    while active.numel() and iterations < cap:
-        block = blocks[active]
-        step_mask = torch.cat((mask, mask.new_ones(active.numel(), n)), dim=1)
-        logits = model(input_ids=block, attention_mask=step_mask, cache=cache, use_cache=True).logits
-        cache.crop(prefix_len - cache.get_seq_length())
-        forwards += 1
-        iterations += 1
-        new_block = torch.cat((block[:, :1], _argmax(logits[:, :-1], allowed)), dim=1)
-        changed = new_block != block
-        common = torch.where(changed.any(dim=1), changed.int().argmax(dim=1), torch.full_like(active, n))
-        new_final = torch.clamp(torch.maximum(common + 1, final_len[active] + 1), max=n)
-        final_len[active] = new_final
-        blocks[active] = new_block
-        for row, sample in enumerate(active.tolist()):
-            states[sample].append(new_block[row].clone())
-        keep = new_final < n
-        if not bool(keep.all()):
-            keep_rows = keep.nonzero().reshape(-1)
-            cache.batch_select_indices(keep_rows)
-            mask = mask[keep_rows]
-            active = active[keep_rows]
-    return BatchedTrajectories(
-        states=[torch.stack(s).cpu() for s in states],
-        converged=final_len >= n,
-        forward_passes=forwards,
-    )
 
 
 # --------------------------------------------------------------------------------------------
@@ -284,7 +189,9 @@ def load_samples(
         try:
             rows = np.asarray([lookup[(int(f), int(e), int(s))] for f, e, s in zip(*refs)], dtype=np.int64)
         except KeyError as error:
-            raise ValueError(f"sample (file, episode, step) {error.args[0]} is not in the demonstration files") from None
+            raise ValueError(
+                f"sample (file, episode, step) {error.args[0]} is not in the demonstration files"
+            ) from None
     data = _subset(data, rows)
     prompts = [checkpoint.prompt_ids(text) for text in data.instructions]
     tensors = tokenize_teacher_data(
@@ -325,8 +232,19 @@ class TrajectorySet:
     l1: np.ndarray
     states: np.ndarray
 
-    SAMPLE_FIELDS = ("file_index", "episode", "step", "state_offset", "num_states", "converged", "fixed_point",
-                     "ground_truth", "teacher_actions", "ground_truth_actions", "l1")
+    SAMPLE_FIELDS = (
+        "file_index",
+        "episode",
+        "step",
+        "state_offset",
+        "num_states",
+        "converged",
+        "fixed_point",
+        "ground_truth",
+        "teacher_actions",
+        "ground_truth_actions",
+        "l1",
+    )
 
     def __len__(self) -> int:
         return int(self.num_states.shape[0])
@@ -344,9 +262,19 @@ class TrajectorySet:
         return self.file_index.astype(np.int64), self.episode.astype(np.int64), self.step.astype(np.int64)
 
 
-_DTYPES = {"file_index": np.int32, "episode": np.int32, "step": np.int32, "state_offset": np.int64,
-           "num_states": np.int32, "converged": np.bool_, "fixed_point": np.int32, "ground_truth": np.int32,
-           "teacher_actions": np.float32, "ground_truth_actions": np.float32, "l1": np.float32}
+_DTYPES = {
+    "file_index": np.int32,
+    "episode": np.int32,
+    "step": np.int32,
+    "state_offset": np.int64,
+    "num_states": np.int32,
+    "converged": np.bool_,
+    "fixed_point": np.int32,
+    "ground_truth": np.int32,
+    "teacher_actions": np.float32,
+    "ground_truth_actions": np.float32,
+    "l1": np.float32,
+}
 
 
 def write_trajectories(path: str | Path, trajectories: TrajectorySet) -> None:
@@ -413,7 +341,7 @@ def collect(
             rows = torch.arange(begin, min(len(samples), begin + batch_size))
             batch = samples.model_batch(rows, metadata.image)
             initial = torch.stack([initial_block(samples, int(r), n, seed, int(r)) for r in rows])
-            result = batched_jacobi_trajectories(
+            result = jacobi_trajectories_batched(
                 model, batch.pop("input_ids"), batch.pop("attention_mask"), batch, initial, allowed=allowed
             )
             total_forwards += result.forward_passes
@@ -426,8 +354,7 @@ def collect(
             bar.set_postfix(iters=f"{np.mean(num_states) - 1:.2f}")
     seconds = time.perf_counter() - start
     fixed_point = np.stack(fixed).astype(np.int64)
-    chunk = (len(samples), metadata.chunk_len, metadata.action_dims)
-    teacher_actions = action_tokenizer.bin_centers(action_tokenizer.tokens_to_bins(fixed_point)).reshape(chunk)
+    teacher_actions = action_tokenizer.normalized_actions(fixed_point)
     truth_actions = samples.ground_truth_actions.numpy()
     num_states_arr = np.asarray(num_states, dtype=np.int64)
     attrs = {
@@ -483,13 +410,17 @@ def summarize(trajectories: TrajectorySet) -> dict[str, float]:
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint name in --model-dir (or a folder path)")
-    parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("CEED_VLA_MODEL_DIR", "models")))
+    add_model_dir_argument(parser, "folder of the teacher checkpoint")
     parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files")
     parser.add_argument("--out", type=Path, required=True, help="output trajectory file (.h5)")
     parser.add_argument("--stride", type=int, default=1, help="keep every stride-th sample (default 1: all)")
     parser.add_argument("--max-samples", type=int, default=None, help="then at most this many (seeded random subset)")
-    parser.add_argument("--holdout-last", type=int, default=0,
-                        help="skip the last N episodes of each file (e.g. the teacher's validation episodes)")
+    parser.add_argument(
+        "--holdout-last",
+        type=int,
+        default=0,
+        help="skip the last N episodes of each file (e.g. the teacher's validation episodes)",
+    )
     parser.add_argument("--batch-size", type=int, default=64, help="samples decoded together")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initial blocks and the subset")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
@@ -499,15 +430,23 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def cli_main(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
-    command = getattr(args, "command", None) or "ceed-vla collect-trajectories " + " ".join(
-        shlex.quote(a) for a in sys.argv[2:]
-    )
-    checkpoint = load_checkpoint_arg(args.model_dir, args.teacher)
+    command = getattr(args, "command", None) or getattr(args, "command_line", "ceed-vla collect-trajectories")
+    checkpoint = load_checkpoint_arg(model_dir_argument(args.model_dir), args.teacher)
     t0 = time.perf_counter()
-    samples = load_samples(args.data, checkpoint, stride=args.stride, max_samples=args.max_samples, seed=args.seed,
-                           holdout_last=args.holdout_last)
-    print(f"loaded {len(samples)} samples from {len(args.data)} file(s) in {time.perf_counter() - t0:.1f} s", flush=True)
-    trajectories = collect(checkpoint, samples, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress)
+    samples = load_samples(
+        args.data,
+        checkpoint,
+        stride=args.stride,
+        max_samples=args.max_samples,
+        seed=args.seed,
+        holdout_last=args.holdout_last,
+    )
+    print(
+        f"loaded {len(samples)} samples from {len(args.data)} file(s) in {time.perf_counter() - t0:.1f} s", flush=True
+    )
+    trajectories = collect(
+        checkpoint, samples, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress
+    )
     trajectories.attrs |= {
         "data_files": json.dumps([str(p) for p in args.data]),
         "data_episodes": json.dumps(samples.data_episodes),

@@ -2,11 +2,11 @@
 
 1. Decoding: forward passes and median/p90 ms per chunk for HF ``generate`` (AR), our AR, Jacobi and
    early exit at k = 1..n, for the teacher and the student, on simulator observations
-   (:mod:`ceed_vla_ros.bench_decoding`); ratios against HF generate.
-2. Closed loop (:mod:`ceed_vla_ros.evaluation`): success with counts, forward passes per chunk,
+   (:mod:`ceed_vla_ros.tools.bench_decoding`); ratios against HF generate.
+2. Closed loop (:mod:`ceed_vla_ros.tools.evaluation`): success with counts, forward passes per chunk,
    policy Hz for teacher AR / teacher Jacobi / student Jacobi / student early exit at several k,
    same seeds for every setting; plot of success vs speed-up (one point per setting).
-3. The ROS pipeline across processes over DDS with the sim arm (:mod:`ceed_vla_ros.pipeline_bench`),
+3. The ROS pipeline across processes over DDS with the sim arm (:mod:`ceed_vla_ros.tools.pipeline_bench`),
    idle and with every core loaded.
 4. Our ratios beside the paper's, labelled as different models and hardware.
 
@@ -19,19 +19,18 @@ import argparse
 import json
 import os
 import platform
-import shlex
-import sys
 import time
 from pathlib import Path
 
 import torch
 
-from ceed_vla_ros.bench_decoding import format_table, run_benchmark, sim_prompts
 from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import TokenRange
-from ceed_vla_ros.evaluation import DEFAULT_EVAL_SEED, Setting, evaluate, markdown_table, write_report
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
+from ceed_vla_ros.tools.bench_decoding import format_table, run_benchmark, sim_prompts
+from ceed_vla_ros.tools.evaluation import DEFAULT_EVAL_SEED, Setting, evaluate, markdown_table, write_report
 
-PAPER = {  # arXiv 2506.13725, see shared notes: CEED-VLA vs AR on LIBERO-Long (OpenVLA, H100)
+PAPER = {  # arXiv 2506.13725, Table "LIBERO-Long": CEED-VLA vs AR (OpenVLA, H100)
     "tokens_per_s_speedup": 4.1,
     "control_hz_speedup": 4.3,
     "iterations_per_chunk": "about 2 per 3-action chunk (21 tokens; AR: 22 forward passes)",
@@ -145,13 +144,14 @@ def targets_section(per_task: list[dict], teacher: str, student: str) -> str:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", default="sim_teacher")
     parser.add_argument("--student", default="sim_student")
-    parser.add_argument("--model-dir", type=Path, default=None, help="default: $CEED_VLA_MODEL_DIR or the shipped models/")
+    add_model_dir_argument(parser)
     parser.add_argument("--out", type=Path, default=Path("results/bench"))
     parser.add_argument("--episodes", type=int, default=50, help="closed-loop episodes per task and setting")
     parser.add_argument("--tasks", nargs="+", default=["reach", "push"])
     parser.add_argument("--early-exit-steps", type=int, nargs="+", default=[1, 2, 3, 4])
     parser.add_argument("--all-exit-steps", action="store_true", help="decoding: time early exit at every k = 1..n")
-    parser.add_argument("--headline-exit-steps", type=int, default=2, help="k of the student setting compared to the paper")
+    parser.add_argument("--headline-exit-steps", type=int, default=2,
+                        help="k of the student setting compared to the paper")
     parser.add_argument("--repeats", type=int, default=30, help="decoding: timed chunks per method")
     parser.add_argument("--observations", type=int, default=10, help="decoding: simulator observations")
     parser.add_argument("--pipeline-seconds", type=float, default=60.0, help="ROS pipeline: seconds per condition")
@@ -163,26 +163,35 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 def cli_main(args: argparse.Namespace) -> int:
     from transformers.utils import logging as hf_logging
 
-    from ceed_vla_ros.paths import default_model_dir
-
     hf_logging.disable_progress_bar()
     torch.set_num_threads(args.threads)
-    model_dir = args.model_dir or default_model_dir()
+    model_dir = model_dir_argument(args.model_dir)
     out = args.out
     out.mkdir(parents=True, exist_ok=True)
     started = time.perf_counter()
-    command = "ceed-vla bench-all " + " ".join(shlex.quote(a) for a in sys.argv[2:])
+    command = getattr(args, "command_line", "ceed-vla bench-all")
     print("1/3 decoding speed ...", flush=True)
     decoding_md, decoding = decoding_section([args.teacher, args.student], model_dir, args)
 
     print("2/3 closed loop ...", flush=True)
     labels = [f"{args.teacher}:ar", f"{args.teacher}:jacobi", f"{args.student}:jacobi"] + [
-        f"{args.student}:early_exit:{k}" for k in args.early_exit_steps]
-    results, steps = evaluate([Setting.parse(label) for label in labels], model_dir, args.tasks, args.episodes,
-                              DEFAULT_EVAL_SEED, None, True)
-    closed = write_report(results, steps, out / "closed_loop",
-                          {"command": command, "episodes": args.episodes, "seed": DEFAULT_EVAL_SEED,
-                           "tasks": args.tasks, "threads": args.threads})
+        f"{args.student}:early_exit:{k}" for k in args.early_exit_steps
+    ]
+    results, steps = evaluate(
+        [Setting.parse(label) for label in labels], model_dir, args.tasks, args.episodes, DEFAULT_EVAL_SEED, None, True
+    )
+    closed = write_report(
+        results,
+        steps,
+        out / "closed_loop",
+        {
+            "command": command,
+            "episodes": args.episodes,
+            "seed": DEFAULT_EVAL_SEED,
+            "tasks": args.tasks,
+            "threads": args.threads,
+        },
+    )
     plot_success_vs_speedup(closed["overall"], f"{args.teacher}:ar", out)
     headline = f"{args.student}:early_exit:{args.headline_exit_steps}"
     comparison = comparison_table(decoding, closed["overall"], args.teacher, headline, args.student)
@@ -191,23 +200,38 @@ def cli_main(args: argparse.Namespace) -> int:
     pipeline_md = "(skipped)"
     if not args.skip_pipeline:
         print("3/3 ROS pipeline ...", flush=True)
-        from ceed_vla_ros.pipeline_bench import measure_idle_and_loaded, pipeline_table, run_suite, sim_suite_settings
+        from ceed_vla_ros.tools.pipeline_bench import (
+            measure_idle_and_loaded,
+            pipeline_table,
+            run_suite,
+            sim_suite_settings,
+        )
 
-        values, control_rate = sim_suite_settings([
-            f"model_dir:={model_dir}", f"checkpoint:={args.student}", "decoding_mode:=early_exit",
-            f"early_exit_steps:={args.headline_exit_steps}"])
+        values, control_rate = sim_suite_settings(
+            [
+                f"model_dir:={model_dir}",
+                f"checkpoint:={args.student}",
+                "decoding_mode:=early_exit",
+                f"early_exit_steps:={args.headline_exit_steps}",
+            ]
+        )
 
-        runs, log = run_suite(values, lambda suite, probe: measure_idle_and_loaded(
-            suite, probe, args.pipeline_seconds, os.cpu_count() or 2, 8.0, 2_000_000, control_rate))
+        runs, log = run_suite(
+            values,
+            lambda suite, probe: measure_idle_and_loaded(
+                suite, probe, args.pipeline_seconds, os.cpu_count() or 2, 8.0, 2_000_000, control_rate
+            ),
+        )
         (out / "pipeline.json").write_text(json.dumps(runs, indent=2))
         (out / "pipeline_nodes.log").write_text(log)
         pipeline_md = pipeline_table(runs)
 
     (out / "decoding.json").write_text(json.dumps(decoding, indent=2))
+    k = args.headline_exit_steps
     report = f"""# ceed_vla_ros benchmark
 
 Machine: {machine_description()}. Command: `{command}` ({time.perf_counter() - started:.0f} s).
-Closed loop: {args.episodes} episodes per task and setting, tasks {', '.join(args.tasks)}, seeds
+Closed loop: {args.episodes} episodes per task and setting, tasks {", ".join(args.tasks)}, seeds
 {DEFAULT_EVAL_SEED}..{DEFAULT_EVAL_SEED + args.episodes - 1}, {steps} action(s) executed per chunk.
 Decoding: {args.repeats} timed chunks per method over {args.observations} simulator observations (seed {args.seed}).
 
@@ -219,7 +243,7 @@ Decoding: {args.repeats} timed chunks per method over {args.observations} simula
 {comparison}
 ## Closed loop
 
-{markdown_table(closed['per_task'] + closed['overall'])}
+{markdown_table(closed["per_task"] + closed["overall"])}
 ![success vs speed-up](success_vs_speedup.png)
 ![success vs forward passes](closed_loop/success_vs_forward_passes.png)
 ![iterations](closed_loop/iterations_hist.png)
@@ -229,7 +253,7 @@ Decoding: {args.repeats} timed chunks per method over {args.observations} simula
 Forward passes include the prefill; every argmax is restricted to the action tokens.
 
 {decoding_md}
-## ROS pipeline (sim arm, {args.student} early exit k={args.headline_exit_steps}, {args.pipeline_seconds:.0f} s per column)
+## ROS pipeline (sim arm, {args.student} early exit k={k}, {args.pipeline_seconds:.0f} s per column)
 
 image->/actions = receive time of the chunk minus the stamp of its camera frame; transport+preprocess
 = that minus decode time; /actions->command = first driver command after a chunk; the command period

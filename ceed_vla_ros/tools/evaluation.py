@@ -47,23 +47,25 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ceed_vla_ros.checkpoint import DEFAULT_MODEL_DIR_ENV, Checkpoint, CheckpointError, load_checkpoint
-from ceed_vla_ros.decoding import DECODE_MODES, INIT_STRATEGIES
+from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint
+from ceed_vla_ros.decoding import INIT_STRATEGIES, DecodeSettings
+from ceed_vla_ros.metadata import CheckpointError
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import CeedVlaPolicy
 from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
 
 DEFAULT_EVAL_SEED = 1_000_000
-_SETTING = re.compile(r"^(?P<ckpt>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<mode>[a-z_]+)(?::(?P<steps>\d+))?(?:@(?P<init>[a-z_]+))?$")
+_SETTING = re.compile(
+    r"^(?P<ckpt>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<mode>[a-z_]+)(?::(?P<steps>\d+))?(?:@(?P<init>[a-z_]+))?$"
+)
 
 
 @dataclass(frozen=True)
 class Setting:
-    """One decoding setting: checkpoint name, mode, early-exit steps, Jacobi initialisation."""
+    """One evaluated setting: a checkpoint name and its :class:`DecodeSettings`."""
 
     checkpoint: str
-    mode: str
-    early_exit_steps: int | None = None
-    init: str = "random_prompt_tokens"
+    decode: DecodeSettings
     label: str = ""
 
     @classmethod
@@ -72,19 +74,20 @@ class Setting:
         if not match:
             raise ValueError(f"bad setting {text!r}; expected CHECKPOINT:MODE[:EXIT_STEPS][@INIT]")
         mode, steps, init = match["mode"], match["steps"], match["init"] or default_init
-        if mode not in DECODE_MODES:
-            raise ValueError(f"{text!r}: unknown mode {mode!r}; choose from {', '.join(DECODE_MODES)}")
-        if init not in INIT_STRATEGIES:
-            raise ValueError(f"{text!r}: unknown init {init!r}; choose from {', '.join(INIT_STRATEGIES)}")
-        if mode == "early_exit":
-            if steps is None or int(steps) < 1:
-                raise ValueError(f"{text!r}: early_exit needs EXIT_STEPS >= 1, e.g. {match['ckpt']}:early_exit:2")
-        elif steps is not None:
-            raise ValueError(f"{text!r}: only early_exit takes EXIT_STEPS")
+        if mode == "early_exit" and steps is None:
+            raise ValueError(f"{text!r}: early_exit needs EXIT_STEPS >= 1, e.g. {match['ckpt']}:early_exit:2")
         if mode == "ar" and match["init"]:
             raise ValueError(f"{text!r}: AR decoding has no initial block (@INIT)")
-        label = f"{match['ckpt']}:{mode}" + (f":{steps}" if steps else "") + (f"@{init}" if mode != "ar" and init != "random_prompt_tokens" else "")
-        return cls(match["ckpt"], mode, int(steps) if steps else None, init, label)
+        try:
+            decode = DecodeSettings(mode, int(steps) if steps else None, init)
+        except ValueError as error:
+            raise ValueError(f"{text!r}: {error}") from None
+        label = (
+            f"{match['ckpt']}:{mode}"
+            + (f":{steps}" if steps else "")
+            + (f"@{init}" if mode != "ar" and init != "random_prompt_tokens" else "")
+        )
+        return cls(match["ckpt"], decode, label)
 
 
 @dataclass
@@ -109,7 +112,16 @@ class SettingTaskResult:
     converged: list[bool] = field(default_factory=list)
 
     def summary(self, execute_steps: int) -> dict:
-        return summarize(self.setting, self.task, self.episodes, self.forward_passes, self.iterations, self.decode_ms, self.converged, execute_steps)
+        return summarize(
+            self.setting,
+            self.task,
+            self.episodes,
+            self.forward_passes,
+            self.iterations,
+            self.decode_ms,
+            self.converged,
+            execute_steps,
+        )
 
 
 def summarize(setting, task, episodes, forward_passes, iterations, decode_ms, converged, execute_steps) -> dict:
@@ -131,7 +143,12 @@ def summarize(setting, task, episodes, forward_passes, iterations, decode_ms, co
 
 
 def run_episode(
-    env: TabletopArmEnv, policy: CeedVlaPolicy, setting: Setting, seed: int, execute_steps: int, record: SettingTaskResult
+    env: TabletopArmEnv,
+    policy: CeedVlaPolicy,
+    setting: Setting,
+    seed: int,
+    execute_steps: int,
+    record: SettingTaskResult,
 ) -> EpisodeResult:
     """One closed-loop episode; appends the per-chunk stats to ``record``."""
     obs = env.reset(seed=seed)
@@ -143,9 +160,7 @@ def run_episode(
             obs["image"],
             obs["joint_positions"],
             obs["instruction"],
-            mode=setting.mode,
-            early_exit_steps=setting.early_exit_steps,
-            init=setting.init,
+            setting.decode,
             steps_executed=execute_steps,
         )
         chunks += 1
@@ -193,7 +208,7 @@ def evaluate(
     for task in tasks:
         with TabletopArmEnv(task=task, image_size=image_size) as env:
             for setting in settings:
-                policy = CeedVlaPolicy(checkpoints[setting.checkpoint], mode=setting.mode, early_exit_steps=setting.early_exit_steps, init=setting.init, seed=seed)
+                policy = CeedVlaPolicy(checkpoints[setting.checkpoint], setting.decode, seed=seed)
                 record = SettingTaskResult(setting.label, task)
                 for i in range(episodes):
                     record.episodes.append(run_episode(env, policy, setting, seed + i, steps, record))
@@ -220,7 +235,8 @@ def overall(results: list[SettingTaskResult], setting: str, execute_steps: int) 
 
 
 def markdown_table(summaries: list[dict]) -> str:
-    head = "| setting | task | success | mean fwd passes / chunk | mean Jacobi iters / chunk | converged | median decode ms | policy Hz |"
+    head = ("| setting | task | success | mean fwd passes / chunk | mean Jacobi iters / chunk | converged "
+            "| median decode ms | policy Hz |")
     lines = [head, "|" + "---|" * 8]
     for s in summaries:
         lines.append(
@@ -247,12 +263,13 @@ def write_report(results: list[SettingTaskResult], execute_steps: int, out: Path
         "policy_hz_definition": "execute_steps * chunks / total decode seconds",
         "per_task": summaries,
         "overall": totals,
-        "episodes": {f"{r.setting}|{r.task}": [asdict(e) for e in r.episodes] for r in results},
+        "episode_results": {f"{r.setting}|{r.task}": [asdict(e) for e in r.episodes] for r in results},
         "iterations": {f"{r.setting}|{r.task}": r.iterations for r in results},
     }
     (out / "results.json").write_text(json.dumps(report, indent=1))
     md = f"# Closed-loop evaluation\n\n`{meta.get('command', '')}`\n\n"
-    md += f"Episodes per task and setting: {meta.get('episodes')} (seeds {meta.get('seed')}..{meta.get('seed', 0) + meta.get('episodes', 1) - 1}), "
+    last_seed = meta.get("seed", 0) + meta.get("episodes", 1) - 1
+    md += f"Episodes per task and setting: {meta.get('episodes')} (seeds {meta.get('seed')}..{last_seed}), "
     md += f"execute {execute_steps} step(s) per chunk, policy Hz = execute_steps x chunks / decode seconds.\n\n"
     md += markdown_table(summaries + (totals if len({r.task for r in results}) > 1 else []))
     (out / "results.md").write_text(md)
@@ -288,11 +305,13 @@ def write_report(results: list[SettingTaskResult], execute_steps: int, out: Path
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", nargs="+", required=True, help="CHECKPOINT:MODE[:EXIT_STEPS][@INIT] ...")
-    parser.add_argument("--model-dir", default=os.environ.get(DEFAULT_MODEL_DIR_ENV, "models"), help="folder of named checkpoints")
+    add_model_dir_argument(parser)
     parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task and setting")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="seed of episode 0 (episode i: seed + i)")
-    parser.add_argument("--execute-steps", type=int, default=None, help="chunk actions executed per query (default: all)")
+    parser.add_argument(
+        "--execute-steps", type=int, default=None, help="chunk actions executed per query (default: all)"
+    )
     parser.add_argument("--init", choices=INIT_STRATEGIES, default="random_prompt_tokens", help="default Jacobi init")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/eval-<time>)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
@@ -300,8 +319,6 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    import shlex
-    import sys
 
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
@@ -314,12 +331,20 @@ def cli_main(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / time.strftime("eval-%Y%m%d-%H%M%S")
     start = time.perf_counter()
     try:
-        results, steps = evaluate(settings, args.model_dir, args.tasks, args.episodes, args.seed, args.execute_steps, not args.no_progress)
+        results, steps = evaluate(
+            settings,
+            model_dir_argument(args.model_dir),
+            args.tasks,
+            args.episodes,
+            args.seed,
+            args.execute_steps,
+            not args.no_progress,
+        )
     except (ValueError, CheckpointError) as error:
         print(f"error: {error}")
         return 2
     meta = {
-        "command": "ceed-vla eval " + " ".join(shlex.quote(a) for a in sys.argv[2:]) if sys.argv[1:2] == ["eval"] else " ".join(sys.argv),
+        "command": getattr(args, "command_line", "ceed-vla eval"),
         "episodes": args.episodes,
         "seed": args.seed,
         "tasks": args.tasks,

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import dataclasses
-import os
 import platform
 import time
 from collections.abc import Callable, Mapping
@@ -21,17 +20,11 @@ import torch
 from transformers.utils import logging as hf_logging
 
 from ceed_vla_ros.action_tokenizer import NormStats
-from ceed_vla_ros.checkpoint import (
-    CheckpointError,
-    CheckpointMetadata,
-    build_tokenizer,
-    encode_prompt,
-    load_checkpoint_arg,
-    make_model_config,
-    new_model,
-)
+from ceed_vla_ros.checkpoint import load_checkpoint_arg
 from ceed_vla_ros.decoding import HFCausalLMAdapter, TokenRange, decode
-from ceed_vla_ros.model import CeedVlaForActionPrediction
+from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata
+from ceed_vla_ros.model import CeedVlaForActionPrediction, build_tokenizer, encode_prompt, make_model_config, new_model
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import preprocess_images
 
 
@@ -95,7 +88,7 @@ def run_benchmark(
     methods += [(f"ours: early exit k={k}", ours("early_exit", k)) for k in early_exit_steps]
     # Round robin (every repeat runs every method once) so load changes on a shared CPU hit all alike.
     samples: dict[str, list[tuple[float, torch.Tensor, int, int, bool]]] = {name: [] for name, _ in methods}
-    for name, run in methods:
+    for _, run in methods:
         run(*prompts[0])  # warm-up
     for repeat in range(repeats):
         prompt = prompts[repeat % len(prompts)]
@@ -126,7 +119,8 @@ def format_table(rows: list[BenchRow]) -> str:
     """Markdown table; speed-up is HF generate's median divided by the row's median."""
     base = rows[0].median_ms
     lines = [
-        "| method | forward passes | iterations | converged | median ms | p90 ms | speed-up vs HF generate | tokens == AR |",
+        "| method | forward passes | iterations | converged | median ms | p90 ms | speed-up vs HF generate "
+        "| tokens == AR |",
         "|---|---:|---:|---:|---:|---:|---:|---:|",
     ]
     for row in rows:
@@ -187,19 +181,21 @@ def sim_prompts(checkpoint, count: int, seed: int) -> list[Prompt]:
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="benchmark this checkpoint (path containing '/' or a name) instead")
-    parser.add_argument("--model-dir", default=os.environ.get("CEED_VLA_MODEL_DIR", "models"))
+    add_model_dir_argument(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per method (after one warm-up)")
-    parser.add_argument("--observations", type=int, default=10,
-                        help="checkpoint: simulator observations to decode (round robin over the repeats)")
+    parser.add_argument(
+        "--observations",
+        type=int,
+        default=10,
+        help="checkpoint: simulator observations to decode (round robin over the repeats)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="seed of the random model, image and Jacobi init")
     parser.add_argument("--action-dims", type=int, default=7, help="random model: action dims (default 7)")
     parser.add_argument("--chunk-len", type=int, default=5, help="random model: actions per chunk (default 5)")
     parser.add_argument("--hidden", type=int, default=128, help="random model: hidden size")
     parser.add_argument("--layers", type=int, default=4, help="random model: decoder layers")
-    parser.add_argument(
-        "--early-exit-steps", type=int, nargs="+", default=[1, 2, 4, 8], help="early-exit caps to time"
-    )
+    parser.add_argument("--early-exit-steps", type=int, nargs="+", default=[1, 2, 4, 8], help="early-exit caps to time")
 
 
 def cli_main(args: argparse.Namespace) -> int:
@@ -209,7 +205,7 @@ def cli_main(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     if args.checkpoint:
         try:
-            checkpoint = load_checkpoint_arg(args.model_dir, args.checkpoint)
+            checkpoint = load_checkpoint_arg(model_dir_argument(args.model_dir), args.checkpoint)
         except CheckpointError as error:
             print(f"error: {error}")
             return 1
@@ -220,14 +216,21 @@ def cli_main(args: argparse.Namespace) -> int:
         model, metadata, ids, label = _random_setup(args)
         rng = np.random.default_rng(args.seed)
         image = rng.integers(0, 256, (metadata.image.height, metadata.image.width, 3), dtype=np.uint8)
-        inputs = {"pixel_values": preprocess_images(image, metadata.image),
-                  "proprio": torch.as_tensor(rng.uniform(-1, 1, (1, metadata.proprio_dim)), dtype=torch.float32)}
+        inputs = {
+            "pixel_values": preprocess_images(image, metadata.image),
+            "proprio": torch.as_tensor(rng.uniform(-1, 1, (1, metadata.proprio_dim)), dtype=torch.float32),
+        }
         prompts = [(ids, inputs)]
     vocab_size = model.config.text_config.vocab_size
     allowed = TokenRange(vocab_size - metadata.n_bins, vocab_size)
     rows = run_benchmark(
-        model, prompts, metadata.block_len, allowed,
-        repeats=args.repeats, early_exit_steps=args.early_exit_steps, seed=args.seed,
+        model,
+        prompts,
+        metadata.block_len,
+        allowed,
+        repeats=args.repeats,
+        early_exit_steps=args.early_exit_steps,
+        seed=args.seed,
     )
     ids = prompts[0][0]
     params = sum(p.numel() for p in model.parameters())

@@ -8,12 +8,13 @@ import json
 import pytest
 import torch
 
-from ceed_vla_ros.checkpoint import CheckpointMetadata, ImageSpec, build_tiny_checkpoint, load_checkpoint
-from ceed_vla_ros.distill import trajectories as T
-from ceed_vla_ros.distill.dataset import load_teacher_data
-from ceed_vla_ros.distill.train_teacher import all_instructions
+from ceed_vla_ros.checkpoint import build_tiny_checkpoint, load_checkpoint
+from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec
 from ceed_vla_ros.sim.mjcf import JOINT_NAMES
 from ceed_vla_ros.sim.recorder import record_dataset
+from ceed_vla_ros.training import trajectories as T
+from ceed_vla_ros.training.dataset import load_teacher_data
+from ceed_vla_ros.training.train_teacher import all_instructions
 
 IMAGE = 32
 CHUNK = 2  # block of 8 tokens

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from ceed_vla_ros.distill.losses import (
+from ceed_vla_ros.training.losses import (
     ar_loss,
     block_prediction_logits,
     ceed_loss,

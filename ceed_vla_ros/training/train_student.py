@@ -1,17 +1,17 @@
 """``ceed-vla distill``: consistency distillation of a STUDENT from a teacher's Jacobi trajectories.
 
 Inputs: the teacher checkpoint, a trajectory file of that teacher
-(:mod:`ceed_vla_ros.distill.trajectories`) and the demonstration files it references (images and
+(:mod:`ceed_vla_ros.training.trajectories`) and the demonstration files it references (images and
 proprio are read from there, not duplicated in the trajectory file).
 
-Recipe (CEED-VLA / CLLM, losses in :mod:`ceed_vla_ros.distill.losses`):
+Recipe (CEED-VLA / CLLM, losses in :mod:`ceed_vla_ros.training.losses`):
 
 * the student starts as an exact copy of the teacher;
 * each step takes a batch of samples; for each sample one Jacobi state ``Y`` is drawn uniformly
   from its trajectory ``J = {Y^0, ..., Y*}`` EXCLUDING the fixed point (CLLM's choice; a sample whose
   trajectory is only ``{Y*}`` uses ``Y*``, its consistency term is then exactly zero);
 * ONE batched forward of the student over ``[prompt + Y]`` and ``[prompt + Y*]`` (same images and
-  proprio) gives the block logits (:func:`~ceed_vla_ros.distill.losses.block_prediction_logits`);
+  proprio) gives the block logits (:func:`~ceed_vla_ros.training.losses.block_prediction_logits`);
   both losses use the logits restricted to the action tokens, the range the teacher was trained
   on and every decoder argmax is taken over;
 * ``loss = consistency_loss(state, fixed point (detached)) + ar_weight * ar_loss(fixed point,
@@ -26,7 +26,7 @@ teacher's outliers (wrong cube, mode errors), where the paper's mixed labels swi
 ground truth.
 
 Runs through Hugging Face ``accelerate``: the same command works on one CPU and, with
-``accelerate launch --num_processes N -m ceed_vla_ros.cli distill ...``, on N GPUs (the global
+``accelerate launch --num_processes N -m ceed_vla_ros.tools.cli distill ...``, on N GPUs (the global
 ``--batch-size`` is split over the processes). Resumable: every ``--save-every`` steps the
 accelerate state (model weights as safetensors; optimizer / scheduler / RNG as torch files, in the
 run dir only) and ``trainer_state.json`` go to ``--run-dir``; ``--resume`` continues from there
@@ -37,6 +37,11 @@ The final student is written with :func:`~ceed_vla_ros.checkpoint.save_checkpoin
 Validation (``--val-samples`` trajectories held out from training): early-exit decoding of the
 model from the stored ``Y^0`` with k = 1, 2, 3, 4 iterations (the action L1 to the ground truth and
 token agreement with the teacher's fixed point) and the mean Jacobi iterations to convergence.
+
+The options are a :class:`~ceed_vla_ros.training.config.DistillConfig` (saved as
+``<run-dir>/config.yaml``); accelerator, resume, time limit, log, saved state, lr schedule, batch
+order and export are :mod:`ceed_vla_ros.training.loop`, shared with the teacher trainer. The
+command line (``add_cli_arguments`` / ``cli_main``) is the thin part at the bottom of this module.
 """
 
 from __future__ import annotations
@@ -45,29 +50,26 @@ import argparse
 import dataclasses
 import json
 import os
-import shlex
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
 import torch
 
-from ceed_vla_ros.checkpoint import Checkpoint, Provenance, load_checkpoint_arg, save_checkpoint
-from ceed_vla_ros.decoding import TokenRange
-from ceed_vla_ros.distill.losses import CeedLoss, block_prediction_logits, ceed_loss, mixed_labels
-from ceed_vla_ros.distill.run_state import STATE_DIR, TRAINER_STATE, resume_run
-from ceed_vla_ros.distill.trajectories import (
-    SampleSet,
-    TrajectorySet,
-    batched_jacobi_trajectories,
-    load_samples,
-    read_trajectories,
-)
+from ceed_vla_ros.action_tokenizer import ActionTokenizer
+from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
+from ceed_vla_ros.decoding import TokenRange, jacobi_trajectories_batched
+from ceed_vla_ros.metadata import Provenance
+from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
+from ceed_vla_ros.training.config import DEFAULT_L1_THRESHOLD, DistillConfig
+from ceed_vla_ros.training.loop import TrainingRun, batch_indices, export, lr_factor
+from ceed_vla_ros.training.losses import CeedLoss, block_prediction_logits, ceed_loss, mixed_labels
+from ceed_vla_ros.training.trajectories import SampleSet, TrajectorySet, load_samples, read_trajectories
 
 RUN_CHECKPOINT = "checkpoint"
-DEFAULT_L1_THRESHOLD = 0.1
 EARLY_EXIT_STEPS = (1, 2, 3, 4)
+LR_MIN_RATIO = 0.1  # the cosine schedule decays to 10 % of --lr
+BATCH_STREAM = (11,)  # keeps the batch order apart from the teacher's (loop.batch_indices)
 
 
 @dataclasses.dataclass
@@ -87,7 +89,12 @@ class DistillBatch:
 
     def to(self, device: torch.device) -> DistillBatch:
         return dataclasses.replace(
-            self, **{f.name: getattr(self, f.name).to(device) for f in dataclasses.fields(self) if isinstance(getattr(self, f.name), torch.Tensor)}
+            self,
+            **{
+                f.name: getattr(self, f.name).to(device)
+                for f in dataclasses.fields(self)
+                if isinstance(getattr(self, f.name), torch.Tensor)
+            },
         )
 
 
@@ -199,7 +206,7 @@ def evaluate_early_exit(
     rows: np.ndarray,
     image_spec,
     allowed: TokenRange,
-    n_bins: int,
+    action_tokenizer: ActionTokenizer,
     batch_size: int = 64,
 ) -> dict[str, float]:
     """Jacobi from the stored Y^0 with ``model``: per early-exit k, the action L1 to the ground truth
@@ -214,7 +221,7 @@ def evaluate_early_exit(
         chunk = rows[begin : begin + batch_size]
         base = samples.model_batch(torch.from_numpy(chunk.astype(np.int64)), image_spec)
         initial = torch.from_numpy(trajectories.states[trajectories.state_offset[chunk]].astype(np.int64))
-        result = batched_jacobi_trajectories(
+        result = jacobi_trajectories_batched(
             model,
             base["input_ids"].to(device),
             base["attention_mask"].to(device),
@@ -229,8 +236,7 @@ def evaluate_early_exit(
             for k in (*EARLY_EXIT_STEPS, "fixed"):
                 tokens = (states[-1] if k == "fixed" else states[min(k, states.shape[0] - 1)]).numpy()
                 # Y^0 may hold non-action ids at k=0 only; from k>=1 every position is an action token.
-                bins = np.clip(allowed.stop - 1 - tokens, 0, n_bins - 1)
-                actions = -1.0 + (bins + 0.5) * (2.0 / n_bins)
+                actions = action_tokenizer.normalized_actions(tokens).reshape(-1)
                 l1[k].append(float(np.abs(actions - truth[i]).mean()))
                 agree[k].append(float((tokens == teacher[i]).mean()))
     model.train(was_training)
@@ -242,26 +248,11 @@ def evaluate_early_exit(
     return out
 
 
-def batch_rows(train_rows: np.ndarray, batch_size: int, seed: int, step: int) -> np.ndarray:
-    """Global batch ``step`` of a seeded epoch-wise permutation of ``train_rows`` (stateless)."""
-    per_epoch = max(1, train_rows.size // batch_size)
-    epoch, offset = divmod(step, per_epoch)
-    order = np.random.default_rng([seed, 11, epoch]).permutation(train_rows.size)
-    return train_rows[order[offset * batch_size : (offset + 1) * batch_size]]
-
-
 def split_rows(num: int, val_samples: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
     """(train rows, held-out validation rows), seeded."""
     order = np.random.default_rng([seed, 5]).permutation(num)
     n_val = min(val_samples, max(0, num - 1))
     return np.sort(order[n_val:]), np.sort(order[:n_val])
-
-
-def lr_factor(step: int, warmup: int, total: int, min_ratio: float = 0.1) -> float:
-    if step < warmup:
-        return (step + 1) / warmup
-    progress = min(1.0, (step - warmup) / max(1, total - warmup))
-    return min_ratio + (1 - min_ratio) * 0.5 * (1 + np.cos(np.pi * progress))
 
 
 def check_data(trajectories: TrajectorySet, data: list[Path], teacher: Checkpoint) -> None:
@@ -279,140 +270,129 @@ def check_data(trajectories: TrajectorySet, data: list[Path], teacher: Checkpoin
         if counts is not None:
             with DatasetReader(path) as reader:
                 if len(reader) != counts[i]:
-                    raise SystemExit(f"{path}: {len(reader)} episodes, the trajectories were collected on {counts[i]} ({recorded[i]})")
+                    raise SystemExit(
+                        f"{path}: {len(reader)} episodes, the trajectories were collected on {counts[i]} "
+                        f"({recorded[i]})"
+                    )
         if Path(path).name != Path(recorded[i]).name:
             print(f"warning: --data {path} stands for the recorded {recorded[i]}", file=sys.stderr)
 
 
-def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--teacher", required=True, help="teacher checkpoint name in --model-dir (or a folder path)")
-    parser.add_argument("--trajectories", type=Path, required=True, help="file from ceed-vla collect-trajectories")
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="the demonstration files of the trajectories, same order")
-    parser.add_argument("--out-name", default="sim_student", help="student checkpoint name (folder in --model-dir)")
-    parser.add_argument("--model-dir", type=Path, default=Path(os.environ.get("CEED_VLA_MODEL_DIR", "models")))
-    parser.add_argument("--run-dir", type=Path, default=Path("runs/student"), help="run state / logs (outside --model-dir)")
-    parser.add_argument("--resume", action="store_true", help="continue from the last state saved in --run-dir")
-    parser.add_argument("--ar-weight", type=float, default=1.0, help="weight w of the AR term (paper: 1)")
-    parser.add_argument("--l1-threshold", type=float, default=DEFAULT_L1_THRESHOLD,
-                        help="GT labels for samples whose teacher actions are further than this from the GT "
-                             "(mean |diff| per element, normalised [-1, 1] units; default %(default)s)")
-    parser.add_argument(
-        "--freeze-vision", action="store_true",
-        help="keep the teacher's CNN (vision features) fixed in the student and train the rest: the CNN runs once per "
-        "image without gradients, several times cheaper on a CPU",
-    )
-    parser.add_argument("--steps", type=int, default=2000, help="optimizer steps")
-    parser.add_argument("--time-limit-min", type=float, default=None, help="stop (and save) after this many minutes")
-    parser.add_argument("--batch-size", type=int, default=32, help="global batch size (samples; 2x sequences)")
-    parser.add_argument("--lr", type=float, default=2e-4)
-    parser.add_argument("--weight-decay", type=float, default=0.0)
-    parser.add_argument("--warmup", type=int, default=50)
-    parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--val-samples", type=int, default=256, help="trajectories held out for validation")
-    parser.add_argument("--eval-every", type=int, default=500, help="steps between validations (0: start/end only)")
-    parser.add_argument("--save-every", type=int, default=250, help="steps between saved run states")
-    parser.add_argument("--log-every", type=int, default=25)
-    parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
-    parser.add_argument("--no-progress", action="store_true")
-
-
-def distill(args: argparse.Namespace) -> Path:
-    from accelerate import Accelerator
-    from accelerate.utils import set_seed
+def distill(config: DistillConfig) -> Path:
+    """Distil a student as ``config`` says; return the final checkpoint's folder (``<model-dir>/<out-name>``)."""
     from tqdm import tqdm
 
-    torch.set_num_threads(args.threads)
-    accelerator = Accelerator()
-    set_seed(args.seed)
-    command = getattr(args, "command", None) or "ceed-vla distill " + " ".join(shlex.quote(a) for a in sys.argv[2:])
-    start_time = time.perf_counter()
-    run_dir = Path(args.run_dir)
-    model_dir = Path(args.model_dir)
-    if model_dir.resolve() in run_dir.resolve().parents or run_dir.resolve() == model_dir.resolve():
-        raise SystemExit("--run-dir must be outside --model-dir (run state contains pickled optimizer files)")
-    run_dir.mkdir(parents=True, exist_ok=True)
+    run = TrainingRun(
+        config.run_dir, config.model_dir, seed=config.seed, threads=config.threads, time_limit_min=config.time_limit_min
+    )
+    accelerator = run.accelerator
+    run.save_config(config)
+    final_path = config.model_dir / config.out_name
+    accelerator.print(f"final checkpoint: {final_path}; run state and log: {config.run_dir}")
 
-    teacher = load_checkpoint_arg(model_dir, args.teacher)
-    trajectories = read_trajectories(args.trajectories)
-    check_data(trajectories, list(args.data), teacher)
-    samples = load_samples(args.data, teacher, refs=trajectories.refs())
+    teacher = load_checkpoint_arg(config.model_dir, config.teacher)
+    trajectories = read_trajectories(config.trajectories)
+    check_data(trajectories, list(config.data), teacher)
+    samples = load_samples(config.data, teacher, refs=trajectories.refs())
     metadata = teacher.metadata
     allowed = TokenRange(*teacher.action_tokenizer.token_range)
-    train_rows, val_rows = split_rows(len(trajectories), args.val_samples, args.seed)
+    train_rows, val_rows = split_rows(len(trajectories), config.val_samples, config.seed)
     accelerator.print(
-        f"teacher {metadata.checkpoint_id}; {len(trajectories)} trajectories ({train_rows.size} train, {val_rows.size} val), "
+        f"teacher {metadata.checkpoint_id}; {len(trajectories)} trajectories "
+        f"({train_rows.size} train, {val_rows.size} val), "
         f"mean {float(trajectories.num_states.mean() - 1):.2f} Jacobi iterations, "
-        f"{float((trajectories.l1 > args.l1_threshold).mean()):.1%} samples with GT labels (l1 > {args.l1_threshold})"
+        f"{float((trajectories.l1 > config.l1_threshold).mean()):.1%} samples with GT labels "
+        f"(l1 > {config.l1_threshold})"
     )
 
     student = teacher.model  # the student starts as the teacher (a fresh copy loaded from disk)
     student.train()
-    frozen_vision = bool(getattr(args, "freeze_vision", False))
-    if frozen_vision:
-        from ceed_vla_ros.distill.train_teacher import freeze_vision
-
-        freeze_vision(student)
+    if config.freeze_vision:
+        student.freeze_vision()
     trainable = [p for p in student.parameters() if p.requires_grad]
-    optimizer = torch.optim.AdamW(trainable, lr=args.lr, weight_decay=args.weight_decay)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: lr_factor(s, args.warmup, args.steps))
+    optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, lambda s: lr_factor(s, config.warmup, config.steps, min_ratio=LR_MIN_RATIO)
+    )
     student, optimizer, scheduler = accelerator.prepare(student, optimizer, scheduler)
 
     step = 0
-    state_file = run_dir / TRAINER_STATE
     history: list[dict] = []
-    if args.resume:
-        saved = resume_run(accelerator, run_dir)
+    if config.resume:
+        saved = run.resume()
         step = int(saved["step"])
-        start_time -= float(saved.get("train_seconds", 0.0))
         history = saved.get("validation", [])
-    log_file = open(run_dir / "log.jsonl", "a") if accelerator.is_main_process else None
-
-    def log(record: dict) -> None:
-        if log_file is not None:
-            log_file.write(json.dumps(record) + "\n")
-            log_file.flush()
 
     def validate() -> dict:
         if val_rows.size == 0 or not accelerator.is_main_process:
             return {}
-        result = evaluate_early_exit(accelerator.unwrap_model(student), samples, trajectories, val_rows,
-                                     metadata.image, allowed, metadata.n_bins)
+        result = evaluate_early_exit(
+            accelerator.unwrap_model(student),
+            samples,
+            trajectories,
+            val_rows,
+            metadata.image,
+            allowed,
+            teacher.action_tokenizer,
+        )
         result = {"step": step, **{k: round(v, 5) for k, v in result.items()}}
         history.append(result)
-        log(result)
+        run.log(result)
         accelerator.print("validation " + json.dumps(result))
         return result
 
+    def export_checkpoint(path: Path, *, final: bool):
+        student_metadata = dataclasses.replace(
+            teacher.metadata,
+            name=path.name,
+            provenance=student_provenance(
+                config, teacher, trajectories, step, run.elapsed(), last, history, final=final
+            ),
+        )
+        return export(accelerator.unwrap_model(student), teacher.tokenizer, student_metadata, path)
+
     def save_state() -> None:
-        accelerator.wait_for_everyone()
-        accelerator.save_state(str(run_dir / STATE_DIR), safe_serialization=True)
-        if accelerator.is_main_process:
-            export(accelerator.unwrap_model(student), teacher, run_dir / RUN_CHECKPOINT, args, command, trajectories,
-                   step, time.perf_counter() - start_time, last, history, final=False)
-            state_file.write_text(json.dumps({"step": step, "train_seconds": time.perf_counter() - start_time,
-                                              "validation": history}))
+        run.save_state(
+            step,
+            lambda: export_checkpoint(config.run_dir / RUN_CHECKPOINT, final=False),
+            lambda: {"validation": history},
+        )
 
     if step == 0:
         validate()
-    world, rank = accelerator.num_processes, accelerator.process_index
-    per_process = args.batch_size // world
-    bar = tqdm(total=args.steps, initial=step, unit="step", desc="distill", mininterval=2.0,
-               disable=args.no_progress or not accelerator.is_main_process)
+    bar = tqdm(
+        total=config.steps,
+        initial=step,
+        unit="step",
+        desc="distill",
+        mininterval=2.0,
+        disable=not config.progress or not accelerator.is_main_process,
+    )
     running = {"consistency": 0.0, "ar": 0.0, "total": 0.0, "gt_labels": 0.0}
     count = 0
     last: dict = {}
+    rank = accelerator.process_index
     student.train()
-    while step < args.steps:
-        if args.time_limit_min is not None and time.perf_counter() - start_time > 60 * args.time_limit_min:
-            accelerator.print(f"time limit reached at step {step}")
+    while step < config.steps:
+        if run.out_of_time(step):
             break
-        rows = batch_rows(train_rows, args.batch_size, args.seed, step)[rank * per_process : (rank + 1) * per_process]
-        rng = np.random.default_rng([args.seed, 13, step, rank])
+        rows = run.process_share(
+            train_rows[batch_indices(train_rows.size, config.batch_size, config.seed, step, BATCH_STREAM)],
+            config.batch_size,
+        )
+        rng = np.random.default_rng([config.seed, 13, step, rank])
         batch = make_batch(samples, trajectories, rows, draw_states(trajectories, rows, rng), metadata.image)
-        loss, uses_truth = distill_step(student, optimizer, batch.to(accelerator.device), allowed,
-                                        ar_weight=args.ar_weight, l1_threshold=args.l1_threshold,
-                                        backward=accelerator.backward, clip_grad_norm=accelerator.clip_grad_norm_,
-                                        frozen_vision=frozen_vision)
+        loss, uses_truth = distill_step(
+            student,
+            optimizer,
+            batch.to(accelerator.device),
+            allowed,
+            ar_weight=config.ar_weight,
+            l1_threshold=config.l1_threshold,
+            backward=accelerator.backward,
+            clip_grad_norm=accelerator.clip_grad_norm_,
+            frozen_vision=config.freeze_vision,
+        )
         scheduler.step()
         step += 1
         count += 1
@@ -422,68 +402,136 @@ def distill(args: argparse.Namespace) -> Path:
         running["gt_labels"] += float(uses_truth.float().mean())
         bar.update(1)
         bar.set_postfix(cons=f"{loss.consistency:.4f}", ar=f"{loss.ar:.4f}", refresh=False)
-        if step % args.log_every == 0 or step == args.steps:
+        if step % config.log_every == 0 or step == config.steps:
             last = {k: round(v / count, 5) for k, v in running.items()}
-            log({"step": step, "lr": scheduler.get_last_lr()[0], "seconds": round(time.perf_counter() - start_time, 1), **last})
+            run.log({"step": step, "lr": scheduler.get_last_lr()[0], "seconds": round(run.elapsed(), 1), **last})
             running = dict.fromkeys(running, 0.0)
             count = 0
-        if args.eval_every and step % args.eval_every == 0 and step < args.steps:
+        if config.eval_every and step % config.eval_every == 0 and step < config.steps:
             validate()
-        if step % args.save_every == 0:
+        if step % config.save_every == 0:
             save_state()
     bar.close()
     if count:
         last = {k: round(v / count, 5) for k, v in running.items()}
     validate()
     save_state()
-    final_path = model_dir / args.out_name
     if accelerator.is_main_process:
-        saved = export(accelerator.unwrap_model(student), teacher, final_path, args, command, trajectories, step,
-                       time.perf_counter() - start_time, last, history, final=True)
-        accelerator.print(f"saved {final_path} ({saved.checkpoint_id}) after {step} steps, "
-                          f"{(time.perf_counter() - start_time) / 60:.1f} min")
-    if log_file is not None:
-        log_file.close()
+        saved = export_checkpoint(final_path, final=True)
+        accelerator.print(
+            f"saved {final_path} ({saved.checkpoint_id}) after {step} steps, {run.elapsed() / 60:.1f} min"
+        )
+    run.close()
     return final_path
 
 
-def export(student, teacher: Checkpoint, path: Path, args, command: str, trajectories: TrajectorySet, step: int,
-           seconds: float, last: dict, history: list[dict], *, final: bool):
-    """Save the student with provenance (role student, parent = the teacher's checkpoint_id)."""
+def student_provenance(
+    config: DistillConfig,
+    teacher: Checkpoint,
+    trajectories: TrajectorySet,
+    step: int,
+    seconds: float,
+    last: dict,
+    history: list[dict],
+    *,
+    final: bool,
+) -> Provenance:
+    """Provenance of an exported student (role student, parent = the teacher's checkpoint_id)."""
     val = history[-1] if history else {}
     first = history[0] if history else {}
     notes = (
-        f"{'final' if final else 'intermediate'}: consistency distillation, {step} steps, batch {args.batch_size}, "
-        f"lr {args.lr}, ar_weight {args.ar_weight}, l1_threshold {args.l1_threshold}, "
-        f"{'CNN frozen, ' if getattr(args, 'freeze_vision', False) else ''}{seconds / 60:.1f} min train "
+        f"{'final' if final else 'intermediate'}: consistency distillation, {step} steps, batch {config.batch_size}, "
+        f"lr {config.lr}, ar_weight {config.ar_weight}, l1_threshold {config.l1_threshold}, "
+        f"{'CNN frozen, ' if config.freeze_vision else ''}{seconds / 60:.1f} min train "
         f"wall time; last losses {json.dumps(last)}"
     )
     if val:
-        notes += (f"; held-out ({args.val_samples}) early-exit action L1 k1..k4 / fixed point: "
-                  + " ".join(f"{val.get(f'val_l1_k{k}', float('nan')):.4f}" for k in EARLY_EXIT_STEPS)
-                  + f" / {val.get('val_l1_fp', float('nan')):.4f}, mean Jacobi iterations {val.get('val_iterations', float('nan')):.2f}")
+        notes += (
+            f"; held-out ({config.val_samples}) early-exit action L1 k1..k4 / fixed point: "
+            + " ".join(f"{val.get(f'val_l1_k{k}', float('nan')):.4f}" for k in EARLY_EXIT_STEPS)
+            + f" / {val.get('val_l1_fp', float('nan')):.4f}, "
+            + f"mean Jacobi iterations {val.get('val_iterations', float('nan')):.2f}"
+        )
         if first and first is not val:
-            notes += f" (teacher at step 0: iterations {first.get('val_iterations', float('nan')):.2f}, k1 L1 {first.get('val_l1_k1', float('nan')):.4f})"
+            notes += (f" (teacher at step 0: iterations {first.get('val_iterations', float('nan')):.2f}, "
+                      f"k1 L1 {first.get('val_l1_k1', float('nan')):.4f})")
     data = (
-        f"{args.trajectories} ({len(trajectories)} Jacobi trajectories of {trajectories.attrs['teacher_checkpoint_id']}, "
-        f"{int(trajectories.attrs['num_states'])} states) over {', '.join(str(p) for p in args.data)}"
+        f"{config.trajectories} ({len(trajectories)} Jacobi trajectories of "
+        f"{trajectories.attrs['teacher_checkpoint_id']}, "
+        f"{int(trajectories.attrs['num_states'])} states) over {', '.join(str(p) for p in config.data)}"
     )
-    provenance = Provenance(
+    return Provenance(
         role="student",
         parent=teacher.metadata.checkpoint_id,
-        command=command,
-        seeds={"distill": int(args.seed), "trajectories": int(trajectories.attrs.get("seed", 0))},
+        command=config.command,
+        seeds={"distill": int(config.seed), "trajectories": int(trajectories.attrs.get("seed", 0))},
         data=data,
         notes=notes,
     )
-    metadata = dataclasses.replace(teacher.metadata, name=path.name, provenance=provenance, checkpoint_id="", weights_sha256="")
-    was_training = student.training
-    saved = save_checkpoint(student.eval(), teacher.tokenizer, metadata, path)
-    student.train(was_training)
-    return saved
+
+
+# --------------------------------------------------------------------------------------------
+# Command line (``ceed-vla distill``): argparse -> DistillConfig -> distill()
+# --------------------------------------------------------------------------------------------
+
+_D = DistillConfig  # the defaults of every option
+
+
+def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--teacher", required=True, help="teacher checkpoint name in --model-dir (or a folder path)")
+    parser.add_argument("--trajectories", type=Path, required=True, help="file from ceed-vla collect-trajectories")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True, help="the demonstration files of the trajectories, same order"
+    )
+    parser.add_argument("--out-name", default=_D.out_name, help="student checkpoint name (folder in --model-dir)")
+    add_model_dir_argument(parser, "folder of the teacher checkpoint and of the student written")
+    parser.add_argument("--run-dir", type=Path, default=_D.run_dir, help="run state / logs (outside --model-dir)")
+    parser.add_argument("--resume", action="store_true", help="continue from the last state saved in --run-dir")
+    parser.add_argument("--ar-weight", type=float, default=_D.ar_weight, help="weight w of the AR term (paper: 1)")
+    parser.add_argument(
+        "--l1-threshold",
+        type=float,
+        default=_D.l1_threshold,
+        help="GT labels for samples whose teacher actions are further than this from the GT "
+        "(mean |diff| per element, normalised [-1, 1] units; default %(default)s)",
+    )
+    parser.add_argument(
+        "--freeze-vision",
+        action="store_true",
+        help="keep the teacher's CNN (vision features) fixed in the student and train the rest: the CNN runs once per "
+        "image without gradients, several times cheaper on a CPU",
+    )
+    parser.add_argument("--steps", type=int, default=_D.steps, help="optimizer steps")
+    parser.add_argument(
+        "--time-limit-min", type=float, default=_D.time_limit_min, help="stop (and save) after this many minutes"
+    )
+    parser.add_argument(
+        "--batch-size", type=int, default=_D.batch_size, help="global batch size (samples; 2x sequences)"
+    )
+    parser.add_argument("--lr", type=float, default=_D.lr)
+    parser.add_argument("--weight-decay", type=float, default=_D.weight_decay)
+    parser.add_argument("--warmup", type=int, default=_D.warmup)
+    parser.add_argument("--seed", type=int, default=_D.seed)
+    parser.add_argument("--val-samples", type=int, default=_D.val_samples, help="trajectories held out for validation")
+    parser.add_argument(
+        "--eval-every", type=int, default=_D.eval_every, help="steps between validations (0: start/end only)"
+    )
+    parser.add_argument("--save-every", type=int, default=_D.save_every, help="steps between saved run states")
+    parser.add_argument("--log-every", type=int, default=_D.log_every)
+    parser.add_argument("--threads", type=int, default=_D.threads, help="torch CPU threads")
+    parser.add_argument("--no-progress", action="store_true")
+
+
+def config_from_args(args: argparse.Namespace) -> DistillConfig:
+    """The :class:`DistillConfig` of parsed ``ceed-vla distill`` arguments (bad values: SystemExit)."""
+    command = getattr(args, "command", None) or getattr(args, "command_line", "ceed-vla distill")  # from tools.cli
+    try:
+        return DistillConfig.from_args(args, model_dir=model_dir_argument(args.model_dir), command=command)
+    except ValueError as error:
+        raise SystemExit(f"ceed-vla distill: {error}") from None
 
 
 def cli_main(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    distill(args)
+    distill(config_from_args(args))
     return 0
