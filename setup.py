@@ -128,7 +128,8 @@ class InstallDataWithInterfaces(install_data):
         for interface_kind in ("msg", "srv"):
             generated = stage / "share" / PACKAGE / interface_kind
             if generated.is_dir():
-                self.data_files.append((f"share/{PACKAGE}/{interface_kind}", sorted(str(p) for p in generated.iterdir())))
+                files = sorted(str(p) for p in generated.iterdir())
+                self.data_files.append((f"share/{PACKAGE}/{interface_kind}", files))
         super().run()
 
 

@@ -94,7 +94,8 @@ def test_joint_state_history_is_safe_to_read_while_another_thread_writes():
     import sys
     import threading
 
-    history = JointStateHistory(horizon_s=0.002)
+    # a 500-sample window: add() pops from its left on every call while the reader looks ~10 samples back
+    history = JointStateHistory(horizon_s=0.05)
     errors: list[BaseException] = []
     done = threading.Event()
     newest: list[float | None] = [None]  # set once the window is full

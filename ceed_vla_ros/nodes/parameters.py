@@ -51,10 +51,13 @@ class Param:
             if isinstance(self.default, bool) or not isinstance(self.default, (int, float)):
                 raise TypeError(f"parameter {self.name}: a range needs a numeric default")
             if isinstance(self.default, int):
-                descriptor.integer_range = [IntegerRange(from_value=int(self.minimum), to_value=int(self.maximum), step=0)]
+                descriptor.integer_range = [
+                    IntegerRange(from_value=int(self.minimum), to_value=int(self.maximum), step=0)
+                ]
             else:
                 descriptor.floating_point_range = [
-                    FloatingPointRange(from_value=float(self.minimum), to_value=float(self.maximum), step=0.0)]
+                    FloatingPointRange(from_value=float(self.minimum), to_value=float(self.maximum), step=0.0)
+                ]
         if self.choices:
             descriptor.additional_constraints = "one of: " + ", ".join(self.choices)
         return descriptor
@@ -69,8 +72,9 @@ class Param:
         return None
 
 
-def declare_parameters(node: Node, params: Sequence[Param],
-                       on_accepted: Callable[[list[Parameter]], None] | None = None) -> None:
+def declare_parameters(
+    node: Node, params: Sequence[Param], on_accepted: Callable[[list[Parameter]], None] | None = None
+) -> None:
     """Declare ``params`` on ``node`` and validate every later change.
 
     ``on_accepted`` (optional) runs after a change is accepted, with the new parameters; it must
@@ -137,8 +141,13 @@ def usage(description: str, params: Sequence[Param], executable: str = "node") -
     return "\n".join(lines)
 
 
-def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *, description: str = "",
-             params: Sequence[Param] = ()) -> int:
+def run_node(
+    node_factory: Callable[[], Node],
+    args: list[str] | None = None,
+    *,
+    description: str = "",
+    params: Sequence[Param] = (),
+) -> int:
     """init rclpy, spin the node until Ctrl-C / SIGTERM, then destroy it and shut down cleanly.
 
     Returns the exit code: 0 after a stop request, 1 when the node cannot start (one
@@ -152,7 +161,7 @@ def run_node(node_factory: Callable[[], Node], args: list[str] | None = None, *,
     shutdown, without the interpreter's slow teardown.
     """
     argv = list(sys.argv if args is None else args)
-    own_args = argv[1:argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
+    own_args = argv[1 : argv.index("--ros-args")] if "--ros-args" in argv else argv[1:]
     if "--help" in own_args or "-h" in own_args:
         print(usage(description, params, Path(argv[0]).name if argv else "node"))
         return 0

@@ -85,9 +85,21 @@ class Probe:
 @pytest.fixture(scope="module")
 def policy_process(tiny_model_dir, module_ros_node, module_start_node):
     """One policy process for the module (start-up loads torch: seconds); each test resets its settings."""
-    process = module_start_node("policy_node", ["-r", "__node:=policy", "--params-file", str(REPO / "config/sim_arm.yaml"),
-                                          "-p", f"model_dir:={tiny_model_dir}", "-p", "checkpoint:=tiny_sim",
-                                          "-p", "early_exit_steps:=2"])
+    process = module_start_node(
+        "policy_node",
+        [
+            "-r",
+            "__node:=policy",
+            "--params-file",
+            str(REPO / "config/sim_arm.yaml"),
+            "-p",
+            f"model_dir:={tiny_model_dir}",
+            "-p",
+            "checkpoint:=tiny_sim",
+            "-p",
+            "early_exit_steps:=2",
+        ],
+    )
     probe = Probe(module_ros_node)
     probe.instruction_publisher.publish(String(data="reach the red cube"))
     return process, probe
@@ -131,18 +143,23 @@ def test_early_exit_steps_set_live_changes_the_next_chunks(policy, wait_until):
     assert (ar.forward_passes, ar.iterations, ar.converged, ar.early_exit_steps) == (16, 15, True, 0)
 
 
-@pytest.mark.parametrize("name, value, reason", [
-    ("early_exit_steps", 0, "early_exit_steps"),
-    ("early_exit_steps", 100000, "early_exit_steps"),
-    ("decoding_mode", "beam_search", "not one of ar, jacobi, early_exit"),
-    ("checkpoint", "../outside", "invalid checkpoint name"),
-    ("checkpoint", "no_such_checkpoint", "missing"),
-    ("instruction", "reach\x07 the red cube", "non-printable"),
-    ("num_threads", 4, "read-only"),
-    ("early_exit_steps", "three", "Wrong parameter type"),
-    ("decoding_mode", 2, "Wrong parameter type"),
-])
-def test_invalid_parameters_are_rejected_with_a_reason_and_the_node_keeps_going(policy, wait_until, name, value, reason):
+@pytest.mark.parametrize(
+    "name, value, reason",
+    [
+        ("early_exit_steps", 0, "early_exit_steps"),
+        ("early_exit_steps", 100000, "early_exit_steps"),
+        ("decoding_mode", "beam_search", "not one of ar, jacobi, early_exit"),
+        ("checkpoint", "../outside", "invalid checkpoint name"),
+        ("checkpoint", "no_such_checkpoint", "missing"),
+        ("instruction", "reach\x07 the red cube", "non-printable"),
+        ("num_threads", 4, "read-only"),
+        ("early_exit_steps", "three", "Wrong parameter type"),
+        ("decoding_mode", 2, "Wrong parameter type"),
+    ],
+)
+def test_invalid_parameters_are_rejected_with_a_reason_and_the_node_keeps_going(
+    policy, wait_until, name, value, reason
+):
     process, probe = policy
     successful, why = probe.set(name, value)
     assert not successful and reason in why, why
@@ -168,10 +185,13 @@ def test_frames_from_the_future_are_not_decoded(policy, wait_until):
     assert not wait_until(lambda: probe.count() > mark + 1, 1.5)
 
 
-@pytest.mark.parametrize("text, warning", [
-    ("x" * 600, "longer than 512 characters"),
-    ("reach the \x1b[31mred cube", "non-printable"),
-])
+@pytest.mark.parametrize(
+    "text, warning",
+    [
+        ("x" * 600, "longer than 512 characters"),
+        ("reach the \x1b[31mred cube", "non-printable"),
+    ],
+)
 def test_bad_instructions_on_the_topic_are_ignored(policy, wait_until, text, warning):
     process, probe = policy
     probe.instruction_publisher.publish(String(data=text))
@@ -218,11 +238,27 @@ def test_a_bgr_checkpoint_gets_the_channels_evaluation_gives_it(spec_model_dir, 
     from ceed_vla_ros.decoding import DecodeSettings
     from ceed_vla_ros.policy import CeedVlaPolicy
 
-    process = start_node("policy_node", ["-r", "__node:=policy_bgr", "-p", f"model_dir:={spec_model_dir}",
-                                         "-p", "checkpoint:=bgr_crop", "-p", "decoding_mode:=ar", "-p", "instruction:=go",
-                                         "-p", "image_topic:=/bgr_test/image"])
+    process = start_node(
+        "policy_node",
+        [
+            "-r",
+            "__node:=policy_bgr",
+            "-p",
+            f"model_dir:={spec_model_dir}",
+            "-p",
+            "checkpoint:=bgr_crop",
+            "-p",
+            "decoding_mode:=ar",
+            "-p",
+            "instruction:=go",
+            "-p",
+            "image_topic:=/bgr_test/image",
+        ],
+    )
     frame = np.random.default_rng(3).integers(0, 256, (32, 32, 3), dtype=np.uint8)
-    expected = CeedVlaPolicy(load_checkpoint(spec_model_dir, "bgr_crop"), DecodeSettings("ar")).predict(frame, None, "go")
+    expected = CeedVlaPolicy(load_checkpoint(spec_model_dir, "bgr_crop"), DecodeSettings("ar")).predict(
+        frame, None, "go"
+    )
     received: list[ActionTokens] = []
     ros_node.create_subscription(ActionTokens, ACTIONS_TOPIC, received.append, 10)
     images = ros_node.create_publisher(Image, "/bgr_test/image", qos_profile_sensor_data)

@@ -33,11 +33,17 @@ from std_msgs.msg import Bool, Float64MultiArray, String
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ceed_vla_ros.nodes import rclpy_compat
+from ceed_vla_ros.nodes.interfaces import (
+    FORWARD_COMMAND_TOPIC,
+    INSTRUCTION_TOPIC,
+    JOINT_STATES_TOPIC,
+    SIM_RESET_SERVICE,
+    SIM_SUCCESS_TOPIC,
+)
 from ceed_vla_ros.sim.env import TabletopArmEnv
 from ceed_vla_ros.sim.expert import DlsIk
 from ceed_vla_ros.sim.mjcf import CUBE_HALF, HOME_QPOS, JOINT_NAMES
 from ceed_vla_ros.srv import ResetEpisode
-from ceed_vla_ros.nodes.interfaces import FORWARD_COMMAND_TOPIC, INSTRUCTION_TOPIC, JOINT_STATES_TOPIC, SIM_RESET_SERVICE, SIM_SUCCESS_TOPIC
 
 NODE_COMMAND = [sys.executable, "-P", "-m", "ceed_vla_ros.nodes.sim_arm", "--ros-args"]
 STARTUP_TIMEOUT_S = 20.0  # process start (imports, EGL) + DDS discovery, which can take seconds
