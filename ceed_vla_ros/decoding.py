@@ -48,6 +48,8 @@ import torch
 from transformers import DynamicCache
 from transformers.cache_utils import DynamicSlidingWindowLayer
 
+from ceed_vla_ros.model import cache_keyword
+
 DecodeMode = Literal["ar", "jacobi", "early_exit"]
 DECODE_MODES: tuple[str, ...] = ("ar", "jacobi", "early_exit")
 INIT_STRATEGIES: tuple[str, ...] = ("random_prompt_tokens", "warm_start")
@@ -109,6 +111,7 @@ class HFCausalLMAdapter:
         """``min_context``: the shortest prompt + block the caller will decode (checked now)."""
         self.model = model
         self._cache_config = model.config.get_text_config()
+        self._cache_keyword = cache_keyword(model)
         self.sliding_window = cache_sliding_window(self._cache_config)
         if min_context:
             self.check_context(min_context)
@@ -124,11 +127,12 @@ class HFCausalLMAdapter:
 
     def prefill(self, input_ids: torch.Tensor, inputs: Mapping[str, torch.Tensor]) -> tuple[DynamicCache, torch.Tensor]:
         cache = DynamicCache(config=self._cache_config)
-        out = self.model(input_ids=input_ids, **inputs, cache=cache, use_cache=True, logits_to_keep=1)
+        kwargs = {self._cache_keyword: cache, "use_cache": True, "logits_to_keep": 1}
+        out = self.model(input_ids=input_ids, **inputs, **kwargs)
         return cache, out.logits[0, -1]
 
     def forward_block(self, block_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
-        return self.model(input_ids=block_ids, cache=cache, use_cache=True).logits[0]
+        return self.model(input_ids=block_ids, **{self._cache_keyword: cache}, use_cache=True).logits[0]
 
     def cache_length(self, cache: DynamicCache) -> int:
         return cache.get_seq_length()

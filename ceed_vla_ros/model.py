@@ -31,6 +31,7 @@ Importing this module registers the ``ceed_vla`` model type with ``AutoConfig`` 
 ``AutoModelForCausalLM`` (our own code; ``trust_remote_code`` is never needed or used).
 """
 
+import inspect
 from collections.abc import Iterable
 from dataclasses import dataclass
 
@@ -50,12 +51,24 @@ from transformers import (
 from transformers import initialization as init
 from transformers.cache_utils import Cache
 from transformers.configuration_utils import SubConfigSpec
-from transformers.modeling_outputs import ModelOutput
+from transformers.modeling_outputs import CausalLMOutputWithPast, ModelOutput
 from transformers.utils.deprecation import deprecate_kwarg
 
 from ceed_vla_ros.metadata import DEFAULT_PROMPT_TEMPLATE, CheckpointMetadata
 
 MODEL_TYPE = "ceed_vla"
+
+
+def cache_keyword(model: nn.Module) -> str:
+    """The forward keyword that takes the KV cache: ``cache`` since transformers 5.2x, earlier
+    ``past_key_values`` (transformers 5.20.2 is the newest release for Python 3.10, i.e. Humble)."""
+    return "cache" if "cache" in inspect.signature(model.forward).parameters else "past_key_values"
+
+
+def output_cache(outputs) -> Cache | None:
+    """The KV cache of a model output, under either name (see :func:`cache_keyword`)."""
+    cache = getattr(outputs, "cache", None)
+    return cache if cache is not None else getattr(outputs, "past_key_values", None)
 
 
 class CeedVlaConfig(PreTrainedConfig):
@@ -125,14 +138,11 @@ class VisionEncoderOutput(ModelOutput):
 
 
 @dataclass
-class CeedVlaOutput(ModelOutput):
-    """Causal-LM output plus the keypoints of the vision encoder (when ``pixel_values`` were given)."""
+class CeedVlaOutput(CausalLMOutputWithPast):
+    """Causal-LM output plus the keypoints of the vision encoder (when ``pixel_values`` were given).
 
-    loss: torch.Tensor | None = None
-    logits: torch.Tensor | None = None
-    cache: Cache | None = None
-    hidden_states: tuple[torch.Tensor, ...] | None = None
-    attentions: tuple[torch.Tensor, ...] | None = None
+    The KV cache field is transformers' own: ``cache``, or ``past_key_values`` before 5.2x."""
+
     keypoints: torch.Tensor | None = None
 
 
@@ -253,6 +263,7 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         hidden = config.text_config.hidden_size
         self.proprio_projector = nn.Linear(config.proprio_dim, hidden) if config.proprio_dim > 0 else None
         self.language_model = LlamaForCausalLM(config.text_config)
+        self._lm_cache_keyword = cache_keyword(self.language_model)
         self.post_init()
 
     def freeze_vision(self) -> None:
@@ -377,7 +388,7 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         outputs = self.language_model(
             attention_mask=attention_mask,
             position_ids=position_ids,
-            cache=cache,
+            **{self._lm_cache_keyword: cache},
             inputs_embeds=inputs_embeds,
             labels=labels,
             use_cache=use_cache,
@@ -388,7 +399,7 @@ class CeedVlaForActionPrediction(CeedVlaPreTrainedModel, GenerationMixin):
         return CeedVlaOutput(
             loss=outputs.loss,
             logits=outputs.logits,
-            cache=outputs.cache,
+            **{self._lm_cache_keyword: output_cache(outputs)},
             hidden_states=outputs.hidden_states,
             attentions=outputs.attentions,
             keypoints=keypoints,
