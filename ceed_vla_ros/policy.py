@@ -41,8 +41,11 @@ def preprocess_images(images: np.ndarray | torch.Tensor, spec: ImageSpec) -> tor
         raise ValueError(f"expected (H, W, 3) or (B, H, W, 3) images, got shape {tuple(x.shape)}")
     if x.dtype != torch.uint8:
         raise ValueError(f"expected uint8 images, got {x.dtype}")
-    if spec.crop != "none" or tuple(x.shape[1:3]) != (spec.height, spec.width):
-        x = torch.from_numpy(np.stack([crop_and_resize(image, spec) for image in x.cpu().numpy()]))
+    height, width = x.shape[1:3]
+    crops = spec.crop == "center_square" and height != width  # a square image is its own centre square
+    if crops or (height, width) != (spec.height, spec.width):
+        resized = np.stack([crop_and_resize(image, spec) for image in x.cpu().numpy()])
+        x = torch.from_numpy(resized).to(x.device)
     x = x.permute(0, 3, 1, 2).float().div_(255.0)
     if spec.channel_order == "bgr":
         x = x.flip(1)
