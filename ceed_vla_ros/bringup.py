@@ -94,6 +94,11 @@ _COMMON_ARGUMENTS = (
         remap_default="/camera/image_raw",
     ),
     LaunchArgument(
+        "image_transport",
+        "raw (sensor_msgs/Image) | compressed (CompressedImage on <camera_topic>/compressed)",
+        parameters=(("camera_subscriber", "image_transport"),),
+    ),
+    LaunchArgument(
         "controller_interface", "forward_position | joint_trajectory", parameters=(("arm_driver", "command_interface"),)
     ),
     LaunchArgument(

@@ -9,6 +9,9 @@ this path gives the same RGB array.
 node applies it before publishing, and ``policy.preprocess_images`` (training, evaluation,
 inference) applies it to any image not already at the checkpoint's size, so a deployed policy sees
 the pixels it was trained on whatever the camera's size.
+
+:func:`compressed_to_rgb` decodes a sensor_msgs/CompressedImage (the ``.../compressed`` topics
+image_transport's compressed plugin publishes, JPEG or PNG) with OpenCV into the same RGB array.
 """
 
 from __future__ import annotations
@@ -37,6 +40,13 @@ class ImageConversionError(ValueError):
     """The image cannot be used; the message says why (the node logs it and drops the frame)."""
 
 
+def _as_bytes(data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """A flat uint8 view of a message's ``data`` field (bytes, array.array-like or numpy), no copy."""
+    if isinstance(data, np.ndarray):
+        return data.view(np.uint8).reshape(-1)
+    return np.frombuffer(data, dtype=np.uint8)
+
+
 def check_image_fields(encoding: str, height: int, width: int, step: int,
                        data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
     """Validate an 8-bit sensor_msgs/Image; return its pixels as an (height, width, channels) view
@@ -52,9 +62,7 @@ def check_image_fields(encoding: str, height: int, width: int, step: int,
         raise ImageConversionError(
             f"step {step} is shorter than a row of {width} {encoding} pixels ({row_bytes} bytes)"
         )
-    buffer = (
-        np.frombuffer(data, dtype=np.uint8) if not isinstance(data, np.ndarray) else data.view(np.uint8).reshape(-1)
-    )
+    buffer = _as_bytes(data)
     if buffer.size != step * height:
         raise ImageConversionError(f"data holds {buffer.size} bytes, step * height = {step * height}")
     return buffer.reshape(height, step)[:, :row_bytes].reshape(height, width, channels)
@@ -66,6 +74,76 @@ def image_to_rgb(
     """An (height, width, 3) uint8 RGB copy of an 8-bit sensor_msgs/Image, or ImageConversionError."""
     rows = check_image_fields(encoding, height, width, step, data)
     return np.ascontiguousarray(rows[:, :, list(SUPPORTED_ENCODINGS[encoding][1])])
+
+
+# CompressedImage.format as image_transport's compressed plugin writes it: "<encoding>; <jpeg|png> compressed
+# <target>" (e.g. "rgb8; jpeg compressed bgr8"), or just "jpeg" / "png" from older or other publishers.
+COMPRESSED_FORMATS = ("jpeg", "jpg", "png")
+MAX_COMPRESSED_BYTES = 64 * 1024 * 1024
+
+
+def compressed_to_rgb(format_: str, data: bytes | bytearray | memoryview | np.ndarray) -> np.ndarray:
+    """An (height, width, 3) uint8 RGB array from a sensor_msgs/CompressedImage (JPEG or PNG of an
+    8-bit mono/colour image), decoded with OpenCV; or ImageConversionError saying why not.
+
+    The payload is decoded whatever the format string claims (OpenCV reads the file's own magic
+    bytes); the format string only refuses what this path cannot give: depth images
+    (``compressedDepth``), non-8-bit encodings (``mono16``, ``16UC1``...) and unknown codecs. Colour
+    JPEG/PNG payloads hold BGR (OpenCV's order, which image_transport's publisher writes), mono ones
+    are replicated to three channels; an alpha channel is dropped.
+    """
+    text = format_.strip().lower()
+    if "compresseddepth" in text.replace(" ", ""):
+        raise ImageConversionError(f"compressed depth images ({format_!r}) are not camera frames")
+    encoding, _, compression = text.rpartition(";") if ";" in text else ("", "", text)
+    codec = compression.split()[0] if compression.split() else ""
+    if codec not in COMPRESSED_FORMATS:
+        raise ImageConversionError(f"unsupported compressed format {format_!r}; supported: jpeg, png")
+    encoding = encoding.strip()
+    if encoding and encoding not in SUPPORTED_ENCODINGS:
+        raise ImageConversionError(
+            f"unsupported encoding {encoding!r} in compressed format {format_!r}; supported: "
+            f"{', '.join(SUPPORTED_ENCODINGS)}")
+    buffer = _as_bytes(data)
+    if buffer.size == 0:
+        raise ImageConversionError("compressed image with no data")
+    if buffer.size > MAX_COMPRESSED_BYTES:
+        raise ImageConversionError(f"compressed image of {buffer.size} bytes (limit {MAX_COMPRESSED_BYTES})")
+    declared = _declared_size(buffer)
+    if declared is not None and not (0 < declared[0] <= MAX_SIDE and 0 < declared[1] <= MAX_SIDE):
+        raise ImageConversionError(  # refused before decoding: no memory spent on a bogus header
+            f"image size {declared[0]}x{declared[1]} outside 1..{MAX_SIDE} pixels per side")
+    bgr = cv2.imdecode(buffer, cv2.IMREAD_COLOR)
+    if bgr is None:
+        raise ImageConversionError(f"{codec} data ({buffer.size} bytes) could not be decoded")
+    height, width = bgr.shape[:2]
+    if not (0 < height <= MAX_SIDE and 0 < width <= MAX_SIDE):
+        raise ImageConversionError(f"image size {width}x{height} outside 1..{MAX_SIDE} pixels per side")
+    return np.ascontiguousarray(bgr[:, :, ::-1])
+
+
+def _declared_size(buffer: np.ndarray) -> tuple[int, int] | None:
+    """(width, height) from a PNG's IHDR or a JPEG's SOF header, None when neither is found."""
+    raw = buffer[:65536].tobytes()
+    if raw.startswith(b"\x89PNG\r\n\x1a\n") and len(raw) >= 24 and raw[12:16] == b"IHDR":
+        return int.from_bytes(raw[16:20], "big"), int.from_bytes(raw[20:24], "big")
+    if not raw.startswith(b"\xff\xd8"):
+        return None
+    position = 2
+    while position + 9 <= len(raw):
+        if raw[position] != 0xFF:
+            return None
+        marker = raw[position + 1]
+        if marker == 0xFF:  # fill byte
+            position += 1
+            continue
+        length = int.from_bytes(raw[position + 2 : position + 4], "big")
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):  # start of frame
+            height = int.from_bytes(raw[position + 5 : position + 7], "big")
+            width = int.from_bytes(raw[position + 7 : position + 9], "big")
+            return width, height
+        position += 2 + length
+    return None
 
 
 def crop_and_resize(rgb: np.ndarray, spec: ImageSpec) -> np.ndarray:

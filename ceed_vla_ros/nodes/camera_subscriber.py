@@ -5,9 +5,15 @@ Subscribes each topic of ``image_topics`` (sensor_msgs/Image, SensorData QoS; re
 checkpoint's metadata asks for, with its ORIGINAL header (stamp and frame), on ``/ceed_vla/image``
 (the first topic) and ``/ceed_vla/image_<i>`` (topic i > 0). The policy keeps only the newest.
 
-Frames with an unsupported encoding (anything but rgb8, bgr8, rgba8, bgra8, mono8) or inconsistent
-sizes are dropped with a throttled warning; the node keeps running. Conversion uses the ROS 2
-cv_bridge where it is importable and the equivalent numpy path otherwise.
+With ``image_transport: compressed`` it subscribes ``<topic>/compressed`` instead
+(sensor_msgs/CompressedImage, JPEG or PNG, as image_transport's compressed plugin publishes; the base
+name is resolved first, so remapping ``image`` still picks the camera) and decodes with OpenCV; the
+output is the same rgb8 Image with the same header.
+
+Frames with an unsupported encoding (anything but rgb8, bgr8, rgba8, bgra8, mono8), inconsistent
+sizes or undecodable compressed data are dropped with a throttled warning; the node keeps running.
+Raw frames are converted by the ROS 2 cv_bridge where it is importable and the equivalent numpy path
+otherwise.
 """
 
 from __future__ import annotations
@@ -18,11 +24,12 @@ import numpy as np
 from rclpy.node import Node
 from rclpy.parameter import Parameter
 from rclpy.qos import qos_profile_sensor_data
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CompressedImage, Image
 
 from ceed_vla_ros.image_conversion import (
     ImageConversionError,
     check_image_fields,
+    compressed_to_rgb,
     crop_and_resize,
     image_to_rgb,
     rgb_to_image_fields,
@@ -48,6 +55,7 @@ except ImportError:
 OUTPUT_TOPIC = POLICY_IMAGE_TOPIC
 STALL_S = 2.0
 WARN_PERIOD_S = 2.0
+TRANSPORTS = ("raw", "compressed")
 
 
 PARAMETERS = (
@@ -56,6 +64,9 @@ PARAMETERS = (
     Param("model_dir", "", "shared model directory (empty: $CEED_VLA_MODEL_DIR or the shipped models/)",
           read_only=True),
     Param("checkpoint", "sim_student", "checkpoint whose metadata gives the crop and size"),
+    Param("image_transport", "raw", "raw: sensor_msgs/Image on each topic; compressed: "
+          "sensor_msgs/CompressedImage (JPEG/PNG) on <topic>/compressed, as image_transport names it",
+          read_only=True, check=lambda v: None if v in TRANSPORTS else f"must be one of {', '.join(TRANSPORTS)}"),
 )
 
 
@@ -76,11 +87,14 @@ class CameraSubscriberNode(Node):
         self.forwarded = 0
         self._last_frame_time: float | None = None
         self._warnings = WarningThrottle(self.get_logger(), WARN_PERIOD_S)
+        compressed = values["image_transport"] == "compressed"
         for index, topic in enumerate(values["image_topics"]):
             output = OUTPUT_TOPIC if index == 0 else f"{OUTPUT_TOPIC}_{index}"
             publisher = self.create_publisher(Image, output, qos_profile_sensor_data)
-            self.create_subscription(Image, topic, lambda msg, p=publisher: self._on_image(msg, p),
-                                     qos_profile_sensor_data)
+            if compressed:  # image_transport: resolve (and remap) the base name, then add the transport
+                topic = self.resolve_topic_name(topic).rstrip("/") + "/compressed"
+            self.create_subscription(CompressedImage if compressed else Image, topic,
+                                     lambda msg, p=publisher: self._on_image(msg, p), qos_profile_sensor_data)
             self.get_logger().info(f"{self.resolve_topic_name(topic)} -> {output} "
                                    f"({self.spec.width}x{self.spec.height}, crop {self.spec.crop})")
         DiagnosticsPublisher(self, self._health)
@@ -102,14 +116,17 @@ class CameraSubscriberNode(Node):
             if parameter.name == "checkpoint":
                 self.spec = load_metadata(self.model_dir, parameter.value).image
 
-    def to_rgb(self, msg: Image) -> np.ndarray:
-        """Validated, then converted once: by cv_bridge where it is importable, else by numpy."""
+    def to_rgb(self, msg: Image | CompressedImage) -> np.ndarray:
+        """Validated, then converted once: compressed frames by OpenCV; raw ones by cv_bridge where it
+        is importable, else by numpy."""
+        if isinstance(msg, CompressedImage):
+            return compressed_to_rgb(msg.format, msg.data)
         if self.bridge is None:
             return image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.data)
         check_image_fields(msg.encoding, msg.height, msg.width, msg.step, msg.data)
         return np.asarray(self.bridge.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
 
-    def _on_image(self, msg: Image, publisher) -> None:
+    def _on_image(self, msg: Image | CompressedImage, publisher) -> None:
         self.received += 1
         self._last_frame_time = time.monotonic()
         try:

@@ -122,3 +122,56 @@ def torch_equal(a, b) -> bool:
     import torch
 
     return bool(torch.equal(a, b))
+
+
+# -- compressed camera streams (image_transport's `compressed` transport) ---------------------------
+class CompressedProbe(Probe):
+    def __init__(self, node, topic: str) -> None:
+        from sensor_msgs.msg import CompressedImage
+
+        super().__init__(node)
+        self.publisher = node.create_publisher(CompressedImage, topic, qos_profile_sensor_data)
+
+    def send(self, stamp_sec: int, **fields) -> None:
+        from sensor_msgs.msg import CompressedImage
+
+        msg = CompressedImage(**fields)
+        msg.header.stamp.sec = stamp_sec
+        msg.header.frame_id = "wrist_cam"
+        self.publisher.publish(msg)
+
+
+def encoded(rgb: np.ndarray, ext: str) -> bytes:
+    import cv2
+
+    ok, data = cv2.imencode(ext, np.ascontiguousarray(rgb[:, :, ::-1]))
+    assert ok
+    return data.tobytes()
+
+
+def test_compressed_jpeg_and_png_frames_become_the_same_rgb8_frames(tiny_model_dir, ros_node, start_node,
+                                                                     wait_until):
+    """image_transport:=compressed subscribes <remapped base>/compressed, decodes JPEG and PNG, keeps the
+    header, and drops undecodable data without stopping."""
+    process = start_node("camera_subscriber", [
+        "-r", "__node:=camera_subscriber", "--params-file", str(REPO / "config/sim_arm.yaml"),
+        "-p", f"model_dir:={tiny_model_dir}", "-p", "checkpoint:=tiny_sim", "-p", "image_transport:=compressed",
+        "-r", "image:=/test_compressed_camera/image_raw"])
+    probe = CompressedProbe(ros_node, "/test_compressed_camera/image_raw/compressed")
+    rgb = np.zeros((96, 128, 3), np.uint8)  # left half red, right half blue
+    rgb[:, :64, 0] = 255
+    rgb[:, 64:, 2] = 255
+    for stamp, ext, format_ in [(7001, ".jpg", "rgb8; jpeg compressed bgr8"), (7002, ".png", "png")]:
+        out = send_until_received(probe, wait_until, stamp, format=format_, data=encoded(rgb, ext))
+        assert out is not None, process.output()
+        assert (out.encoding, out.height, out.width, out.header.frame_id) == ("rgb8", 64, 64, "wrist_cam")
+        image = image_to_rgb(out.encoding, out.height, out.width, out.step, out.data)
+        assert image[:, :30, 0].min() > 200 and image[:, :30, 2].max() < 50, ext  # left still red
+        assert image[:, 34:, 2].min() > 200 and image[:, 34:, 0].max() < 50, ext  # right still blue
+    probe.send(7003, format="jpeg", data=b"\xff\xd8 not a jpeg")
+    probe.send(7004, format="rgb8; tiff compressed bgr8", data=encoded(rgb, ".png"))
+    assert wait_until(lambda: "could not be decoded" in process.output(), 10.0), process.output()
+    assert wait_until(lambda: "unsupported compressed format" in process.output(), 10.0), process.output()
+    good = send_until_received(probe, wait_until, 7005, format="png", data=encoded(rgb, ".png"))
+    assert good is not None and process.alive()
+    assert not any(f.header.stamp.sec in (7003, 7004) for f in probe.frames())

@@ -16,6 +16,7 @@ BAD_STARTS = [
     ("arm_driver", ["-p", "control_rate_hz:=-1.0"], "control_rate_hz"),
     ("arm_driver", ["-p", "joint_names:=[a, b]", "-p", "position_lower:=[0.0]"], "joint limits"),
     ("camera_subscriber", ["-p", "checkpoint:=nope"], "nope"),
+    ("camera_subscriber", ["-p", "image_transport:=theora"], "image_transport"),
     ("sim_arm", ["-p", "task:=fly"], "task"),
 ]
 
