@@ -40,12 +40,14 @@ from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_chec
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.nodes.interfaces import (
+    ACTIONS_QOS,
     ACTIONS_TOPIC,
     FORWARD_COMMAND_TOPIC,
     JOINT_STATES_TOPIC,
     LATCHED_QOS,
     TRAJECTORY_TOPIC,
     JointPicker,
+    overridable_qos,
     stamp_to_seconds,
 )
 from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
@@ -117,7 +119,8 @@ class ArmDriverNode(Node):
         else:
             self.command_publisher = self.create_publisher(JointTrajectory, values["trajectory_topic"], 10)
         self.holding_publisher = self.create_publisher(Bool, "~/holding", LATCHED_QOS)
-        self.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions, 10)
+        self.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions,
+                                 **overridable_qos(ACTIONS_QOS))
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, 50)
         self.create_subscription(Bool, "~/estop", self._on_estop_topic, 10)
         self.create_service(Trigger, "~/estop", self._on_estop_service)

@@ -66,7 +66,7 @@ PARAMETERS = (
     Param("checkpoint", "sim_student", "checkpoint whose metadata gives the crop and size"),
     Param("image_transport", "raw", "raw: sensor_msgs/Image on each topic; compressed: "
           "sensor_msgs/CompressedImage (JPEG/PNG) on <topic>/compressed, as image_transport names it",
-          read_only=True, check=lambda v: None if v in TRANSPORTS else f"must be one of {', '.join(TRANSPORTS)}"),
+          choices=TRANSPORTS, read_only=True),
 )
 
 

@@ -13,6 +13,7 @@ import threading
 from collections.abc import Callable, Iterator, Sequence
 
 from rclpy.qos import QoSDurabilityPolicy, QoSProfile, QoSReliabilityPolicy
+from rclpy.qos_overriding_options import QoSOverridingOptions
 
 ACTIONS_TOPIC = "/actions"
 JOINT_STATES_TOPIC = "/joint_states"
@@ -27,6 +28,26 @@ SIM_RESET_SERVICE = "/sim_arm/reset_episode"
 LATCHED_QOS = QoSProfile(depth=1, reliability=QoSReliabilityPolicy.RELIABLE,
                          durability=QoSDurabilityPolicy.TRANSIENT_LOCAL)
 """Depth 1, reliable, transient local: late joiners get the last message (the instruction)."""
+
+ACTIONS_QOS = QoSProfile(depth=10, reliability=QoSReliabilityPolicy.RELIABLE)
+"""/actions by default: reliable, keep last 10 (the driver keeps only the newest chunk anyway)."""
+
+
+_QOS_POLICIES = ("history", "depth", "reliability", "durability", "lifespan", "deadline", "liveliness",
+                 "liveliness_lease_duration", "avoid_ros_namespace_conventions")
+
+
+def overridable_qos(profile: QoSProfile) -> dict:
+    """Keyword arguments for create_publisher / create_subscription that make the topic's QoS
+    settable with ROS 2's own override parameters: ``qos_overrides.<topic>.<publisher|subscription>.
+    <history|depth|reliability>`` (read-only, from the parameter file or ``-p``), for the links that
+    may cross machines. rclpy writes the overrides INTO the profile it is given, so each endpoint
+    gets its own copy (sharing one, an override of one endpoint silently changed the next).
+    """
+    options = QoSOverridingOptions.with_default_policies()
+    own = QoSProfile(**{policy: getattr(profile, policy) for policy in _QOS_POLICIES})
+    return {"qos_profile": own, "qos_overriding_options": options}
+
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 

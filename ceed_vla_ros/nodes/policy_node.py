@@ -40,12 +40,14 @@ from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
 from ceed_vla_ros.nodes.interfaces import (
+    ACTIONS_QOS,
     ACTIONS_TOPIC,
     INSTRUCTION_TOPIC,
     JOINT_STATES_TOPIC,
     LATCHED_QOS,
     POLICY_IMAGE_TOPIC,
     JointPicker,
+    overridable_qos,
     stamp_to_seconds,
 )
 from ceed_vla_ros.nodes.parameters import (
@@ -128,8 +130,9 @@ class PolicyNode(Node):
         except (CheckpointError, ValueError) as error:  # ValueError: the model cannot decode (warm-up)
             raise StartupError(str(error)) from error
 
-        self.publisher = self.create_publisher(ActionTokens, ACTIONS_TOPIC, 10)
-        self.create_subscription(Image, values["image_topic"], self._on_image, qos_profile_sensor_data)
+        self.publisher = self.create_publisher(ActionTokens, ACTIONS_TOPIC, **overridable_qos(ACTIONS_QOS))
+        self.create_subscription(Image, values["image_topic"], self._on_image,
+                                 **overridable_qos(qos_profile_sensor_data))
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, 50)
         self.create_subscription(String, values["instruction_topic"], self._on_instruction, LATCHED_QOS)
         self._worker = threading.Thread(target=self._decode_loop, name="policy-decoder", daemon=True)
