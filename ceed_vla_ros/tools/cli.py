@@ -25,6 +25,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Decoding speed, closed-loop success and ROS pipeline in one report.",
     ),
     "bench": ("ceed_vla_ros.tools.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
+    "bench-link": (
+        "ceed_vla_ros.tools.link_bench",
+        "The sim suite behind a lossy / delayed policy -> driver link: refusals, holds, success.",
+    ),
     "bench-shutdown": (
         "ceed_vla_ros.tools.shutdown_bench",
         "Seconds each node of a bring-up takes to exit after Ctrl-C.",
