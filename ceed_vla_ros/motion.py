@@ -1,0 +1,127 @@
+"""Joint motion a real controller accepts (no ROS): limited position, velocity AND acceleration,
+smooth interpolation through a chunk's targets, and stops that decelerate.
+
+Industrial and research arms fault on position streams that jump in velocity or acceleration, so
+every streamed command goes through a :class:`MotionLimiter`, whose state is the last command
+``p`` and its velocity ``v = (p - p_prev) / T`` (``T`` the control period). Each period it picks the
+next velocity ``v'`` and commands ``p' = p + v' T``, with, per joint:
+
+* ``|v' - v| <= A T`` (acceleration limit ``A``) and ``|v'| <= V`` (velocity limit);
+* position limits kept WITH the room to stop: ``v' T + v'^2 / (2A) <= U - p`` (and the mirror image
+  for the lower limit ``L``), so the limiter can always brake in time and never needs a clamp that
+  would break the acceleration limit. The bound is the continuous-time stopping distance, which
+  is larger than the discrete one, so braking at ``-A`` from any state it allows stays inside.
+  These bounds are feasible whenever the previous state was (``v - A T`` always satisfies them):
+  the stream respects all three limits from any first command at rest, whatever the targets.
+
+The velocity it aims for tracks a target ``x`` moving at ``x_dot`` (feed-forward) and closes the
+error ``e = x - p`` as fast as it can while still able to stop on the target:
+``v_goal = x_dot + sign(e) (sqrt((A T)^2 + 2 A |e|) - A T)`` (for small ``e`` this is ``e / T``).
+
+:class:`CubicChunk` gives ``x`` and ``x_dot``: a piecewise cubic Hermite curve that starts at the
+command in force WITH its velocity (so a re-plan never steps the velocity), passes through the
+chunk's targets at their times with Catmull-Rom tangents, and arrives at the last target at rest.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+
+@dataclass
+class MotionLimiter:
+    lower: np.ndarray
+    upper: np.ndarray
+    max_velocity: np.ndarray
+    max_acceleration: np.ndarray
+    period_s: float
+    position: np.ndarray | None = field(default=None, init=False)
+    velocity: np.ndarray | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        for name in ("lower", "upper", "max_velocity", "max_acceleration"):
+            setattr(self, name, np.asarray(getattr(self, name), dtype=np.float64))
+        if not (self.lower.shape == self.upper.shape == self.max_velocity.shape == self.max_acceleration.shape):
+            raise ValueError("motion limits need one lower, upper, max_velocity and max_acceleration per joint")
+        if not np.all(np.isfinite(self.max_acceleration) & (self.max_acceleration > 0)):
+            raise ValueError(f"max_acceleration must be finite and > 0, got {self.max_acceleration.tolist()}")
+        if not self.period_s > 0:
+            raise ValueError(f"control period must be > 0 s, got {self.period_s}")
+
+    def reset(self, position: np.ndarray) -> np.ndarray:
+        """Start at ``position`` (clamped into the limits), at rest."""
+        self.position = np.clip(np.asarray(position, dtype=np.float64), self.lower, self.upper)
+        self.velocity = np.zeros_like(self.position)
+        return self.position.copy()
+
+    def _stopping_bound(self, room: np.ndarray) -> np.ndarray:
+        """Largest speed toward a point ``room`` ahead from which braking at A stops before it."""
+        a_t = self.max_acceleration * self.period_s
+        return np.sqrt(a_t * a_t + 2.0 * self.max_acceleration * np.maximum(room, 0.0)) - a_t
+
+    def step(self, target: np.ndarray | None, target_velocity: np.ndarray | None = None) -> np.ndarray:
+        """The next command toward ``target`` (None: brake to rest where the arm is)."""
+        if self.position is None:
+            raise RuntimeError("MotionLimiter.step before reset")
+        p, v, period = self.position, self.velocity, self.period_s
+        if target is None:
+            goal = np.zeros_like(v)
+        else:
+            target = np.clip(np.asarray(target, dtype=np.float64), self.lower, self.upper)
+            error = target - p
+            feed_forward = np.zeros_like(v) if target_velocity is None else np.asarray(target_velocity, float)
+            goal = feed_forward + np.sign(error) * self._stopping_bound(np.abs(error))
+        a_t = self.max_acceleration * period
+        new_v = np.clip(goal, v - a_t, v + a_t)
+        new_v = np.clip(new_v, -self.max_velocity, self.max_velocity)
+        new_v = np.minimum(new_v, self._stopping_bound(self.upper - p))
+        new_v = np.maximum(new_v, -self._stopping_bound(p - self.lower))
+        self.position = np.clip(p + new_v * period, self.lower, self.upper)  # a no-op but for rounding
+        self.velocity = (self.position - p) / period
+        return self.position.copy()
+
+    def at_rest(self, tolerance: float = 1e-9) -> bool:
+        return self.velocity is not None and bool(np.all(np.abs(self.velocity) <= tolerance))
+
+
+@dataclass
+class CubicChunk:
+    """Cubic Hermite knots: ``positions[j]`` with slope ``slopes[j]`` at ``times[j]``."""
+
+    times: np.ndarray  # (m,) increasing
+    positions: np.ndarray  # (m, d)
+    slopes: np.ndarray  # (m, d)
+
+    @classmethod
+    def through(cls, start_time: float, start_position: np.ndarray, start_velocity: np.ndarray,
+                times: np.ndarray, targets: np.ndarray) -> CubicChunk:
+        """From the command in force (position, velocity) through ``targets`` at ``times``, ending at
+        rest; inner tangents are Catmull-Rom ``(x[j+1] - x[j-1]) / (t[j+1] - t[j-1])``."""
+        knot_times = np.concatenate(([start_time], np.asarray(times, dtype=np.float64)))
+        knots = np.vstack((np.asarray(start_position, dtype=np.float64), np.asarray(targets, dtype=np.float64)))
+        slopes = np.zeros_like(knots)
+        slopes[0] = start_velocity
+        if len(knots) > 2:
+            slopes[1:-1] = (knots[2:] - knots[:-2]) / (knot_times[2:] - knot_times[:-2])[:, None]
+        return cls(knot_times, knots, slopes)
+
+    def sample(self, now: float) -> tuple[np.ndarray, np.ndarray]:
+        """(position, velocity) of the curve at ``now`` (held at the ends)."""
+        if now >= self.times[-1]:
+            return self.positions[-1].copy(), np.zeros(self.positions.shape[1])
+        if now <= self.times[0]:
+            return self.positions[0].copy(), self.slopes[0].copy()
+        j = int(np.searchsorted(self.times, now, side="right")) - 1
+        h = self.times[j + 1] - self.times[j]
+        s = (now - self.times[j]) / h
+        p0, p1, m0, m1 = self.positions[j], self.positions[j + 1], self.slopes[j] * h, self.slopes[j + 1] * h
+        h00, h10, h01, h11 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2
+        d00, d10, d01, d11 = 6 * s**2 - 6 * s, 3 * s**2 - 4 * s + 1, -6 * s**2 + 6 * s, 3 * s**2 - 2 * s
+        position = h00 * p0 + h10 * m0 + h01 * p1 + h11 * m1
+        velocity = (d00 * p0 + d10 * m0 + d01 * p1 + d11 * m1) / h
+        return position, velocity
+
+    def finished(self, now: float) -> bool:
+        return now >= self.times[-1]

@@ -1,0 +1,129 @@
+"""Motion limits and smooth chunk interpolation (no ROS): position, velocity and acceleration hold
+for any stream of targets; the cubic curve is continuous across a re-plan."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from ceed_vla_ros.motion import CubicChunk, MotionLimiter
+
+LOWER, UPPER = np.array([-2.0, -1.0, 0.0]), np.array([2.0, 0.5, 2.5])
+V, A, T = np.array([2.0, 1.0, 3.0]), np.array([10.0, 4.0, 30.0]), 0.005
+
+
+def limiter() -> MotionLimiter:
+    return MotionLimiter(LOWER, UPPER, V, A, T)
+
+
+def assert_stream_within_limits(commands: np.ndarray) -> None:
+    tol = 1e-9
+    assert np.all(commands >= LOWER - tol) and np.all(commands <= UPPER + tol)
+    velocity = np.diff(commands, axis=0) / T
+    assert np.all(np.abs(velocity) <= V + 1e-6)
+    acceleration = np.diff(velocity, axis=0) / T
+    assert np.all(np.abs(acceleration) <= A * (1 + 1e-6) + 1e-6), np.abs(acceleration).max(axis=0)
+
+
+finite = st.floats(min_value=-50.0, max_value=50.0, allow_nan=False)
+event = st.one_of(st.none(), st.lists(finite, min_size=3, max_size=3))  # None = brake
+
+
+@settings(max_examples=300, deadline=None)
+@given(start=st.lists(finite, min_size=3, max_size=3),
+       events=st.lists(st.tuples(event, st.integers(min_value=1, max_value=80)), min_size=1, max_size=12),
+       feed_forward=st.lists(st.floats(min_value=-20, max_value=20), min_size=3, max_size=3))
+def test_any_targets_give_a_stream_within_position_velocity_and_acceleration_limits(start, events, feed_forward):
+    motion = limiter()
+    commands = [motion.reset(np.array(start))]
+    for target, periods in events:
+        for _ in range(periods):
+            commands.append(motion.step(None if target is None else np.array(target), np.array(feed_forward)))
+    assert_stream_within_limits(np.array(commands))
+
+
+def test_it_reaches_a_target_and_stops_there_without_overshoot():
+    motion = limiter()
+    motion.reset(np.zeros(3))
+    target = np.array([1.0, 0.4, 2.0])
+    path = np.array([motion.step(target) for _ in range(2000)])
+    assert np.allclose(path[-1], target, atol=1e-9) and motion.at_rest(1e-6)
+    assert np.all(path <= target + 1e-9)  # approaches from below, never past
+    assert_stream_within_limits(path)
+    # time-optimal-ish: joint 0 needs about 2 sqrt(d / A) = 0.63 s (velocity limit not reached)
+    arrived = np.argmax(np.abs(path[:, 0] - 1.0) < 1e-6) * T
+    assert 0.6 < arrived < 0.75
+
+
+def test_brake_decelerates_within_the_limit_instead_of_freezing():
+    motion = limiter()
+    motion.reset(np.array([-1.5, -0.5, 0.5]))
+    for _ in range(60):
+        motion.step(np.array([1.5, 0.4, 2.4]))
+    moving = motion.velocity.copy()
+    assert np.abs(moving).min() > 0.1
+    stream = [motion.position.copy()]
+    while not motion.at_rest():
+        stream.append(motion.step(None))
+    assert len(stream) > 2  # not an instant stop
+    assert_stream_within_limits(np.array(stream))
+    expected_periods = np.max(np.abs(moving) / (A * T))  # v / (A T) periods to stop
+    assert len(stream) - 1 == pytest.approx(expected_periods, abs=2)
+
+
+def test_running_into_a_position_limit_brakes_in_time():
+    motion = limiter()
+    motion.reset(np.array([1.0, 0.0, 1.0]))
+    stream = [motion.step(np.array([50.0, 50.0, 50.0]), np.array([20.0, 20.0, 20.0])) for _ in range(600)]
+    assert_stream_within_limits(np.array(stream))
+    assert np.allclose(stream[-1], UPPER)
+
+
+def test_cubic_chunk_starts_with_the_commanded_velocity_and_passes_every_target():
+    times, targets = np.array([0.1, 0.2, 0.3]), np.array([[0.1], [0.3], [0.3]])
+    curve = CubicChunk.through(0.0, np.array([0.0]), np.array([2.0]), times, targets)
+    position, velocity = curve.sample(0.0)
+    assert position == pytest.approx([0.0]) and velocity == pytest.approx([2.0])
+    for t, x in zip(times, targets):
+        assert curve.sample(t)[0] == pytest.approx(x)
+    assert curve.sample(0.3)[1] == pytest.approx([0.0]) and curve.finished(0.3)
+    # velocity continuous at the knots (C1): left and right limits agree
+    for t in times[:-1]:
+        assert curve.sample(t - 1e-7)[1] == pytest.approx(curve.sample(t + 1e-7)[1], abs=1e-4)
+    # the derivative really is the derivative
+    t = 0.137
+    numeric = (curve.sample(t + 1e-6)[0] - curve.sample(t - 1e-6)[0]) / 2e-6
+    assert curve.sample(t)[1] == pytest.approx(numeric, rel=1e-5)
+
+
+def test_a_replan_mid_motion_keeps_the_velocity_continuous():
+    """Following a cubic chunk, then a new one from the command in force: no velocity step, and the
+    acceleration of the stream stays within the limit."""
+    motion = limiter()
+    motion.reset(np.zeros(3))
+    first = CubicChunk.through(0.0, np.zeros(3), np.zeros(3), np.array([0.1, 0.2, 0.3, 0.4]),
+                               np.array([[0.05, 0.02, 0.1], [0.15, 0.06, 0.3], [0.3, 0.12, 0.6], [0.45, 0.18, 0.9]]))
+    stream, now = [motion.position.copy()], 0.0
+    for _ in range(30):
+        now += T
+        stream.append(motion.step(*first.sample(now)))
+    # a re-plan that turns back: starts from the command in force with its velocity
+    second = CubicChunk.through(now, motion.position, motion.velocity, now + np.array([0.1, 0.2, 0.3, 0.4]),
+                                np.array([[0.1, 0.0, 0.2]] * 4))
+    assert second.sample(now)[1] == pytest.approx(motion.velocity)
+    for _ in range(120):
+        now += T
+        stream.append(motion.step(*second.sample(now)))
+    assert_stream_within_limits(np.array(stream))
+    assert np.allclose(stream[-1], [0.1, 0.0, 0.2], atol=1e-6)
+
+
+def test_bad_limits_are_refused():
+    with pytest.raises(ValueError, match="max_acceleration"):
+        MotionLimiter(LOWER, UPPER, V, np.array([1.0, 0.0, 1.0]), T)
+    with pytest.raises(ValueError, match="one lower"):
+        MotionLimiter(LOWER, UPPER, V, np.array([1.0]), T)
+    with pytest.raises(RuntimeError):
+        limiter().step(np.zeros(3))
