@@ -46,7 +46,19 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.tools.evaluation",
         "Closed-loop evaluation of checkpoints x decoding settings in the simulator.",
     ),
+    "export-lerobot": (
+        "ceed_vla_ros.datasets.export",
+        "Turn simulator HDF5 recordings into a LeRobot v3.0 dataset (lossless by default).",
+    ),
+    "import-bag": (
+        "ceed_vla_ros.datasets.rosbag",
+        "Convert a rosbag2 recording (mcap, sqlite3) of camera, joint-state and command topics into LeRobot v3.0.",
+    ),
     "info": ("ceed_vla_ros.tools.info", "Show a checkpoint's metadata, parameter count and size on disk."),
+    "inspect-lerobot": (
+        "ceed_vla_ros.datasets.export:inspect",
+        "Show (and with --check, read through) a LeRobot v3.0 / v2.1 dataset.",
+    ),
     "launch": ("ceed_vla_ros.tools.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.tools.record", "Record scripted-expert demonstrations to HDF5."),
     "soak": (

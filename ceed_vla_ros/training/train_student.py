@@ -263,17 +263,14 @@ def check_data(trajectories: TrajectorySet, data: list[Path], teacher: Checkpoin
     recorded = trajectories.data_files
     if len(recorded) != len(data):
         raise SystemExit(f"trajectories reference {len(recorded)} data files {recorded}, --data gives {len(data)}")
-    from ceed_vla_ros.sim.recorder import DatasetReader
+    from ceed_vla_ros.datasets import count_episodes
 
     counts = json.loads(trajectories.attrs.get("data_episodes", "null") or "null")
     for i, path in enumerate(data):
-        if counts is not None:
-            with DatasetReader(path) as reader:
-                if len(reader) != counts[i]:
-                    raise SystemExit(
-                        f"{path}: {len(reader)} episodes, the trajectories were collected on {counts[i]} "
-                        f"({recorded[i]})"
-                    )
+        if counts is not None and (found := count_episodes(path)) != counts[i]:
+            raise SystemExit(
+                f"{path}: {found} episodes, the trajectories were collected on {counts[i]} ({recorded[i]})"
+            )
         if Path(path).name != Path(recorded[i]).name:
             print(f"warning: --data {path} stands for the recorded {recorded[i]}", file=sys.stderr)
 
@@ -293,7 +290,7 @@ def distill(config: DistillConfig) -> Path:
     teacher = load_checkpoint_arg(config.model_dir, config.teacher)
     trajectories = read_trajectories(config.trajectories)
     check_data(trajectories, list(config.data), teacher)
-    samples = load_samples(config.data, teacher, refs=trajectories.refs())
+    samples = load_samples(config.data, teacher, refs=trajectories.refs(), lerobot_map=config.lerobot_map)
     metadata = teacher.metadata
     allowed = TokenRange(*teacher.action_tokenizer.token_range)
     train_rows, val_rows = split_rows(len(trajectories), config.val_samples, config.seed)
@@ -482,6 +479,15 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trajectories", type=Path, required=True, help="file from ceed-vla collect-trajectories")
     parser.add_argument(
         "--data", type=Path, nargs="+", required=True, help="the demonstration files of the trajectories, same order"
+    )
+    parser.add_argument(
+        "--lerobot-map",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="which LeRobot features to use: image=<feature> (default observation.image or the first camera), "
+        "state=observation.state, action=action, action_kind=absolute|delta, task=task_index|fixed:<text>, "
+        "image_size=64 (train only; later steps use the teacher's size)",
     )
     parser.add_argument("--out-name", default=_D.out_name, help="student checkpoint name (folder in --model-dir)")
     add_model_dir_argument(parser, "folder of the teacher checkpoint and of the student written")

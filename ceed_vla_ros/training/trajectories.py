@@ -71,7 +71,6 @@ from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
 from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens, jacobi_trajectories_batched
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import preprocess_images
-from ceed_vla_ros.sim.recorder import DatasetReader
 from ceed_vla_ros.training.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
 
 FORMAT_NAME = "ceed_vla_ros.distill.trajectories"  # the file format's name (kept: existing files carry it)
@@ -150,6 +149,7 @@ def load_samples(
     seed: int = 0,
     holdout_last: int = 0,
     refs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    lerobot_map: Sequence[str] = (),
 ) -> SampleSet:
     """Load, select and tokenise demonstration samples with ``checkpoint``'s tokenizers.
 
@@ -157,7 +157,11 @@ def load_samples(
     file, the teacher trainer's validation split), subsampled by :func:`select_rows`. With
     ``refs = (file_index, episode, step)``: exactly those samples, in that order.
     """
+    from ceed_vla_ros.datasets import FeatureMapping, open_dataset
+
     metadata = checkpoint.metadata
+    # LeRobot frames are resized to the checkpoint's image size (and cropped as it says)
+    mapping = dataclasses.replace(FeatureMapping.parse(lerobot_map), image_size=metadata.image.height)
     episodes, origin, counts = [], [], []
     wanted: dict[int, set[int]] | None = None
     if refs is not None:
@@ -165,7 +169,7 @@ def load_samples(
         for f, e in zip(refs[0].tolist(), refs[1].tolist()):
             wanted.setdefault(int(f), set()).add(int(e))
     for f, path in enumerate(paths):
-        with DatasetReader(path) as reader:
+        with open_dataset(path, mapping) as reader:
             counts.append(len(reader))
             last = len(reader) - (holdout_last if refs is None else 0)
             for e in range(max(0, last)):
@@ -175,7 +179,7 @@ def load_samples(
                 origin.append((f, e))
     if not episodes:
         raise ValueError(f"no episodes selected from {list(map(str, paths))}")
-    data = build_teacher_data(episodes, metadata.chunk_len)
+    data = build_teacher_data(episodes, metadata.chunk_len)  # proprio: normalised with the checkpoint's statistics
     origin_arr = np.asarray(origin, dtype=np.int64)
     file_index = origin_arr[data.episode_index, 0]
     episode = origin_arr[data.episode_index, 1]
@@ -411,7 +415,16 @@ def summarize(trajectories: TrajectorySet) -> dict[str, float]:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint name in --model-dir (or a folder path)")
     add_model_dir_argument(parser, "folder of the teacher checkpoint")
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files")
+    parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)")
+    parser.add_argument(
+        "--lerobot-map",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="which LeRobot features to use: image=<feature> (default observation.image or the first camera), "
+        "state=observation.state, action=action, action_kind=absolute|delta, task=task_index|fixed:<text>, "
+        "image_size=64 (train only; later steps use the teacher's size)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output trajectory file (.h5)")
     parser.add_argument("--stride", type=int, default=1, help="keep every stride-th sample (default 1: all)")
     parser.add_argument("--max-samples", type=int, default=None, help="then at most this many (seeded random subset)")
@@ -440,6 +453,7 @@ def cli_main(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         seed=args.seed,
         holdout_last=args.holdout_last,
+        lerobot_map=args.lerobot_map,
     )
     print(
         f"loaded {len(samples)} samples from {len(args.data)} file(s) in {time.perf_counter() - t0:.1f} s", flush=True
@@ -453,6 +467,7 @@ def cli_main(args: argparse.Namespace) -> int:
         "stride": args.stride,
         "max_samples": -1 if args.max_samples is None else args.max_samples,
         "holdout_last": args.holdout_last,
+        "lerobot_map": json.dumps(list(args.lerobot_map)),
         "command": command,
     }
     write_trajectories(args.out, trajectories)
