@@ -8,7 +8,7 @@ LeRobot feature is the image, the state and the action and where the instruction
 How a LeRobot episode becomes an ``Episode`` (exact):
 
 * ``images``: the mapped camera's frames, center-cropped to a square when they are not square,
-  then resized to ``image_size`` with :func:`~ceed_vla_ros.image_conversion.crop_and_resize`, the
+  then resized to ``image_size`` (default: the frames' own size when square, else 64) with :func:`~ceed_vla_ros.image_conversion.crop_and_resize`, the
   camera node's own function (the checkpoint then says ``crop: center_square``, so deployment
   crops the live camera the same way);
 * ``joint_positions`` = the state feature; ``joint_target`` = the action feature
@@ -66,15 +66,15 @@ class FeatureMapping:
     action: str = "action"
     action_kind: str = "absolute"  # absolute joint targets, or delta (target - state)
     task: str = "task_index"  # or fixed:<instruction text>
-    image_size: int = 64
+    image_size: int = 0  # 0: the frames' own size when they are square, else 64
 
     def __post_init__(self) -> None:
         if self.action_kind not in ("absolute", "delta"):
             raise ValueError(f"action_kind must be absolute or delta, got {self.action_kind!r}")
         if self.task != "task_index" and not self.task.startswith("fixed:"):
             raise ValueError(f"task must be task_index or fixed:<text>, got {self.task!r}")
-        if not 8 <= int(self.image_size) <= 1024:
-            raise ValueError(f"image_size must be 8-1024, got {self.image_size}")
+        if int(self.image_size) != 0 and not 8 <= int(self.image_size) <= 1024:
+            raise ValueError(f"image_size must be 0 (auto) or 8-1024, got {self.image_size}")
 
     @classmethod
     def parse(cls, items: Sequence[str] | None) -> FeatureMapping:
@@ -123,7 +123,10 @@ class LeRobotSource:
                 f"{action_dims}; joint-position actions need one per joint"
             )
         shape = self.dataset.features[self.image_key].get("shape") or [0, 0, 3]
+        if self.dataset.features[self.image_key].get("names", [None])[0] == "channels":  # (C, H, W) as some datasets say
+            shape = list(shape[1:]) + [shape[0]]
         self.image_crop = "none" if shape[0] == shape[1] else "center_square"
+        self.image_size = int(self.mapping.image_size) or (int(shape[0]) if shape[0] == shape[1] else 64)
 
     def __len__(self) -> int:
         return len(self.dataset)
@@ -159,7 +162,7 @@ class LeRobotSource:
         action = frames[mapping.action].reshape(len(state), -1).astype(np.float64)
         target = action if mapping.action_kind == "absolute" else state + action
         images = dataset.episode_images(index, self.image_key)
-        size = mapping.image_size
+        size = self.image_size
         spec = ImageSpec(height=size, width=size, crop=self.image_crop)
         if images.shape[1:3] != (size, size):
             images = np.stack([crop_and_resize(im, spec) for im in images])

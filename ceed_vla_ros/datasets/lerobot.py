@@ -223,17 +223,25 @@ def encode_png(rgb: np.ndarray) -> bytes:
 
 
 def feature_stats(values: np.ndarray) -> dict[str, list]:
-    """min, max, mean, std, count and q01 ... q99 over the rows of ``values`` (N, dims)."""
+    """min, max, mean, std, count and q01 ... q99 over the rows of ``values`` (N, dims); NaN
+    entries (an undefined privileged target) are skipped, an all-NaN dimension gets ``null``."""
     values = np.asarray(values, dtype=np.float64).reshape(len(values), -1)
-    stats = {
-        "min": values.min(axis=0).tolist(),
-        "max": values.max(axis=0).tolist(),
-        "mean": values.mean(axis=0).tolist(),
-        "std": values.std(axis=0).tolist(),
-        "count": [int(len(values))],
-    }
-    for q in STAT_QUANTILES:
-        stats[f"q{round(q * 100):02d}"] = np.quantile(values, q, axis=0).tolist()
+
+    def clean(array: np.ndarray) -> list:
+        return [float(v) if np.isfinite(v) else None for v in np.ravel(array)]
+
+    defined = np.isfinite(values).any(axis=0)
+    safe = np.where(defined[None, :], values, 0.0)
+    with np.errstate(all="ignore"):
+        stats = {
+            "min": clean(np.where(defined, np.nanmin(safe, axis=0), np.nan)),
+            "max": clean(np.where(defined, np.nanmax(safe, axis=0), np.nan)),
+            "mean": clean(np.where(defined, np.nanmean(safe, axis=0), np.nan)),
+            "std": clean(np.where(defined, np.nanstd(safe, axis=0), np.nan)),
+            "count": [int(len(values))],
+        }
+        for q in STAT_QUANTILES:
+            stats[f"q{round(q * 100):02d}"] = clean(np.where(defined, np.nanquantile(safe, q, axis=0), np.nan))
     return stats
 
 
@@ -253,15 +261,15 @@ def image_stats(images: np.ndarray) -> dict[str, list]:
 
 
 def _merge_image_stats(parts: list[dict]) -> dict:
-    counts = np.array([p["count"][0] for p in parts], dtype=np.float64)
+    counts = np.array([np.ravel(p["count"])[0] for p in parts], dtype=np.float64)
     means = np.array([np.asarray(p["mean"]).ravel() for p in parts])
     stds = np.array([np.asarray(p["std"]).ravel() for p in parts])
     w = counts / counts.sum()
     mean = (w[:, None] * means).sum(0)
     var = (w[:, None] * (stds**2 + (means - mean) ** 2)).sum(0)
     return {
-        "min": np.min([np.asarray(p["min"]) for p in parts], axis=0).tolist(),
-        "max": np.max([np.asarray(p["max"]) for p in parts], axis=0).tolist(),
+        "min": np.min([np.ravel(p["min"]) for p in parts], axis=0).reshape(-1, 1, 1).tolist(),
+        "max": np.max([np.ravel(p["max"]) for p in parts], axis=0).reshape(-1, 1, 1).tolist(),
         "mean": mean.reshape(-1, 1, 1).tolist(),
         "std": np.sqrt(var).reshape(-1, 1, 1).tolist(),
         "count": [int(counts.sum())],
@@ -442,7 +450,9 @@ class LeRobotDataset:
                 raise LeRobotFormatError(f"{path}: not valid JSON ({error})") from None
             for key, values in raw.items():
                 if isinstance(values, dict):
-                    stats[key] = {k: np.asarray(v, dtype=np.float64) for k, v in values.items()}
+                    stats[key] = {
+                        k: np.asarray(v, dtype=np.float64) for k, v in values.items() if isinstance(v, (list, int, float))
+                    }
         return stats
 
     def quantiles(self, key: str) -> tuple[np.ndarray, np.ndarray, bool]:
@@ -791,7 +801,7 @@ class LeRobotWriter:
                 stats[key] = _merge_image_stats(parts)
         frame_index = np.arange(self.total_frames)
         stats["frame_index"] = feature_stats(frame_index[:, None]) if self.total_frames else {}
-        _atomic_write_bytes(self.root / STATS_PATH, json.dumps(stats, indent=1).encode())
+        _atomic_write_bytes(self.root / STATS_PATH, json.dumps(stats, indent=1, allow_nan=False).encode())
         has_video = any(f["dtype"] == "video" for f in self.features.values())
         info = {
             "codebase_version": CODEBASE_VERSION,
