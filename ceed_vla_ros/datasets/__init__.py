@@ -8,7 +8,8 @@ LeRobot feature is the image, the state and the action and where the instruction
 How a LeRobot episode becomes an ``Episode`` (exact):
 
 * ``images``: the mapped camera's frames, center-cropped to a square when they are not square,
-  then resized to ``image_size`` (default: the frames' own size when square, else 64) with :func:`~ceed_vla_ros.image_conversion.crop_and_resize`, the
+  then resized to ``image_size`` (default: the frames' own size when square, else 64) with
+  :func:`~ceed_vla_ros.image_conversion.crop_and_resize`, the
   camera node's own function (the checkpoint then says ``crop: center_square``, so deployment
   crops the live camera the same way);
 * ``joint_positions`` = the state feature; ``joint_target`` = the action feature
@@ -92,7 +93,8 @@ class FeatureMapping:
         if self.image:
             if self.image not in keys:
                 raise LeRobotFormatError(
-                    f"{dataset.root / 'meta/info.json'}: no image feature {self.image!r} (images: {', '.join(keys) or 'none'})"
+                    f"{dataset.root / 'meta/info.json'}: no image feature {self.image!r} "
+                    f"(images: {', '.join(keys) or 'none'})"
                 )
             return self.image
         for preferred in ("observation.image",):
@@ -113,7 +115,9 @@ class LeRobotSource:
         info = self.dataset.root / "meta/info.json"
         for role, key in (("state", self.mapping.state), ("action", self.mapping.action)):
             if key not in self.dataset.features:
-                raise LeRobotFormatError(f"{info}: no {role} feature {key!r} (features: {', '.join(self.dataset.features)})")
+                raise LeRobotFormatError(
+                    f"{info}: no {role} feature {key!r} (features: {', '.join(self.dataset.features)})"
+                )
         self.image_key = self.mapping.image_key(self.dataset)
         state_dims = len(self.dataset.names(self.mapping.state))
         action_dims = len(self.dataset.names(self.mapping.action))
@@ -123,7 +127,9 @@ class LeRobotSource:
                 f"{action_dims}; joint-position actions need one per joint"
             )
         shape = self.dataset.features[self.image_key].get("shape") or [0, 0, 3]
-        if self.dataset.features[self.image_key].get("names", [None])[0] == "channels":  # (C, H, W) as some datasets say
+        if (
+            self.dataset.features[self.image_key].get("names", [None])[0] == "channels"
+        ):  # (C, H, W) as some datasets say
             shape = list(shape[1:]) + [shape[0]]
         self.image_crop = "none" if shape[0] == shape[1] else "center_square"
         self.image_size = int(self.mapping.image_size) or (int(shape[0]) if shape[0] == shape[1] else 64)
@@ -175,7 +181,9 @@ class LeRobotSource:
                 return frames[key].reshape(steps, *CEED_FEATURES[key]).astype(np.float64)
             return np.full((steps, *CEED_FEATURES[key]), np.nan) if required else None
 
-        instruction = mapping.task[len("fixed:") :] if mapping.task.startswith("fixed:") else dataset.task_text(index, frames)
+        instruction = (
+            mapping.task[len("fixed:") :] if mapping.task.startswith("fixed:") else dataset.task_text(index, frames)
+        )
         goal = extra.get("ceed/goal_position")
         return Episode(
             images=np.ascontiguousarray(images, dtype=np.uint8),
@@ -226,7 +234,6 @@ def source_proprio_norm(paths: Sequence[str | Path], mapping: FeatureMapping | N
     if len(paths) != 1 or not Path(paths[0]).is_dir():
         return None
     return LeRobotSource(paths[0], mapping).proprio_norm()
-
 
 
 def source_crop(paths: Sequence[str | Path], mapping: FeatureMapping | None = None) -> str:

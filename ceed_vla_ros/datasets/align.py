@@ -28,7 +28,9 @@ class AlignedFrames:
     states: list[np.ndarray] = field(default_factory=list)
     actions: list[np.ndarray] = field(default_factory=list)
     image_stamps: list[float] = field(default_factory=list)
-    dropped: dict[str, int] = field(default_factory=lambda: {"no_image": 0, "stale_image": 0, "no_state": 0, "no_action": 0})
+    dropped: dict[str, int] = field(
+        default_factory=lambda: {"no_image": 0, "stale_image": 0, "no_state": 0, "no_action": 0}
+    )
 
     def __len__(self) -> int:
         return len(self.images)

@@ -35,7 +35,11 @@ def sim_features(image_size: int, joint_names: Sequence[str], images: str = "ima
         ACTION_KEY: {"dtype": "float64", "shape": [len(names)], "names": names},
         "ceed.target_pixel": {"dtype": "float64", "shape": [2], "names": ["u", "v"]},
         "ceed.tool_tip_position": {"dtype": "float64", "shape": [3], "names": ["x", "y", "z"]},
-        "ceed.cube_pixels": {"dtype": "float64", "shape": [6], "names": ["red_u", "red_v", "green_u", "green_v", "blue_u", "blue_v"]},
+        "ceed.cube_pixels": {
+            "dtype": "float64",
+            "shape": [6],
+            "names": ["red_u", "red_v", "green_u", "green_v", "blue_u", "blue_v"],
+        },
         "ceed.goal_pixel": {"dtype": "float64", "shape": [2], "names": ["u", "v"]},
         "ceed.tool_tip_pixel": {"dtype": "float64", "shape": [2], "names": ["u", "v"]},
     }
@@ -109,7 +113,9 @@ def export_hdf5(
                         "success": bool(episode.success),
                         "action_noise": float(episode.action_noise),
                         "noise_seed": int(episode.noise_seed),
-                        "goal_position": None if episode.goal_position is None else list(map(float, episode.goal_position)),
+                        "goal_position": None
+                        if episode.goal_position is None
+                        else list(map(float, episode.goal_position)),
                         "source": f"{Path(reader.path).name}#{i}",
                     }
                     writer.add_episode(episode_frames(episode, noisy), episode.instruction, extra)
@@ -176,9 +182,11 @@ def describe(path: str | Path, *, check: bool = False, mapping_items: Sequence[s
         "episode_length": {"min": min(lengths, default=0), "max": max(lengths, default=0)},
         "tasks": dataset.tasks,
         "features": {
-            k: {"dtype": f.get("dtype"), "shape": list(f.get("shape") or []), **(
-                {"codec": f.get("info", {}).get("video.codec")} if f.get("dtype") == "video" else {}
-            )}
+            k: {
+                "dtype": f.get("dtype"),
+                "shape": list(f.get("shape") or []),
+                **({"codec": f.get("info", {}).get("video.codec")} if f.get("dtype") == "video" else {}),
+            }
             for k, f in dataset.features.items()
         },
         "stats": {},
@@ -219,10 +227,16 @@ def inspect_main(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(report, indent=1))
         return 0
-    print(f"{report['path']}: LeRobot {report['codebase_version']}, {report['fps']:g} fps, "
-          f"{report['episodes']} episodes, {report['frames']} frames "
-          f"(episode length {report['episode_length']['min']}-{report['episode_length']['max']})")
-    print(f"tasks ({len(report['tasks'])}): " + "; ".join(report["tasks"][:10]) + (" ..." if len(report["tasks"]) > 10 else ""))
+    print(
+        f"{report['path']}: LeRobot {report['codebase_version']}, {report['fps']:g} fps, "
+        f"{report['episodes']} episodes, {report['frames']} frames "
+        f"(episode length {report['episode_length']['min']}-{report['episode_length']['max']})"
+    )
+    print(
+        f"tasks ({len(report['tasks'])}): "
+        + "; ".join(report["tasks"][:10])
+        + (" ..." if len(report["tasks"]) > 10 else "")
+    )
     print("features:")
     for key, feature in report["features"].items():
         extra = f" ({feature['codec']})" if feature.get("codec") else ""

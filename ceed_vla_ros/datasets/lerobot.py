@@ -104,9 +104,7 @@ def _column_array(table, name: str, path: Path) -> np.ndarray:
     if name not in table.column_names:
         raise LeRobotFormatError(f"{path}: no column {name!r} (columns: {', '.join(table.column_names)})")
     column = table.column(name).combine_chunks()
-    if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type) or pa.types.is_large_list(
-        column.type
-    ):
+    if pa.types.is_list(column.type) or pa.types.is_fixed_size_list(column.type) or pa.types.is_large_list(column.type):
         rows = len(column)
         values = column.flatten()
         while pa.types.is_list(values.type) or pa.types.is_fixed_size_list(values.type):
@@ -323,7 +321,9 @@ class LeRobotDataset:
         elif self.version in ("v2.0", "v2.1"):
             self.tasks, self.episodes = self._load_v2()
         else:
-            raise LeRobotFormatError(f"{info_path}: codebase_version {self.version!r}; this reader knows v2.0, v2.1, v3.0")
+            raise LeRobotFormatError(
+                f"{info_path}: codebase_version {self.version!r}; this reader knows v2.0, v2.1, v3.0"
+            )
         self.stats = self._load_stats()
         self._cache: tuple[Path, Any] | None = None
 
@@ -358,8 +358,8 @@ class LeRobotDataset:
         table = _read_parquet(tasks_path)
         if "task_index" not in table.column_names:
             raise LeRobotFormatError(f"{tasks_path}: no task_index column")
-        text_column = "task" if "task" in table.column_names else next(
-            (c for c in table.column_names if c != "task_index"), None
+        text_column = (
+            "task" if "task" in table.column_names else next((c for c in table.column_names if c != "task_index"), None)
         )
         if text_column is None:
             raise LeRobotFormatError(f"{tasks_path}: no task text column")
@@ -388,7 +388,9 @@ class LeRobotDataset:
         for expected, row in enumerate(rows):
             index = int(row["episode_index"])
             if index != expected:
-                raise LeRobotFormatError(f"{meta_files[0]}: episode indices are not 0..N-1 (found {index} at {expected})")
+                raise LeRobotFormatError(
+                    f"{meta_files[0]}: episode indices are not 0..N-1 (found {index} at {expected})"
+                )
             for key in ("length", "data/chunk_index", "data/file_index"):
                 if key not in row:
                     raise LeRobotFormatError(f"{meta_files[0]}: no column {key!r}")
@@ -405,7 +407,9 @@ class LeRobotDataset:
                 videos[key] = (video_path, float(row[f"videos/{key}/from_timestamp"]))
             extra = {k: v for k, v in row.items() if k.startswith("ceed/")}
             episodes.append(
-                EpisodeRecord(index, int(row["length"]), [str(t) for t in row.get("tasks") or []], data_path, videos, extra)
+                EpisodeRecord(
+                    index, int(row["length"]), [str(t) for t in row.get("tasks") or []], data_path, videos, extra
+                )
             )
         return tasks, episodes
 
@@ -437,7 +441,9 @@ class LeRobotDataset:
                 key: (self.root / video_template.format(episode_chunk=chunk, video_key=key, episode_index=index), 0.0)
                 for key in self.video_keys
             }
-            episodes.append(EpisodeRecord(index, int(row["length"]), [str(t) for t in row.get("tasks", [])], data_path, videos))
+            episodes.append(
+                EpisodeRecord(index, int(row["length"]), [str(t) for t in row.get("tasks", [])], data_path, videos)
+            )
         return tasks, episodes
 
     def _load_stats(self) -> dict[str, dict[str, np.ndarray]]:
@@ -451,7 +457,9 @@ class LeRobotDataset:
             for key, values in raw.items():
                 if isinstance(values, dict):
                     stats[key] = {
-                        k: np.asarray(v, dtype=np.float64) for k, v in values.items() if isinstance(v, (list, int, float))
+                        k: np.asarray(v, dtype=np.float64)
+                        for k, v in values.items()
+                        if isinstance(v, (list, int, float))
                     }
         return stats
 
@@ -561,8 +569,14 @@ class LeRobotDataset:
 def _arrow_type(dtype: str, size: int):
     import pyarrow as pa
 
-    scalar = {"float32": pa.float32(), "float64": pa.float64(), "int64": pa.int64(), "int32": pa.int32(),
-              "bool": pa.bool_(), "uint8": pa.uint8()}[dtype]
+    scalar = {
+        "float32": pa.float32(),
+        "float64": pa.float64(),
+        "int64": pa.int64(),
+        "int32": pa.int32(),
+        "bool": pa.bool_(),
+        "uint8": pa.uint8(),
+    }[dtype]
     return scalar if size == 1 else pa.list_(scalar, size)
 
 
@@ -611,7 +625,9 @@ class LeRobotWriter:
         self.tasks: list[str] = []
         self.episode_rows: list[dict] = []
         self.numeric: dict[str, list[np.ndarray]] = {
-            k: [] for k, f in self.features.items() if f["dtype"] not in ("image", "video") and k not in DEFAULT_FEATURES
+            k: []
+            for k, f in self.features.items()
+            if f["dtype"] not in ("image", "video") and k not in DEFAULT_FEATURES
         }
         self._image_stats: dict[str, list[dict]] = {k: [] for k in self.image_keys}
         self._pending: list[tuple[dict[str, np.ndarray], int, dict]] = []
@@ -679,7 +695,9 @@ class LeRobotWriter:
         for key in self.image_keys:
             shape = list(self.features[key]["shape"])
             if list(frames[key].shape[1:]) != shape or frames[key].dtype != np.uint8:
-                raise ValueError(f"{key}: expected uint8 frames of shape {shape}, got {frames[key].dtype} {frames[key].shape[1:]}")
+                raise ValueError(
+                    f"{key}: expected uint8 frames of shape {shape}, got {frames[key].dtype} {frames[key].shape[1:]}"
+                )
         index = self.num_episodes
         self._pending.append((frames, self._task_index(task), dict(extra or {})))
         if len(self._pending) >= self.episodes_per_file:
@@ -788,7 +806,9 @@ class LeRobotWriter:
     def _write_metadata(self) -> None:
         import pyarrow as pa
 
-        tasks = pa.table({"task_index": pa.array(range(len(self.tasks)), pa.int64()), "task": pa.array(self.tasks, pa.string())})
+        tasks = pa.table(
+            {"task_index": pa.array(range(len(self.tasks)), pa.int64()), "task": pa.array(self.tasks, pa.string())}
+        )
         _atomic_write_bytes(self.root / TASKS_PATH, _parquet_bytes(tasks))
         episodes = pa.Table.from_pylist(self.episode_rows)
         _atomic_write_bytes(self.root / EPISODES_PATH.format(chunk_index=0, file_index=0), _parquet_bytes(episodes))

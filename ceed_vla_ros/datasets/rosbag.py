@@ -62,8 +62,11 @@ def read_bag(
     images, states, commands = [], [], []
     with Reader(Path(path)) as reader:
         by_topic = {c.topic: c for c in reader.connections}
-        for topic, allowed in ((image_topic, IMAGE_TYPES), (joint_state_topic, ("sensor_msgs/msg/JointState",)),
-                               (action_topic, ACTION_TYPES)):
+        for topic, allowed in (
+            (image_topic, IMAGE_TYPES),
+            (joint_state_topic, ("sensor_msgs/msg/JointState",)),
+            (action_topic, ACTION_TYPES),
+        ):
             if topic not in by_topic:
                 raise ValueError(f"{path}: no topic {topic} (topics: {', '.join(sorted(by_topic))})")
             if by_topic[topic].msgtype not in allowed:
@@ -92,8 +95,10 @@ def read_bag(
                 elif connection.msgtype.endswith("JointState"):
                     value = _pick(joints, msg.name, msg.position, str(path))
                 else:
-                    value = None if not len(msg.points) else _pick(
-                        joints, msg.joint_names, msg.points[0].positions, str(path)
+                    value = (
+                        None
+                        if not len(msg.points)
+                        else _pick(joints, msg.joint_names, msg.points[0].positions, str(path))
                     )
                 if value is None:
                     skipped += 1
@@ -132,8 +137,11 @@ def import_bags(
             height, width = arrays["images"].shape[1:3]
             names = list(joints)
             features = {
-                "observation.image": {"dtype": "video" if video else "image", "shape": [height, width, 3],
-                                      "names": ["height", "width", "channels"]},
+                "observation.image": {
+                    "dtype": "video" if video else "image",
+                    "shape": [height, width, 3],
+                    "names": ["height", "width", "channels"],
+                },
                 "observation.state": {"dtype": "float32", "shape": [len(names)], "names": names},
                 "action": {"dtype": "float32", "shape": [len(names)], "names": names},
             }
@@ -143,8 +151,11 @@ def import_bags(
             task,
             {"source": str(bag), "dropped_ticks": sum(frames.dropped.values())},
         )
-        print(f"{bag}: episode {writer.num_episodes - 1}: {len(frames)} frames at {fps} Hz "
-              f"from {len(images)} images, {len(states)} joint states, {len(commands)} commands; dropped ticks {frames.dropped}")
+        print(
+            f"{bag}: episode {writer.num_episodes - 1}: {len(frames)} frames at {fps} Hz "
+            f"from {len(images)} images, {len(states)} joint states, {len(commands)} commands; "
+            f"dropped ticks {frames.dropped}"
+        )
     if writer is None:
         raise ValueError("no bags given")
     writer.close()
@@ -156,8 +167,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", type=Path, required=True, help="LeRobot dataset folder (created, or --append)")
     parser.add_argument("--image-topic", required=True, help="sensor_msgs/Image or CompressedImage topic")
     parser.add_argument("--joint-state-topic", default="/joint_states")
-    parser.add_argument("--action-topic", default="/forward_position_controller/commands",
-                        help="Float64MultiArray, JointState (leader arm) or JointTrajectory commands")
+    parser.add_argument(
+        "--action-topic",
+        default="/forward_position_controller/commands",
+        help="Float64MultiArray, JointState (leader arm) or JointTrajectory commands",
+    )
     parser.add_argument("--joints", nargs="+", required=True, help="joint names, in the order of state and action")
     parser.add_argument("--fps", type=int, default=10, help="frame rate of the dataset (the policy's step rate)")
     parser.add_argument("--task", required=True, help="the instruction of these episodes")
@@ -170,9 +184,17 @@ def cli_main(args: argparse.Namespace) -> int:
     t0 = time.perf_counter()
     try:
         dataset = import_bags(
-            args.bags, args.out, image_topic=args.image_topic, joint_state_topic=args.joint_state_topic,
-            action_topic=args.action_topic, joints=args.joints, fps=args.fps, task=args.task,
-            max_image_age_s=args.max_image_age_s, video=args.video, append=args.append,
+            args.bags,
+            args.out,
+            image_topic=args.image_topic,
+            joint_state_topic=args.joint_state_topic,
+            action_topic=args.action_topic,
+            joints=args.joints,
+            fps=args.fps,
+            task=args.task,
+            max_image_age_s=args.max_image_age_s,
+            video=args.video,
+            append=args.append,
         )
     except (ValueError, FileExistsError, OSError) as error:
         print(f"import-bag: {error}")

@@ -48,18 +48,38 @@ PARAMETERS = (
     Param("image_topic", "image", "sensor_msgs/Image camera topic (remap it to the camera's)", read_only=True),
     Param("joint_names", list(SIM_JOINTS), "joints of state and action, in this order", read_only=True),
     Param("action_topic", FORWARD_COMMAND_TOPIC, "the commands recorded as the action", read_only=True),
-    Param("action_type", "forward_position", "Float64MultiArray commands, a leader arm's JointState, or "
-          "JointTrajectory (first point)", choices=ACTION_TYPES, read_only=True),
-    Param("fps", 10, "frames per second (the policy's step rate, 1 / the checkpoint's dt)", minimum=1, maximum=120,
-          read_only=True),
-    Param("max_image_age_s", 0.5, "a tick whose newest camera frame is older is dropped", minimum=0.001,
-          maximum=10.0),
+    Param(
+        "action_type",
+        "forward_position",
+        "Float64MultiArray commands, a leader arm's JointState, or JointTrajectory (first point)",
+        choices=ACTION_TYPES,
+        read_only=True,
+    ),
+    Param(
+        "fps",
+        10,
+        "frames per second (the policy's step rate, 1 / the checkpoint's dt)",
+        minimum=1,
+        maximum=120,
+        read_only=True,
+    ),
+    Param("max_image_age_s", 0.5, "a tick whose newest camera frame is older is dropped", minimum=0.001, maximum=10.0),
     Param("instruction", "", "the task text of the episodes; empty: the latest instruction topic message"),
-    Param("image_storage", "image", "image: lossless PNG in the parquet; video: mp4", choices=("image", "video"),
-          read_only=True),
+    Param(
+        "image_storage",
+        "image",
+        "image: lossless PNG in the parquet; video: mp4",
+        choices=("image", "video"),
+        read_only=True,
+    ),
     Param("video_codec", "h264", "codec of image_storage video", choices=("h264", "av1"), read_only=True),
-    Param("on_shutdown", "discard", "what Ctrl-C does with an episode in progress", choices=("discard", "save"),
-          read_only=True),
+    Param(
+        "on_shutdown",
+        "discard",
+        "what Ctrl-C does with an episode in progress",
+        choices=("discard", "save"),
+        read_only=True,
+    ),
 )
 
 
@@ -87,8 +107,9 @@ class EpisodeRecorderNode(Node):
             self.get_logger().info(f"appending to {self.dataset_dir}")
         self.create_subscription(Image, values["image_topic"], self._on_image, qos_profile_sensor_data)
         self.create_subscription(JointState, JOINT_STATES_TOPIC, self._on_joint_state, 50)
-        kind = {"forward_position": Float64MultiArray, "joint_state": JointState,
-                "joint_trajectory": JointTrajectory}[values["action_type"]]
+        kind = {"forward_position": Float64MultiArray, "joint_state": JointState, "joint_trajectory": JointTrajectory}[
+            values["action_type"]
+        ]
         self.create_subscription(kind, values["action_topic"], self._on_command, 50)
         self.create_subscription(String, INSTRUCTION_TOPIC, self._on_instruction, LATCHED_QOS)
         self.create_service(Trigger, "~/start_episode", self._start)
@@ -138,8 +159,14 @@ class EpisodeRecorderNode(Node):
             if self._episode is None:
                 return
             now = self.get_clock().now().nanoseconds * 1e-9
-            kept = align_tick(now, self._image, self._history, self._command,
-                              self.get_parameter("max_image_age_s").value, self._episode)
+            kept = align_tick(
+                now,
+                self._image,
+                self._history,
+                self._command,
+                self.get_parameter("max_image_age_s").value,
+                self._episode,
+            )
             if kept:
                 self.frames_written += 1
             else:
@@ -167,14 +194,22 @@ class EpisodeRecorderNode(Node):
             height, width = arrays["images"].shape[1:3]
             images = self.values["image_storage"]
             features = {
-                "observation.image": {"dtype": images, "shape": [height, width, 3],
-                                      "names": ["height", "width", "channels"]},
+                "observation.image": {
+                    "dtype": images,
+                    "shape": [height, width, 3],
+                    "names": ["height", "width", "channels"],
+                },
                 "observation.state": {"dtype": "float32", "shape": [len(self.joints)], "names": self.joints},
                 "action": {"dtype": "float32", "shape": [len(self.joints)], "names": self.joints},
             }
-            self._writer = LeRobotWriter(self.dataset_dir, fps=self.values["fps"], features=features,
-                                         video_codec=self.values["video_codec"], episodes_per_file=1,
-                                         append=(self.dataset_dir / "meta/info.json").exists())
+            self._writer = LeRobotWriter(
+                self.dataset_dir,
+                fps=self.values["fps"],
+                features=features,
+                video_codec=self.values["video_codec"],
+                episodes_per_file=1,
+                append=(self.dataset_dir / "meta/info.json").exists(),
+            )
         index = self._writer.add_episode(
             {"observation.image": arrays["images"], "observation.state": arrays["state"], "action": arrays["action"]},
             self._instruction(),
@@ -189,7 +224,10 @@ class EpisodeRecorderNode(Node):
         if episode is None:
             response.success, response.message = False, "no episode running"
         elif not len(episode):
-            response.success, response.message = False, f"no frame recorded (dropped ticks: {episode.dropped}): nothing saved"
+            response.success, response.message = (
+                False,
+                f"no frame recorded (dropped ticks: {episode.dropped}): nothing saved",
+            )
         else:
             try:
                 response.success, response.message = True, self._save(episode)
@@ -218,10 +256,21 @@ class EpisodeRecorderNode(Node):
             dropped = dict(self._episode.dropped) if recording else {}
         level = WARN if recording and frames == 0 and sum(dropped.values()) > 2 else OK
         message = f"recording ({frames} frames)" if recording else "idle"
-        return Health(level, message, values={"recording": recording, "episode_frames": frames,
-                                              **{f"episode_dropped_{k}": v for k, v in dropped.items()}},
-                      counters={"frames_written": self.frames_written, "frames_dropped": self.frames_dropped,
-                                "episodes_saved": self.episodes_saved, "episodes_discarded": self.episodes_discarded})
+        return Health(
+            level,
+            message,
+            values={
+                "recording": recording,
+                "episode_frames": frames,
+                **{f"episode_dropped_{k}": v for k, v in dropped.items()},
+            },
+            counters={
+                "frames_written": self.frames_written,
+                "frames_dropped": self.frames_dropped,
+                "episodes_saved": self.episodes_saved,
+                "episodes_discarded": self.episodes_discarded,
+            },
+        )
 
     def destroy_node(self) -> None:
         with self._lock:

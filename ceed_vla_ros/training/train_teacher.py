@@ -477,7 +477,10 @@ _D = TeacherConfig  # the defaults of every option
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True,
+        help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)",
+    )
     parser.add_argument(
         "--lerobot-map",
         nargs="+",

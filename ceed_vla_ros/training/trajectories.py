@@ -415,7 +415,10 @@ def summarize(trajectories: TrajectorySet) -> dict[str, float]:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint name in --model-dir (or a folder path)")
     add_model_dir_argument(parser, "folder of the teacher checkpoint")
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True,
+        help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)",
+    )
     parser.add_argument(
         "--lerobot-map",
         nargs="+",

@@ -103,11 +103,18 @@ def _write_v21(root, frames, states, fps=10):
 
     (root / "meta").mkdir(parents=True)
     info = {
-        "codebase_version": "v2.1", "fps": fps, "chunks_size": 1000, "total_episodes": len(frames),
+        "codebase_version": "v2.1",
+        "fps": fps,
+        "chunks_size": 1000,
+        "total_episodes": len(frames),
         "data_path": "data/chunk-{episode_chunk:03d}/episode_{episode_index:06d}.parquet",
         "video_path": "videos/chunk-{episode_chunk:03d}/{video_key}/episode_{episode_index:06d}.mp4",
         "features": {
-            "observation.images.cam": {"dtype": "video", "shape": [32, 32, 3], "names": ["height", "width", "channels"]},
+            "observation.images.cam": {
+                "dtype": "video",
+                "shape": [32, 32, 3],
+                "names": ["height", "width", "channels"],
+            },
             "observation.state": {"dtype": "float32", "shape": [3], "names": {"motors": ["j1", "j2", "j3"]}},
             "action": {"dtype": "float32", "shape": [3], "names": {"motors": ["j1", "j2", "j3"]}},
             "timestamp": {"dtype": "float32", "shape": [1], "names": None},
@@ -124,15 +131,17 @@ def _write_v21(root, frames, states, fps=10):
     for e, (images, state) in enumerate(zip(frames, states)):
         n = len(images)
         lines.append(json.dumps({"episode_index": e, "tasks": ["stack the cups"], "length": n}))
-        table = pa.table({
-            "observation.state": pa.array(state.tolist(), pa.list_(pa.float32())),
-            "action": pa.array((state + 0.5).tolist(), pa.list_(pa.float32())),
-            "timestamp": pa.array(np.arange(n) / fps, pa.float32()),
-            "frame_index": pa.array(np.arange(n), pa.int64()),
-            "episode_index": pa.array(np.full(n, e), pa.int64()),
-            "index": pa.array(np.arange(start, start + n), pa.int64()),
-            "task_index": pa.array(np.zeros(n), pa.int64()),
-        })
+        table = pa.table(
+            {
+                "observation.state": pa.array(state.tolist(), pa.list_(pa.float32())),
+                "action": pa.array((state + 0.5).tolist(), pa.list_(pa.float32())),
+                "timestamp": pa.array(np.arange(n) / fps, pa.float32()),
+                "frame_index": pa.array(np.arange(n), pa.int64()),
+                "episode_index": pa.array(np.full(n, e), pa.int64()),
+                "index": pa.array(np.arange(start, start + n), pa.int64()),
+                "task_index": pa.array(np.zeros(n), pa.int64()),
+            }
+        )
         path = root / f"data/chunk-000/episode_{e:06d}.parquet"
         path.parent.mkdir(parents=True, exist_ok=True)
         pq.write_table(table, path)
@@ -213,8 +222,11 @@ def test_uncommitted_episode_rows_are_ignored(world, tmp_path):
     assert len(LeRobotDataset(target)) == 3
     # and an appending writer continues from the committed episodes
     dataset = LeRobotDataset(target)
-    features = {k: v for k, v in dataset.features.items() if k not in ("timestamp", "frame_index", "episode_index",
-                                                                       "index", "task_index")}
+    features = {
+        k: v
+        for k, v in dataset.features.items()
+        if k not in ("timestamp", "frame_index", "episode_index", "index", "task_index")
+    }
     writer = LeRobotWriter(target, fps=10, features=features, append=True)
     frames = dataset.episode_frames(0)
     frames["observation.image"] = dataset.episode_images(0, "observation.image")
@@ -229,20 +241,103 @@ def test_train_collect_distill_from_a_lerobot_folder(world, tmp_path):
     from ceed_vla_ros.tools import cli
 
     folder = str(world["root"] / "png")
-    tiny = ["--hidden", "32", "--layers", "1", "--heads", "2", "--keypoints", "4", "--image-tokens", "2",
-            "--vision-channels", "8", "--vision-strides", "2", "--batch-size", "4", "--threads", "1", "--no-progress",
-            "--chunk-len", "2", "--val-episodes", "1"]
+    tiny = [
+        "--hidden",
+        "32",
+        "--layers",
+        "1",
+        "--heads",
+        "2",
+        "--keypoints",
+        "4",
+        "--image-tokens",
+        "2",
+        "--vision-channels",
+        "8",
+        "--vision-strides",
+        "2",
+        "--batch-size",
+        "4",
+        "--threads",
+        "1",
+        "--no-progress",
+        "--chunk-len",
+        "2",
+        "--val-episodes",
+        "1",
+    ]
     models = str(tmp_path / "models")
-    assert cli.main(["train", "--data", folder, "--name", "lr_teacher", "--model-dir", models,
-                     "--run-dir", str(tmp_path / "run_t"), "--steps", "2", *tiny]) == 0
+    assert (
+        cli.main(
+            [
+                "train",
+                "--data",
+                folder,
+                "--name",
+                "lr_teacher",
+                "--model-dir",
+                models,
+                "--run-dir",
+                str(tmp_path / "run_t"),
+                "--steps",
+                "2",
+                *tiny,
+            ]
+        )
+        == 0
+    )
     teacher = load_checkpoint(tmp_path / "models", "lr_teacher")
     assert teacher.metadata.joint_names == ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
     assert teacher.metadata.dt == pytest.approx(0.1) and teacher.metadata.image.height == 32
     trajectories = str(tmp_path / "traj.h5")
-    assert cli.main(["collect-trajectories", "--teacher", "lr_teacher", "--model-dir", models, "--data", folder,
-                     "--out", trajectories, "--max-samples", "12", "--threads", "1", "--no-progress"]) == 0
-    assert cli.main(["distill", "--teacher", "lr_teacher", "--model-dir", models, "--trajectories", trajectories,
-                     "--data", folder, "--out-name", "lr_student", "--run-dir", str(tmp_path / "run_s"),
-                     "--steps", "2", "--batch-size", "4", "--val-samples", "4", "--threads", "1",
-                     "--no-progress"]) == 0
+    assert (
+        cli.main(
+            [
+                "collect-trajectories",
+                "--teacher",
+                "lr_teacher",
+                "--model-dir",
+                models,
+                "--data",
+                folder,
+                "--out",
+                trajectories,
+                "--max-samples",
+                "12",
+                "--threads",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
+    assert (
+        cli.main(
+            [
+                "distill",
+                "--teacher",
+                "lr_teacher",
+                "--model-dir",
+                models,
+                "--trajectories",
+                trajectories,
+                "--data",
+                folder,
+                "--out-name",
+                "lr_student",
+                "--run-dir",
+                str(tmp_path / "run_s"),
+                "--steps",
+                "2",
+                "--batch-size",
+                "4",
+                "--val-samples",
+                "4",
+                "--threads",
+                "1",
+                "--no-progress",
+            ]
+        )
+        == 0
+    )
     assert load_checkpoint(tmp_path / "models", "lr_student").metadata.provenance.role == "student"

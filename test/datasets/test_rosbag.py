@@ -29,14 +29,19 @@ def _write_bag(path, storage: str, t0: float = 100.0) -> None:
     for i in range(40):  # 2 s of camera
         t = t0 + i / 20
         data = np.full((8, 12, 3), i, dtype=np.uint8)
-        msg = T["sensor_msgs/msg/Image"](header=header(t), height=8, width=12, encoding="rgb8", is_bigendian=0,
-                                         step=36, data=data.ravel())
+        msg = T["sensor_msgs/msg/Image"](
+            header=header(t), height=8, width=12, encoding="rgb8", is_bigendian=0, step=36, data=data.ravel()
+        )
         messages.append(("/camera/image_raw", "sensor_msgs/msg/Image", t + 0.01, msg))
     for i in range(100):
         t = t0 + i / 50
-        msg = T["sensor_msgs/msg/JointState"](header=header(t), name=["j2", "j1"],
-                                              position=np.array([2 * (t - t0), t - t0]),
-                                              velocity=np.zeros(0), effort=np.zeros(0))
+        msg = T["sensor_msgs/msg/JointState"](
+            header=header(t),
+            name=["j2", "j1"],
+            position=np.array([2 * (t - t0), t - t0]),
+            velocity=np.zeros(0),
+            effort=np.zeros(0),
+        )
         messages.append(("/joint_states", "sensor_msgs/msg/JointState", t + 0.002, msg))
     layout = T["std_msgs/msg/MultiArrayLayout"](dim=[], data_offset=0)
     for i in range(50):
@@ -56,8 +61,7 @@ def _write_bag(path, storage: str, t0: float = 100.0) -> None:
 def test_bag_to_lerobot(tmp_path, storage):
     bag = tmp_path / f"bag_{storage}"
     _write_bag(bag, storage)
-    dataset = import_bags([bag], tmp_path / "ds", image_topic="/camera/image_raw", joints=JOINTS, fps=10,
-                          task="wave")
+    dataset = import_bags([bag], tmp_path / "ds", image_topic="/camera/image_raw", joints=JOINTS, fps=10, task="wave")
     assert dataset.version == "v3.0" and len(dataset) == 1 and dataset.tasks == ["wave"]
     frames = dataset.episode_frames(0)
     state, action = frames["observation.state"], frames["action"]
@@ -82,8 +86,23 @@ def test_import_bag_command_and_errors(tmp_path, capsys):
     assert cli.main([*common, "--out", str(tmp_path / "a"), "--append"]) == 0
     assert len(LeRobotDataset(tmp_path / "a")) == 2
     assert cli.main([*common, "--out", str(tmp_path / "a")]) == 1  # exists, no --append
-    assert cli.main(["import-bag", str(bag), "--image-topic", "/nope", "--joints", *JOINTS, "--task", "x",
-                     "--out", str(tmp_path / "b")]) == 1
+    assert (
+        cli.main(
+            [
+                "import-bag",
+                str(bag),
+                "--image-topic",
+                "/nope",
+                "--joints",
+                *JOINTS,
+                "--task",
+                "x",
+                "--out",
+                str(tmp_path / "b"),
+            ]
+        )
+        == 1
+    )
     assert "no topic /nope" in capsys.readouterr().out
 
 

@@ -67,9 +67,23 @@ def _call(node, name: str) -> Trigger.Response:
 def test_record_discard_and_kill_mid_episode(start_node, ros_node, tmp_path, wait_until):
     dataset_dir = tmp_path / "recorded"
     Teleop(ros_node)
-    recorder = start_node("episode_recorder", [
-        "-r", "__node:=episode_recorder", "-p", f"dataset_dir:={dataset_dir}", "-p", f"image_topic:={CAMERA}",
-        "-p", "joint_names:=[a, b]", "-p", "fps:=10", "-p", "instruction:=wave the arm"])
+    recorder = start_node(
+        "episode_recorder",
+        [
+            "-r",
+            "__node:=episode_recorder",
+            "-p",
+            f"dataset_dir:={dataset_dir}",
+            "-p",
+            f"image_topic:={CAMERA}",
+            "-p",
+            "joint_names:=[a, b]",
+            "-p",
+            "fps:=10",
+            "-p",
+            "instruction:=wave the arm",
+        ],
+    )
     saved = []
     for _ in range(2):
         assert _call(ros_node, "start_episode").success
