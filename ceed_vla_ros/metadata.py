@@ -21,15 +21,25 @@ that only need the metadata (camera subscriber, arm driver) stay small.
     proprio_norm: {q01: [...], q99: [...], mask: [...]}   # null when proprio_names is empty
     n_bins: 256
     vocab_size: 300                      # LM vocabulary incl. the action tokens (set on save)
+    action_token_scheme: ceed            # ceed | openvla (see action_tokenizer.py)
+    action_vocab_size: null              # id base the action tokens count down from (null: vocab_size;
+                                         # openvla: the text vocabulary without its padding, 32000)
     action_tokens:                       # derived, informational, checked on load
-      first_id: 44                       # vocab_size - n_bins
-      last_id: 299                       # vocab_size - 1
+      first_id: 44                       # action base - n_bins
+      last_id: 299                       # action base - 1
       mapping: token_id = vocab_size - 1 - bin, bin = clip(floor((a + 1) / 2 * n_bins), 0, n_bins - 1)
     image: {height: 64, width: 64, crop: none, resize: bilinear, channel_order: rgb,
             mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}
     prompt_template: "In: What action should the robot take to {instruction}?\\nOut:"
     provenance: {role: teacher, parent: null, command: "...", seeds: {train: 0}, data: "...",
                  notes: "", created: "2026-01-01T00:00:00+00:00"}
+    backend: ceed_tiny                   # model backend (ceed_vla_ros/backends): ceed_tiny | openvla
+    source_dir: null                     # folder of the model files, absolute or relative to this
+                                         # folder (null: this folder); set by `ceed-vla import`
+    backend_options: {}                  # backend-specific settings, e.g. openvla {unnorm_key: ...}
+
+``weights_sha256`` is the SHA-256 of model.safetensors for ``ceed_tiny``; backends with sharded
+weights define their own digest (``openvla``: of the index and each shard's size and header).
 
 Every problem found while reading raises :class:`CheckpointError` naming the file and the problem.
 """
@@ -43,13 +53,15 @@ from pathlib import Path
 
 import yaml
 
-from ceed_vla_ros.action_tokenizer import ActionTokenizer, NormStats
+from ceed_vla_ros.action_tokenizer import ACTION_TOKEN_MAPPINGS, ACTION_TOKEN_SCHEMES, ActionTokenizer, NormStats
 
 METADATA_FILE = "ceed_vla.yaml"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
 ACTION_SPACES = ("joint_delta", "joint_absolute")
 ROLES = ("teacher", "student")
+DEFAULT_BACKEND = "ceed_tiny"
+BACKEND_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEFAULT_PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -129,6 +141,11 @@ class CheckpointMetadata:
     checkpoint_id: str = ""
     weights_sha256: str = ""
     format_version: int = FORMAT_VERSION
+    backend: str = DEFAULT_BACKEND
+    action_token_scheme: str = "ceed"
+    action_vocab_size: int | None = None
+    source_dir: str | None = None
+    backend_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -141,6 +158,17 @@ class CheckpointMetadata:
     @property
     def proprio_dim(self) -> int:
         return len(self.proprio_names)
+
+    @property
+    def action_token_base(self) -> int | None:
+        """The id the action tokens count down from (``action_vocab_size``, else ``vocab_size``)."""
+        return self.action_vocab_size if self.action_vocab_size is not None else self.vocab_size
+
+    def model_folder(self, checkpoint_folder: str | Path) -> Path:
+        """Where the model files are: ``source_dir`` (relative to ``checkpoint_folder``) or the folder."""
+        if not self.source_dir:
+            return Path(checkpoint_folder)
+        return (Path(checkpoint_folder) / self.source_dir).resolve()
 
     def validate(self) -> None:
         """Raise ValueError on any inconsistency inside the metadata."""
@@ -168,6 +196,19 @@ class CheckpointMetadata:
             raise ValueError(f"n_bins must be >= 2, got {self.n_bins}")
         if self.vocab_size is not None and self.vocab_size <= self.n_bins:
             raise ValueError(f"vocab_size ({self.vocab_size}) must exceed n_bins ({self.n_bins})")
+        if not BACKEND_NAME_PATTERN.match(self.backend):
+            raise ValueError(f"backend {self.backend!r} must match {BACKEND_NAME_PATTERN.pattern}")
+        if self.action_token_scheme not in ACTION_TOKEN_SCHEMES:
+            raise ValueError(
+                f"action_token_scheme must be one of {ACTION_TOKEN_SCHEMES}, got {self.action_token_scheme!r}"
+            )
+        if self.action_vocab_size is not None:
+            if self.action_vocab_size < self.n_bins:
+                raise ValueError(f"action_vocab_size ({self.action_vocab_size}) must be >= n_bins ({self.n_bins})")
+            if self.vocab_size is not None and self.action_vocab_size > self.vocab_size:
+                raise ValueError(f"action_vocab_size ({self.action_vocab_size}) exceeds vocab_size ({self.vocab_size})")
+        if not isinstance(self.backend_options, dict):
+            raise ValueError("backend_options must be a mapping")
         if "{instruction}" not in self.prompt_template:
             raise ValueError("prompt_template must contain '{instruction}'")
         self.image.validate()
@@ -177,7 +218,9 @@ class CheckpointMetadata:
         """The :class:`ActionTokenizer` of this checkpoint (needs ``vocab_size``)."""
         if self.vocab_size is None:
             raise ValueError("vocab_size is not set (it is filled when the checkpoint is saved)")
-        return ActionTokenizer(self.vocab_size, self.n_bins, self.action_norm, self.chunk_len)
+        return ActionTokenizer(
+            self.action_token_base, self.n_bins, self.action_norm, self.chunk_len, self.action_token_scheme
+        )
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -186,10 +229,11 @@ class CheckpointMetadata:
         data["image"]["mean"] = list(self.image.mean)
         data["image"]["std"] = list(self.image.std)
         if self.vocab_size is not None:
+            base = self.action_token_base
             data["action_tokens"] = {
-                "first_id": self.vocab_size - self.n_bins,
-                "last_id": self.vocab_size - 1,
-                "mapping": "token_id = vocab_size - 1 - bin, bin = clip(floor((a + 1) / 2 * n_bins), 0, n_bins - 1)",
+                "first_id": base - self.n_bins,
+                "last_id": base - 1,
+                "mapping": ACTION_TOKEN_MAPPINGS[self.action_token_scheme],
             }
         return data
 
@@ -211,9 +255,11 @@ class CheckpointMetadata:
                 image[key] = tuple(float(v) for v in image[key])
         data["image"] = ImageSpec(**image)
         data["provenance"] = Provenance(**(data.get("provenance") or {}))
+        data["backend_options"] = dict(data.get("backend_options") or {})
         metadata = cls(**data)
         if derived is not None and metadata.vocab_size is not None:
-            expected = (metadata.vocab_size - metadata.n_bins, metadata.vocab_size - 1)
+            base = metadata.action_token_base
+            expected = (base - metadata.n_bins, base - 1)
             if (derived.get("first_id"), derived.get("last_id")) != expected:
                 raise ValueError(f"action_tokens ids {derived} disagree with vocab_size/n_bins {expected}")
         return metadata

@@ -16,42 +16,12 @@ from ceed_vla_ros.checkpoint import Checkpoint
 from ceed_vla_ros.decoding import (
     DecodeSettings,
     DecodeStats,
-    HFCausalLMAdapter,
     TokenRange,
     decode,
     init_random_prompt_tokens,
     init_warm_start,
 )
-from ceed_vla_ros.image_conversion import crop_and_resize
-from ceed_vla_ros.metadata import ImageSpec
-
-
-def preprocess_images(images: np.ndarray | torch.Tensor, spec: ImageSpec) -> torch.Tensor:
-    """uint8 RGB images (H, W, 3) or (B, H, W, 3) -> float ``pixel_values`` (B, 3, height, width).
-
-    The one path of training, evaluation and inference: images not already at the checkpoint's size
-    (or with a crop to apply) go through :func:`~ceed_vla_ros.image_conversion.crop_and_resize`,
-    the same function the camera node applies; then the channel order (``bgr`` checkpoints get the
-    channels reversed), scaling to [0, 1] and ``(x - mean) / std`` (see :class:`ImageSpec`).
-    """
-    x = torch.as_tensor(images)
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected (H, W, 3) or (B, H, W, 3) images, got shape {tuple(x.shape)}")
-    if x.dtype != torch.uint8:
-        raise ValueError(f"expected uint8 images, got {x.dtype}")
-    height, width = x.shape[1:3]
-    crops = spec.crop == "center_square" and height != width  # a square image is its own centre square
-    if crops or (height, width) != (spec.height, spec.width):
-        resized = np.stack([crop_and_resize(image, spec) for image in x.cpu().numpy()])
-        x = torch.from_numpy(resized).to(x.device)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    if spec.channel_order == "bgr":
-        x = x.flip(1)
-    mean = torch.tensor(spec.mean).reshape(1, 3, 1, 1)
-    std = torch.tensor(spec.std).reshape(1, 3, 1, 1)
-    return (x - mean) / std
+from ceed_vla_ros.preprocess import preprocess_images  # noqa: F401 - re-exported: training and benches use it
 
 
 @dataclass
@@ -87,7 +57,7 @@ class CeedVlaPolicy:
         self.checkpoint = checkpoint
         self.metadata = checkpoint.metadata
         self.action_tokenizer = checkpoint.action_tokenizer
-        self.lm = HFCausalLMAdapter(checkpoint.model, min_context=self.metadata.block_len)
+        self.lm = checkpoint.block_lm(min_context=self.metadata.block_len)
         self.allowed = TokenRange(*self.action_tokenizer.token_range)
         self.settings = settings if settings is not None else DecodeSettings()
         self.warm_start_fill = warm_start_fill
@@ -99,7 +69,8 @@ class CeedVlaPolicy:
         """(1, L) prompt ids for ``instruction``, cached."""
         ids = self._prompt_cache.get(instruction)
         if ids is None:
-            ids = torch.tensor([self.checkpoint.prompt_ids(instruction)], dtype=torch.long)
+            device = next(self.checkpoint.model.parameters()).device
+            ids = torch.tensor([self.checkpoint.prompt_ids(instruction)], dtype=torch.long, device=device)
             self._prompt_cache[instruction] = ids
         return ids
 
@@ -128,15 +99,16 @@ class CeedVlaPolicy:
                 (default: the whole chunk, i.e. ``chunk_len``).
         """
         settings = settings or self.settings
-        inputs = {"pixel_values": preprocess_images(image, self.metadata.image)}
+        proprio = None
         if self.metadata.proprio_norm is not None:
             if joint_positions is None:
                 raise ValueError("this checkpoint needs joint_positions (proprio)")
             joint_positions = np.asarray(joint_positions, dtype=np.float64)
             if not np.all(np.isfinite(joint_positions)):
                 raise ValueError(f"joint_positions must be finite, got {joint_positions.tolist()}")
-            proprio = self.metadata.proprio_norm.normalize(joint_positions, clip=False)
-            inputs["proprio"] = torch.as_tensor(proprio, dtype=torch.float32).reshape(1, -1)
+            normalized = self.metadata.proprio_norm.normalize(joint_positions, clip=False)
+            proprio = torch.as_tensor(normalized, dtype=torch.float32).reshape(1, -1)
+        inputs = self.checkpoint.model_inputs(image, proprio)
         input_ids = self.prompt_ids(instruction)
         block_len = self.metadata.block_len
         if settings.init == "warm_start" and self.previous_tokens is not None:

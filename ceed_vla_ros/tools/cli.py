@@ -54,6 +54,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.datasets.rosbag",
         "Convert a rosbag2 recording (mcap, sqlite3) of camera, joint-state and command topics into LeRobot v3.0.",
     ),
+    "import": (
+        "ceed_vla_ros.tools.import_model",
+        "Make a published model folder (OpenVLA) a checkpoint in the model directory, weights not copied.",
+    ),
     "info": ("ceed_vla_ros.tools.info", "Show a checkpoint's metadata, parameter count and size on disk."),
     "inspect-lerobot": (
         "ceed_vla_ros.datasets.export:inspect",

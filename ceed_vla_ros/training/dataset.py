@@ -253,10 +253,11 @@ def tokenize_teacher_data(
     data: TeacherData,
     prompt_ids: Sequence[Sequence[int]],
     action_tokenizer: ActionTokenizer,
-    proprio_norm: NormStats,
+    proprio_norm: NormStats | None,
     pad_id: int,
 ) -> TrainingTensors:
-    """Tokenise ``data``: ``prompt_ids[j]`` are the full prompt ids of ``data.instructions[j]``."""
+    """Tokenise ``data``: ``prompt_ids[j]`` are the full prompt ids of ``data.instructions[j]``
+    (``proprio_norm`` None: a model without proprio input, ``proprio`` is (N, 0))."""
     if len(prompt_ids) != len(data.instructions):
         raise ValueError("need one prompt per instruction")
     if action_tokenizer.chunk_len != data.chunk_len:
@@ -270,7 +271,11 @@ def tokenize_teacher_data(
     tokens = action_tokenizer.encode(data.actions)  # (N, k * d)
     return TrainingTensors(
         images=torch.from_numpy(np.ascontiguousarray(data.images)),
-        proprio=torch.from_numpy(proprio_norm.normalize(data.joint_positions, clip=False).astype(np.float32)),
+        proprio=torch.from_numpy(
+            proprio_norm.normalize(data.joint_positions, clip=False).astype(np.float32)
+            if proprio_norm is not None
+            else np.zeros((len(data.joint_positions), 0), np.float32)
+        ),
         prompt_ids=padded,
         prompt_mask=mask,
         instruction_index=torch.from_numpy(data.instruction_index),

@@ -70,7 +70,6 @@ from ceed_vla_ros import __version__
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
 from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens, jacobi_trajectories_batched
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
-from ceed_vla_ros.policy import preprocess_images
 from ceed_vla_ros.training.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
 
 FORMAT_NAME = "ceed_vla_ros.distill.trajectories"  # the file format's name (kept: existing files carry it)
@@ -94,6 +93,7 @@ class SampleSet:
     step: np.ndarray  # (N,) int64
     prompt_lengths: torch.Tensor  # (P,) unpadded prompt length of each instruction
     data_episodes: list[int]  # episodes per file
+    checkpoint: Checkpoint  # whose backend turns images + proprio into model inputs
 
     def __len__(self) -> int:
         return len(self.tensors)
@@ -104,17 +104,19 @@ class SampleSet:
         length = int(self.prompt_lengths[instr])
         return self.tensors.prompt_ids[instr, -length:].reshape(1, -1)
 
-    def model_batch(self, rows: torch.Tensor, image_spec) -> dict[str, torch.Tensor]:
+    def model_batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """``input_ids`` / ``attention_mask`` (left-padded prompts, leading all-pad columns
-        trimmed), ``pixel_values`` and ``proprio`` of ``rows``."""
+        trimmed) and the model inputs of ``rows`` (the backend's, e.g. ``pixel_values`` and
+        ``proprio``), on CPU."""
         instr = self.tensors.instruction_index[rows]
         mask = self.tensors.prompt_mask[instr]
         width = int(self.prompt_lengths[instr].max())
+        proprio = self.tensors.proprio[rows] if self.tensors.proprio.shape[1] else None
+        inputs = self.checkpoint.model_inputs(self.tensors.images[rows], proprio)
         return {
             "input_ids": self.tensors.prompt_ids[instr][:, -width:],
             "attention_mask": mask[:, -width:],
-            "pixel_values": preprocess_images(self.tensors.images[rows], image_spec),
-            "proprio": self.tensors.proprio[rows],
+            **{key: value.cpu() for key, value in inputs.items()},
         }
 
 
@@ -199,7 +201,7 @@ def load_samples(
     data = _subset(data, rows)
     prompts = [checkpoint.prompt_ids(text) for text in data.instructions]
     tensors = tokenize_teacher_data(
-        data, prompts, checkpoint.action_tokenizer, metadata.proprio_norm, checkpoint.tokenizer.pad_token_id
+        data, prompts, checkpoint.action_tokenizer, metadata.proprio_norm, checkpoint.pad_token_id
     )
     truth = np.clip(metadata.action_norm.normalize(data.actions), -1.0, 1.0).astype(np.float32)
     return SampleSet(
@@ -210,6 +212,7 @@ def load_samples(
         step=step[rows],
         prompt_lengths=torch.tensor([len(p) for p in prompts]),
         data_episodes=counts,
+        checkpoint=checkpoint,
     )
 
 
@@ -337,14 +340,15 @@ def collect(
     allowed = TokenRange(*action_tokenizer.token_range)
     n = metadata.block_len
     model = checkpoint.model.eval()
+    device = next(model.parameters()).device
     all_states, num_states, converged, fixed = [], [], [], []
     start = time.perf_counter()
     total_forwards = 0
     with tqdm(total=len(samples), unit="sample", desc="collect", disable=not progress, mininterval=2.0) as bar:
         for begin in range(0, len(samples), batch_size):
             rows = torch.arange(begin, min(len(samples), begin + batch_size))
-            batch = samples.model_batch(rows, metadata.image)
-            initial = torch.stack([initial_block(samples, int(r), n, seed, int(r)) for r in rows])
+            batch = {key: value.to(device) for key, value in samples.model_batch(rows).items()}
+            initial = torch.stack([initial_block(samples, int(r), n, seed, int(r)) for r in rows]).to(device)
             result = jacobi_trajectories_batched(
                 model, batch.pop("input_ids"), batch.pop("attention_mask"), batch, initial, allowed=allowed
             )
