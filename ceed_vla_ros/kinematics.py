@@ -28,7 +28,6 @@ from typing import Sequence
 
 import numpy as np
 
-
 from ceed_vla_ros.metadata import EE_ROTATIONS as ROTATIONS
 from ceed_vla_ros.metadata import EndEffectorSpec
 
@@ -60,6 +59,19 @@ def rotation_values(matrix: np.ndarray, rotation: str) -> np.ndarray:
     if rotation == "axis_angle":
         return np.asarray(pin.log3(matrix))
     raise ValueError(f"no rotation values in parameterisation {rotation!r}")
+
+
+def check_urdf(urdf: str, joint_names: Sequence[str]) -> None:
+    """Raise ValueError unless ``urdf`` parses and holds every joint of ``joint_names``."""
+    import pinocchio as pin
+
+    try:
+        model = pin.buildModelFromXML(urdf)
+    except (RuntimeError, ValueError) as error:
+        raise ValueError(f"cannot parse the URDF: {error}") from error
+    missing = [n for n in joint_names if not model.existJointName(n)]
+    if missing:
+        raise ValueError(f"joints {missing} are not in the URDF (it has {list(model.names)[1:]})")
 
 
 @dataclass
