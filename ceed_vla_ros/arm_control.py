@@ -393,8 +393,10 @@ class ArmDriverCore:
         if (self.chunk_transition == "temporal_ensemble" and old is not None and not old.finished(now)
                 and old.weights is not None):
             targets, weights, counts = self._ensemble(old, times, targets)
+        # the stream follows the targets through the per-period limiter (it catches up after the last
+        # step); the trajectory's points are limited themselves, as a controller executes them as given
         positions, velocities = self._limited_knots(now, start, times, targets)
-        self._chunk = ScheduledChunk(times=np.concatenate(([now], times)), positions=np.vstack((start, positions)),
+        self._chunk = ScheduledChunk(times=np.concatenate(([now], times)), positions=np.vstack((start, targets)),
                                      received_at=now, weights=np.concatenate(([1.0], weights)),
                                      counts=np.concatenate(([1.0], counts)))
         self._chunk_stamp = image_stamp

@@ -18,8 +18,8 @@ Publishes (``command_interface``)
     ``joint_trajectory``: trajectory_msgs/JointTrajectory on ``trajectory_topic`` (a
     joint_trajectory_controller's ``~/joint_trajectory``): ONE message per accepted chunk, header
     stamp = the chunk's image stamp, one point per remaining step at the end of its window, with
-    velocities; when the driver starts holding (watchdog, e-stop, IK refusal) one single-point
-    trajectory at the command in force.
+    velocities; when the driver starts holding (watchdog, e-stop, IK refusal; not when a chunk is
+    used up) one single-point trajectory at the command in force.
     Gripper (``gripper_interface``): ``joint``: one more joint (``gripper_joint``) in those
     commands; ``topic``: std_msgs/Float64MultiArray [position] on ``gripper_command_topic`` every
     control period (a forward_command_controller of the gripper).
@@ -378,7 +378,8 @@ class ArmDriverNode(Node):
         with self._lock:
             command = self.core.step(now)
         self._last_reason = command.reason
-        started_holding = command.holding and self._holding is False
+        # a controller holds at a used-up trajectory's last point by itself: re-send only for the other holds
+        started_holding = command.holding and self._holding is False and command.reason != "chunk used up"
         if command.holding != self._holding:
             self._holding = command.holding
             self.holding_publisher.publish(Bool(data=command.holding))
