@@ -116,6 +116,7 @@ class CeedVlaPolicy:
         settings: DecodeSettings | None = None,
         *,
         steps_executed: int | None = None,
+        pin_steps: int = 0,
     ) -> PolicyOutput:
         """Decode one action chunk.
 
@@ -124,8 +125,12 @@ class CeedVlaPolicy:
             joint_positions: raw proprio values (``proprio_names`` order); None if the model has none.
             instruction: task text, inserted into the prompt template.
             settings: overrides the constructor's :class:`DecodeSettings` for this call.
-            steps_executed: for ``warm_start``, chunk steps executed since the previous query
-                (default: the whole chunk, i.e. ``chunk_len``).
+            steps_executed: for ``warm_start`` and pinning, chunk steps executed since the previous
+                query (default: the whole chunk, i.e. ``chunk_len``).
+            pin_steps: prefix pinning (Jacobi / early exit): the first ``pin_steps`` actions of the new
+                chunk are the previous chunk's, shifted by ``steps_executed`` (the steps that will be
+                executing by the time decoding finishes), and only the rest is decoded. Without a
+                previous chunk that covers them, nothing is pinned.
         """
         settings = settings or self.settings
         inputs = {"pixel_values": preprocess_images(image, self.metadata.image)}
@@ -151,6 +156,12 @@ class CeedVlaPolicy:
             )
         else:
             initial = init_random_prompt_tokens(input_ids, block_len, self.generator)
+        pinned = None
+        if pin_steps > 0 and settings.mode != "ar" and self.previous_tokens is not None:
+            shift = (self.metadata.chunk_len if steps_executed is None else steps_executed) * self.metadata.action_dims
+            count = pin_steps * self.metadata.action_dims
+            if shift + count <= block_len and count < block_len:
+                pinned = self.previous_tokens.reshape(-1)[shift : shift + count]
         result = decode(
             self.lm,
             input_ids,
@@ -160,6 +171,7 @@ class CeedVlaPolicy:
             allowed=self.allowed,
             initial_block=initial,
             early_exit_steps=settings.early_exit_steps,
+            pinned_prefix=pinned,
         )
         self.previous_tokens = result.tokens
         actions = self.action_tokenizer.decode(result.tokens.numpy())

@@ -418,3 +418,27 @@ def test_decode_settings_are_validated_once():
     ):
         with pytest.raises(ValueError):
             DecodeSettings(**bad)
+
+
+@pytest.mark.parametrize("pinned", [1, 4, 9])
+def test_prefix_pinning_decodes_the_rest_conditioned_on_the_pinned_tokens(pinned):
+    model, ids, inputs = make_case(4)
+    lm = HFCausalLMAdapter(model)
+    n = 12
+    prefix = torch.randint(ACTIONS.start, ACTIONS.stop, (pinned,), generator=torch.Generator().manual_seed(pinned))
+    result = decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=ACTIONS, generator=torch.Generator(),
+                    pinned_prefix=prefix)
+    # the fixed point is the greedy continuation of prompt + pinned prefix (AR with the prefix as given)
+    expected = hf_greedy(model, torch.cat((ids, prefix[None]), dim=1), inputs, n - pinned, ACTIONS)
+    assert torch.equal(result.tokens[:pinned], prefix)
+    assert torch.equal(result.tokens[pinned:], expected)
+    assert result.stats.converged and result.stats.pinned_tokens == pinned
+    assert result.stats.iterations <= n - pinned
+    early = decode(lm, ids, inputs, mode="early_exit", early_exit_steps=1, block_len=n, allowed=ACTIONS,
+                   generator=torch.Generator(), pinned_prefix=prefix)
+    assert torch.equal(early.tokens[:pinned], prefix) and early.stats.iterations == 1
+    with pytest.raises(ValueError, match="Jacobi"):
+        decode(lm, ids, inputs, mode="ar", block_len=n, allowed=ACTIONS, pinned_prefix=prefix)
+    with pytest.raises(ValueError, match="at most"):
+        decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=ACTIONS, generator=torch.Generator(),
+               pinned_prefix=torch.full((n,), ACTIONS.start))
