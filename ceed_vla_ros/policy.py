@@ -93,6 +93,7 @@ class CeedVlaPolicy:
         self.warm_start_fill = warm_start_fill
         self.generator = torch.Generator().manual_seed(seed)
         self.previous_tokens: torch.Tensor | None = None
+        self.previous_reference: np.ndarray | None = None  # joints at the previous chunk's image (deltas)
         self._prompt_cache: dict[str, torch.Tensor] = {}
 
     def prompt_ids(self, instruction: str) -> torch.Tensor:
@@ -106,6 +107,23 @@ class CeedVlaPolicy:
     def reset(self) -> None:
         """Forget the previous chunk (call at the start of an episode)."""
         self.previous_tokens = None
+        self.previous_reference = None
+
+    def _pinned_tokens(self, shift: int, count: int, joint_positions: np.ndarray | None) -> torch.Tensor | None:
+        """The previous chunk's tokens ``shift .. shift + count``. joint_delta actions are relative to
+        the joints at their image, so they are re-expressed relative to this image's joints and
+        re-tokenised (a token pinned as it was would command a different target); None if that
+        cannot be done (no joints, or proprio names that are not the joints)."""
+        previous = self.previous_tokens.reshape(-1)
+        if self.metadata.action_space != "joint_delta":
+            return previous[shift : shift + count]
+        if (joint_positions is None or self.previous_reference is None
+                or list(self.metadata.proprio_names) != list(self.metadata.joint_names)):
+            return None
+        actions = self.action_tokenizer.decode(previous.numpy())
+        moved = self.previous_reference - np.asarray(joint_positions, dtype=np.float64)
+        tokens = self.action_tokenizer.encode(actions + moved[None, :])
+        return torch.as_tensor(tokens[shift : shift + count], dtype=previous.dtype)
 
     @torch.inference_mode()
     def predict(
@@ -161,7 +179,7 @@ class CeedVlaPolicy:
             shift = (self.metadata.chunk_len if steps_executed is None else steps_executed) * self.metadata.action_dims
             count = pin_steps * self.metadata.action_dims
             if shift + count <= block_len and count < block_len:
-                pinned = self.previous_tokens.reshape(-1)[shift : shift + count]
+                pinned = self._pinned_tokens(shift, count, joint_positions)
         result = decode(
             self.lm,
             input_ids,
@@ -174,5 +192,6 @@ class CeedVlaPolicy:
             pinned_prefix=pinned,
         )
         self.previous_tokens = result.tokens
+        self.previous_reference = None if joint_positions is None else np.asarray(joint_positions, dtype=np.float64)
         actions = self.action_tokenizer.decode(result.tokens.numpy())
         return PolicyOutput(tokens=result.tokens, actions=actions, stats=result.stats)
