@@ -150,7 +150,8 @@ def test_chunk_transition_changes_the_boundary_and_the_gripper_joint_is_in_the_t
         transition, robot_model_dir, start_node, ros_node, wait_until):
     driver = start_node("arm_driver", driver_args(
         robot_model_dir, "-p", f"chunk_transition:={transition}", "-p", "ensemble_decay:=0.0",
-        "-p", "gripper_interface:=joint", "-p", "max_velocity:=[5.0, 5.0, 5.0, 5.0]"))
+        "-p", "gripper_interface:=joint", "-p", "max_velocity:=[5.0, 5.0, 5.0, 5.0]",
+        "-p", "gripper_max_velocity:=10.0"))
     probe = Probe(ros_node, publish_joint_states=True)
     metadata = load_metadata(robot_model_dir, "tiny_joint")
     assert wait_until(lambda: probe.actions.get_subscription_count() > 0 and "joints at" in driver.output(),
@@ -186,5 +187,6 @@ def test_chunk_transition_changes_the_boundary_and_the_gripper_joint_is_in_the_t
     else:  # equal weights: halfway between the two chunks where they overlap
         np.testing.assert_allclose(joints[overlapping], (decoded_first + decoded_second) / 2, atol=1e-9)
         np.testing.assert_allclose(joints[~overlapping], decoded_second, atol=1e-9)
-    np.testing.assert_allclose(gripper, 0.0, atol=1e-6)  # continuous 0 = closed; the gripper is not averaged
+    decoded_gripper = metadata.action_tokenizer().decode(metadata.action_tokenizer().encode(second))[0, 4]
+    np.testing.assert_allclose(gripper, 0.04 * decoded_gripper, atol=1e-9)  # continuous; never averaged
     assert driver.alive()
