@@ -12,7 +12,7 @@ Subscribes
 Publishes
     ``/actions`` (ceed_vla_ros/ActionTokens), stamped with the image's stamp and frame.
 Parameters (``ros2 param set /policy <name> <value>``)
-    see :data:`PARAMETERS`; ``decoding_mode``, ``early_exit_steps``, ``init_strategy``,
+    see :data:`PARAMETERS`; ``decoding_mode``, ``early_exit_steps``, ``init_strategy``, ``prefix_pin_steps``,
     ``instruction`` and ``max_image_age_s`` apply from the next chunk. A new ``checkpoint`` is loaded
     and warmed up in the background and swapped in atomically; one that fails to load is reverted
     and the running one keeps going.
