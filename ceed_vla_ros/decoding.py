@@ -175,6 +175,7 @@ class DecodeStats:
             (the first token is final after the prefill; the entries sum to n - 1 on convergence).
         wall_time_ms: wall time of the call including the prefill.
         early_exit_steps: the iteration cap in ``early_exit`` mode, else None.
+        pinned_tokens: leading tokens pinned to the previous chunk (prefix pinning), not decoded.
     """
 
     mode: str
@@ -185,6 +186,7 @@ class DecodeStats:
     tokens_fixed_per_iteration: list[int] = field(default_factory=list)
     wall_time_ms: float = 0.0
     early_exit_steps: int | None = None
+    pinned_tokens: int = 0
 
 
 @dataclass
@@ -265,6 +267,7 @@ def decode(
     early_exit_steps: int | None = None,
     generator: torch.Generator | None = None,
     record_trajectory: bool = False,
+    pinned_prefix: torch.Tensor | None = None,
 ) -> DecodeResult:
     """Prefill ``input_ids`` (1, L) with ``inputs`` and decode one block; see :func:`decode_from_prefix`."""
     start = time.perf_counter()
@@ -285,6 +288,7 @@ def decode(
         early_exit_steps=early_exit_steps,
         generator=generator,
         record_trajectory=record_trajectory,
+        pinned_prefix=pinned_prefix,
     )
     result.stats.forward_passes += 1
     result.stats.wall_time_ms = (time.perf_counter() - start) * 1000.0
@@ -306,6 +310,7 @@ def decode_from_prefix(
     early_exit_steps: int | None = None,
     generator: torch.Generator | None = None,
     record_trajectory: bool = False,
+    pinned_prefix: torch.Tensor | None = None,
 ) -> DecodeResult:
     """Decode one block on top of an already prefilled cache; the cache is left at the prefix length.
 
@@ -322,6 +327,10 @@ def decode_from_prefix(
         early_exit_steps: iteration cap of ``early_exit`` mode (required there, >= 1).
         generator: random source of the default initial block.
         record_trajectory: keep every Jacobi iterate in ``DecodeResult.trajectory``.
+        pinned_prefix: prefix pinning (real-time-chunking style, Jacobi / early exit only): these
+            p < n ids are the block's first p tokens, fixed (e.g. the previous chunk's tokens of the
+            steps that will already be executing when decoding finishes); only the other n - p are
+            decoded, conditioned on them, and the block counts as final up to p from the start.
 
     Returns:
         :class:`DecodeResult`; ``stats.forward_passes`` and ``wall_time_ms`` exclude the prefill
@@ -333,6 +342,11 @@ def decode_from_prefix(
         raise ValueError(f"block_len must be >= 1, got {block_len}")
     start = time.perf_counter()
     first = _argmax(last_logits, allowed).reshape(1)
+    pinned = 0 if pinned_prefix is None else int(pinned_prefix.numel())
+    if pinned and mode == "ar":
+        raise ValueError("prefix pinning needs Jacobi or early-exit decoding, not ar")
+    if pinned >= block_len:
+        raise ValueError(f"pinned_prefix has {pinned} tokens; at most block_len - 1 = {block_len - 1}")
     if mode == "ar":
         result = _decode_ar(lm, cache, first, block_len, allowed)
     else:
@@ -350,8 +364,11 @@ def decode_from_prefix(
             raise ValueError(f"initial_block has {initial_block.numel()} tokens, expected {block_len}")
         block = initial_block.reshape(-1).to(device=first.device, dtype=first.dtype).clone()
         block[0] = first[0]
-        result = _decode_jacobi(lm, cache, block, cap, allowed, record_trajectory)
+        if pinned:
+            block[:pinned] = pinned_prefix.reshape(-1).to(device=block.device, dtype=block.dtype)
+        result = _decode_jacobi(lm, cache, block, cap, allowed, record_trajectory, pinned)
         result.stats.mode = mode
+        result.stats.pinned_tokens = pinned
         result.stats.early_exit_steps = early_exit_steps if mode == "early_exit" else None
     result.stats.wall_time_ms = (time.perf_counter() - start) * 1000.0
     return result
@@ -384,17 +401,19 @@ def _decode_jacobi(
     max_iterations: int,
     allowed: TokenRange | None,
     record_trajectory: bool,
+    pinned: int = 0,
 ) -> DecodeResult:
     n = block.numel()
     prefix_len = lm.cache_length(cache)
     trajectory = [block.cpu()] if record_trajectory else None
     fixed: list[int] = []
-    final_len = 1  # position 0 comes from the prefill
+    keep = max(1, pinned)  # position 0 comes from the prefill, or the pinned prefix is kept as given
+    final_len = keep
     iterations = 0
     while final_len < n and iterations < max_iterations:
         logits = lm.forward_block(block.reshape(1, n), cache)
         lm.crop_cache(cache, prefix_len)
-        new_block = torch.cat((block[:1], _argmax(logits[:-1], allowed)))
+        new_block = torch.cat((block[:keep], _argmax(logits[keep - 1 : -1], allowed)))
         iterations += 1
         changed = (new_block != block).nonzero()
         common = int(changed[0, 0]) if changed.numel() else n

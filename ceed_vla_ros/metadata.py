@@ -11,9 +11,14 @@ that only need the metadata (camera subscriber, arm driver) stay small.
     name: reach-teacher                  # folder name
     checkpoint_id: reach-teacher-3f9c2a1b  # name + first 8 hex of the weights' SHA-256 (set on save)
     weights_sha256: 3f9c2a1b...          # full SHA-256 of model.safetensors, verified on load
-    action_space: joint_delta            # joint_delta | joint_absolute
-    joint_names: [shoulder_pan, shoulder_lift, elbow, wrist]
-    action_dims: 4                       # == len(joint_names)
+    action_space: joint_delta            # joint_delta | joint_absolute | ee_delta | ee_absolute
+    joint_names: [shoulder_pan, shoulder_lift, elbow, wrist]   # the joints the driver commands
+    action_dims: 4                       # arm dims (len(joint_names), or 3 + rotation dims) + 1 with a gripper
+    end_effector: null                   # ee_* only: {base_frame: base_link, tip_frame: tool_tip,
+                                         #   rotation: rpy | axis_angle | none, delta_frame: base | tool,
+                                         #   delta_reference: image_pose | previous_step}
+    gripper: null                        # or {mode: binary | continuous, closed_value: 0.0, open_value: 1.0,
+                                         #   threshold: 0.5}: the last action dim
     chunk_len: 5                         # actions per decoded chunk
     dt: 0.1                              # seconds between chunk steps
     action_norm: {q01: [...], q99: [...], mask: [true, ...]}
@@ -51,6 +56,7 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
 from ceed_vla_ros.action_tokenizer import ACTION_TOKEN_MAPPINGS, ACTION_TOKEN_SCHEMES, ActionTokenizer, NormStats
@@ -58,7 +64,11 @@ from ceed_vla_ros.action_tokenizer import ACTION_TOKEN_MAPPINGS, ACTION_TOKEN_SC
 METADATA_FILE = "ceed_vla.yaml"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
-ACTION_SPACES = ("joint_delta", "joint_absolute")
+ACTION_SPACES = ("joint_delta", "joint_absolute", "ee_delta", "ee_absolute")
+EE_ROTATIONS = ("rpy", "axis_angle", "none")
+DELTA_FRAMES = ("base", "tool")
+DELTA_REFERENCES = ("image_pose", "previous_step")
+GRIPPER_MODES = ("binary", "continuous")
 ROLES = ("teacher", "student")
 DEFAULT_BACKEND = "ceed_tiny"
 BACKEND_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
@@ -101,6 +111,74 @@ class ImageSpec:
 
 
 @dataclass
+class EndEffectorSpec:
+    """Frames and rotation of end-effector actions ``[x, y, z, r1, r2, r3]`` (ee_delta / ee_absolute).
+
+    Positions (m) are of ``tip_frame`` in ``base_frame`` (URDF link names). ``rotation``: ``rpy``
+    (roll, pitch, yaw about fixed x, y, z: R = Rz(yaw) Ry(pitch) Rx(roll)), ``axis_angle`` (rotation
+    vector) or ``none`` (position-only actions, 3 dims; the orientation is left to the IK).
+    ee_delta: ``delta_frame`` ``base`` adds the translation in the base frame and left-multiplies the
+    rotation (R' = dR R); ``tool`` applies both in the tip frame (p' = p + R dp, R' = R dR).
+    ``delta_reference``: ``image_pose`` (every step relative to the tip pose at the image stamp, as
+    ``joint_delta`` is) or ``previous_step`` (step i relative to step i - 1's target: per-step deltas
+    as in Bridge / LIBERO data, composed along the chunk).
+    """
+
+    base_frame: str = "base_link"
+    tip_frame: str = "tool_tip"
+    rotation: str = "rpy"
+    delta_frame: str = "base"
+    delta_reference: str = "image_pose"
+
+    def validate(self) -> None:
+        if not self.base_frame or not self.tip_frame:
+            raise ValueError("end_effector needs base_frame and tip_frame (URDF link names)")
+        if self.rotation not in EE_ROTATIONS:
+            raise ValueError(f"end_effector rotation must be one of {EE_ROTATIONS}, got {self.rotation!r}")
+        if self.delta_frame not in DELTA_FRAMES:
+            raise ValueError(f"end_effector delta_frame must be one of {DELTA_FRAMES}, got {self.delta_frame!r}")
+        if self.delta_reference not in DELTA_REFERENCES:
+            raise ValueError(f"end_effector delta_reference must be one of {DELTA_REFERENCES}, "
+                             f"got {self.delta_reference!r}")
+
+    @property
+    def dims(self) -> int:
+        return 3 if self.rotation == "none" else 6
+
+
+@dataclass
+class GripperSpec:
+    """The gripper action: the last action dim. ``closed_value`` / ``open_value``: the action values
+    that mean fully closed / open (either may be the larger: LIBERO's -1 = open is
+    ``closed_value: 1, open_value: -1``). ``continuous``: the open fraction is
+    ``(a - closed_value) / (open_value - closed_value)`` clipped to [0, 1]; ``binary``: fully open
+    when that fraction is at least the fraction of ``threshold``, else fully closed."""
+
+    mode: str = "binary"
+    closed_value: float = 0.0
+    open_value: float = 1.0
+    threshold: float = 0.5
+
+    def validate(self) -> None:
+        if self.mode not in GRIPPER_MODES:
+            raise ValueError(f"gripper mode must be one of {GRIPPER_MODES}, got {self.mode!r}")
+        if self.closed_value == self.open_value:
+            raise ValueError("gripper closed_value and open_value must differ")
+        low, high = sorted((self.closed_value, self.open_value))
+        if self.mode == "binary" and not low < self.threshold < high:
+            raise ValueError(f"gripper threshold {self.threshold} must lie strictly between "
+                             f"{self.closed_value} and {self.open_value}")
+
+    def open_fraction(self, values: np.ndarray) -> np.ndarray:
+        """Open fraction in [0, 1] (0 closed, 1 open) of raw gripper action values."""
+        span = self.open_value - self.closed_value
+        fraction = np.clip((np.asarray(values, dtype=np.float64) - self.closed_value) / span, 0.0, 1.0)
+        if self.mode == "binary":
+            return (fraction >= (self.threshold - self.closed_value) / span).astype(np.float64)
+        return fraction
+
+
+@dataclass
 class Provenance:
     """Where a checkpoint came from."""
 
@@ -138,6 +216,8 @@ class CheckpointMetadata:
     image: ImageSpec = field(default_factory=ImageSpec)
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     provenance: Provenance = field(default_factory=Provenance)
+    end_effector: EndEffectorSpec | None = None
+    gripper: GripperSpec | None = None
     checkpoint_id: str = ""
     weights_sha256: str = ""
     format_version: int = FORMAT_VERSION
@@ -154,6 +234,13 @@ class CheckpointMetadata:
     def block_len(self) -> int:
         """Action tokens per chunk (``chunk_len * action_dims``)."""
         return self.chunk_len * self.action_dims
+
+    @property
+    def arm_dims(self) -> int:
+        """Action dims before the gripper: one per joint, or the end-effector pose's."""
+        if self.action_space.startswith("ee_"):
+            return self.end_effector.dims if self.end_effector is not None else 0
+        return len(self.joint_names)
 
     @property
     def proprio_dim(self) -> int:
@@ -178,8 +265,21 @@ class CheckpointMetadata:
             raise ValueError(f"unsupported format_version {self.format_version} (this code reads {FORMAT_VERSION})")
         if self.action_space not in ACTION_SPACES:
             raise ValueError(f"action_space must be one of {ACTION_SPACES}, got {self.action_space!r}")
-        if self.action_dims < 1 or len(self.joint_names) != self.action_dims:
-            raise ValueError(f"action_dims ({self.action_dims}) must equal len(joint_names) ({len(self.joint_names)})")
+        if not self.joint_names:
+            raise ValueError("joint_names must name the driven joints")
+        if self.action_space.startswith("ee_"):
+            if self.end_effector is None:
+                raise ValueError(f"action_space {self.action_space} needs an end_effector section (frames, rotation)")
+            self.end_effector.validate()
+        elif self.end_effector is not None:
+            raise ValueError(f"end_effector is only for ee_delta / ee_absolute, not {self.action_space}")
+        if self.gripper is not None:
+            self.gripper.validate()
+        expected = self.arm_dims + (1 if self.gripper is not None else 0)
+        if self.action_dims != expected:
+            what = "len(joint_names)" if not self.action_space.startswith("ee_") else "the end-effector pose dims"
+            raise ValueError(f"action_dims ({self.action_dims}) must equal {what} ({self.arm_dims})"
+                             f"{' + 1 (gripper)' if self.gripper is not None else ''} = {expected}")
         if self.action_norm.dims != self.action_dims:
             raise ValueError(f"action_norm has {self.action_norm.dims} dims, action_dims is {self.action_dims}")
         if self.chunk_len < 1:
@@ -256,6 +356,10 @@ class CheckpointMetadata:
         data["image"] = ImageSpec(**image)
         data["provenance"] = Provenance(**(data.get("provenance") or {}))
         data["backend_options"] = dict(data.get("backend_options") or {})
+        if data.get("end_effector") is not None:
+            data["end_effector"] = EndEffectorSpec(**data["end_effector"])
+        if data.get("gripper") is not None:
+            data["gripper"] = GripperSpec(**{k: (v if k == "mode" else float(v)) for k, v in data["gripper"].items()})
         metadata = cls(**data)
         if derived is not None and metadata.vocab_size is not None:
             base = metadata.action_token_base

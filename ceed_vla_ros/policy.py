@@ -63,6 +63,7 @@ class CeedVlaPolicy:
         self.warm_start_fill = warm_start_fill
         self.generator = torch.Generator().manual_seed(seed)
         self.previous_tokens: torch.Tensor | None = None
+        self.previous_reference: np.ndarray | None = None  # joints at the previous chunk's image (deltas)
         self._prompt_cache: dict[str, torch.Tensor] = {}
 
     def prompt_ids(self, instruction: str) -> torch.Tensor:
@@ -77,6 +78,23 @@ class CeedVlaPolicy:
     def reset(self) -> None:
         """Forget the previous chunk (call at the start of an episode)."""
         self.previous_tokens = None
+        self.previous_reference = None
+
+    def _pinned_tokens(self, shift: int, count: int, joint_positions: np.ndarray | None) -> torch.Tensor | None:
+        """The previous chunk's tokens ``shift .. shift + count``. joint_delta actions are relative to
+        the joints at their image, so they are re-expressed relative to this image's joints and
+        re-tokenised (a token pinned as it was would command a different target); None if that
+        cannot be done (no joints, or proprio names that are not the joints)."""
+        previous = self.previous_tokens.reshape(-1)
+        if self.metadata.action_space != "joint_delta":
+            return previous[shift : shift + count]
+        if (joint_positions is None or self.previous_reference is None
+                or list(self.metadata.proprio_names) != list(self.metadata.joint_names)):
+            return None
+        actions = self.action_tokenizer.decode(previous.numpy())
+        moved = self.previous_reference - np.asarray(joint_positions, dtype=np.float64)
+        tokens = self.action_tokenizer.encode(actions + moved[None, :])
+        return torch.as_tensor(tokens[shift : shift + count], dtype=previous.dtype)
 
     @torch.inference_mode()
     def predict(
@@ -87,6 +105,7 @@ class CeedVlaPolicy:
         settings: DecodeSettings | None = None,
         *,
         steps_executed: int | None = None,
+        pin_steps: int = 0,
     ) -> PolicyOutput:
         """Decode one action chunk.
 
@@ -95,8 +114,12 @@ class CeedVlaPolicy:
             joint_positions: raw proprio values (``proprio_names`` order); None if the model has none.
             instruction: task text, inserted into the prompt template.
             settings: overrides the constructor's :class:`DecodeSettings` for this call.
-            steps_executed: for ``warm_start``, chunk steps executed since the previous query
-                (default: the whole chunk, i.e. ``chunk_len``).
+            steps_executed: for ``warm_start`` and pinning, chunk steps executed since the previous
+                query (default: the whole chunk, i.e. ``chunk_len``).
+            pin_steps: prefix pinning (Jacobi / early exit): the first ``pin_steps`` actions of the new
+                chunk are the previous chunk's, shifted by ``steps_executed`` (the steps that will be
+                executing by the time decoding finishes), and only the rest is decoded. Without a
+                previous chunk that covers them, nothing is pinned.
         """
         settings = settings or self.settings
         proprio = None
@@ -123,6 +146,12 @@ class CeedVlaPolicy:
             )
         else:
             initial = init_random_prompt_tokens(input_ids, block_len, self.generator)
+        pinned = None
+        if pin_steps > 0 and settings.mode != "ar" and self.previous_tokens is not None:
+            shift = (self.metadata.chunk_len if steps_executed is None else steps_executed) * self.metadata.action_dims
+            count = pin_steps * self.metadata.action_dims
+            if shift + count <= block_len and count < block_len:
+                pinned = self._pinned_tokens(shift, count, joint_positions)
         result = decode(
             self.lm,
             input_ids,
@@ -132,7 +161,9 @@ class CeedVlaPolicy:
             allowed=self.allowed,
             initial_block=initial,
             early_exit_steps=settings.early_exit_steps,
+            pinned_prefix=pinned,
         )
         self.previous_tokens = result.tokens
+        self.previous_reference = None if joint_positions is None else np.asarray(joint_positions, dtype=np.float64)
         actions = self.action_tokenizer.decode(result.tokens.numpy())
         return PolicyOutput(tokens=result.tokens, actions=actions, stats=result.stats)

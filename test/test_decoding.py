@@ -418,3 +418,45 @@ def test_decode_settings_are_validated_once():
     ):
         with pytest.raises(ValueError):
             DecodeSettings(**bad)
+
+
+@pytest.mark.parametrize("pinned", [1, 4, 9])
+def test_prefix_pinning_decodes_the_rest_conditioned_on_the_pinned_tokens(pinned):
+    model, ids, inputs = make_case(4)
+    lm = HFCausalLMAdapter(model)
+    n = 12
+    prefix = torch.randint(ACTIONS.start, ACTIONS.stop, (pinned,), generator=torch.Generator().manual_seed(pinned))
+    result = decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=ACTIONS, generator=torch.Generator(),
+                    pinned_prefix=prefix)
+    # the fixed point is the greedy continuation of prompt + pinned prefix (AR with the prefix as given)
+    expected = hf_greedy(model, torch.cat((ids, prefix[None]), dim=1), inputs, n - pinned, ACTIONS)
+    assert torch.equal(result.tokens[:pinned], prefix)
+    assert torch.equal(result.tokens[pinned:], expected)
+    assert result.stats.converged and result.stats.pinned_tokens == pinned
+    assert result.stats.iterations <= n - pinned
+    early = decode(lm, ids, inputs, mode="early_exit", early_exit_steps=1, block_len=n, allowed=ACTIONS,
+                   generator=torch.Generator(), pinned_prefix=prefix)
+    assert torch.equal(early.tokens[:pinned], prefix) and early.stats.iterations == 1
+    with pytest.raises(ValueError, match="Jacobi"):
+        decode(lm, ids, inputs, mode="ar", block_len=n, allowed=ACTIONS, pinned_prefix=prefix)
+    with pytest.raises(ValueError, match="at most"):
+        decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=ACTIONS, generator=torch.Generator(),
+               pinned_prefix=torch.full((n,), ACTIONS.start))
+
+
+def test_policy_pins_the_previous_chunks_steps_re_expressed_for_joint_deltas(tiny_checkpoint):
+    policy = CeedVlaPolicy(tiny_checkpoint, DecodeSettings("jacobi"), seed=0)
+    image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    first_joints, joints = np.array([0.1, -0.3, 1.0]), np.array([0.12, -0.31, 1.0])
+    first = policy.predict(image, first_joints, "reach the red cube")
+    pinned = policy.predict(image, joints, "reach the red cube", steps_executed=1, pin_steps=2)
+    assert pinned.stats.pinned_tokens == 6
+    # the pinned steps command the same absolute targets as the previous chunk's steps 1 and 2 (up to a bin)
+    bin_width = 0.2 / policy.metadata.n_bins
+    targets_before = first_joints + first.actions[1:3]
+    targets_now = joints + pinned.actions[:2]
+    assert np.all(np.abs(targets_now[:, :2] - targets_before[:, :2]) <= bin_width + 1e-9)
+    unpinned = policy.predict(image, joints, "reach the red cube", DecodeSettings("ar"), steps_executed=1, pin_steps=2)
+    assert unpinned.stats.pinned_tokens == 0  # AR decodes every token
+    policy.reset()
+    assert policy.predict(image, joints, "reach the red cube", pin_steps=2).stats.pinned_tokens == 0  # no previous

@@ -29,6 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.tools.link_bench",
         "The sim suite behind a lossy / delayed policy -> driver link: refusals, holds, success.",
     ),
+    "bench-kinematics": (
+        "ceed_vla_ros.tools.robot_bench:kinematics",
+        "Cost and success of the arm driver's IK solves (pinocchio DLS) vs the control period.",
+    ),
+    "bench-transitions": (
+        "ceed_vla_ros.tools.robot_bench:transitions",
+        "Chunk transitions (replace, warm start, temporal ensemble, prefix pinning): jerk, boundary steps, success.",
+    ),
     "bench-shutdown": (
         "ceed_vla_ros.tools.shutdown_bench",
         "Seconds each node of a bring-up takes to exit after Ctrl-C.",
