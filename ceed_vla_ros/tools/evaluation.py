@@ -52,7 +52,7 @@ from ceed_vla_ros.decoding import INIT_STRATEGIES, DecodeSettings
 from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import CeedVlaPolicy
-from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.env import ALL_TASKS, TASKS, TabletopArmEnv
 
 DEFAULT_EVAL_SEED = 1_000_000
 _SETTING = re.compile(
@@ -306,7 +306,7 @@ def write_report(results: list[SettingTaskResult], execute_steps: int, out: Path
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--settings", nargs="+", required=True, help="CHECKPOINT:MODE[:EXIT_STEPS][@INIT] ...")
     add_model_dir_argument(parser)
-    parser.add_argument("--tasks", nargs="+", choices=TASKS, default=list(TASKS))
+    parser.add_argument("--tasks", nargs="+", choices=ALL_TASKS, default=list(TASKS), help="default: the static tasks")
     parser.add_argument("--episodes", type=int, default=50, help="episodes per task and setting")
     parser.add_argument("--seed", type=int, default=DEFAULT_EVAL_SEED, help="seed of episode 0 (episode i: seed + i)")
     parser.add_argument(
