@@ -11,10 +11,11 @@ Tasks (``task=``):
   corridor is clear of the other cubes. Success: the horizontal distance between the named cube's
   centre and the goal centre is at most ``push_threshold`` (default 0.04 m = the disc radius).
 * ``"reach_moving"`` (dynamic; not in :data:`TASKS`, see :data:`DYNAMIC_TASKS`) - the reach task with
-  the same instruction and success test, but the named cube slides: at a random time
-  ``U(0.1, 0.6)`` s after the reset it starts moving in a straight line at a random speed
-  ``U(0.08, 0.16)`` m/s in a random direction for ``U(0.12, 0.22)`` m, then stops. Its path stays in
-  the workspace and at least 0.1 m from the other cubes. The slide is kinematic (the cube's pose is
+  the same instruction and success test, but the named cube keeps moving: from a random time
+  ``U(0.1, 0.6)`` s after the reset it slides back and forth along a straight segment of
+  ``U(0.12, 0.22)`` m in a random direction at a random speed ``U(0.05, 0.12)`` m/s until the episode
+  ends (waiting for it to stop does not help). The segment stays in the workspace and at least
+  0.1 m from the other cubes. The slide is kinematic (the cube's pose is
   set every physics step: contacts do not deflect it), a function of simulated time only, so it is
   the same for every policy and control rate. Reaction time matters: a chunk decoded from an old
   frame aims where the cube was.
@@ -97,27 +98,39 @@ _GOAL_DISTANCE_RANGE = (0.1, 0.18)
 _GOAL_RADIUS_RANGE = (0.18, 0.44)
 _PUSH_CLEARANCE = 0.1  # other cubes keep this far from the push corridor (start - approach .. goal)
 _PUSH_APPROACH = 0.08  # the pusher starts this far behind the cube centre
-# Slide of the named cube in reach_moving.
+# Back-and-forth slide of the named cube in reach_moving.
 _SLIDE_START_RANGE = (0.1, 0.6)  # s after reset
-_SLIDE_SPEED_RANGE = (0.08, 0.16)  # m/s
+_SLIDE_SPEED_RANGE = (0.05, 0.12)  # m/s
 _SLIDE_LENGTH_RANGE = (0.12, 0.22)  # m
 _SLIDE_CLEARANCE = 0.1  # other cubes keep this far from the slide path
 
 
 class Slide(NamedTuple):
-    """Straight slide of the named cube: ``start`` (xy) at ``t0``, velocity ``velocity`` (m/s) for ``duration`` s."""
+    """Back-and-forth slide of the named cube along a segment of ``length`` m from ``start`` (xy).
+
+    From ``t0`` on the cube moves at ``speed`` m/s along ``direction`` to the far end, turns, comes
+    back, and so on until the episode ends (a triangle wave of the distance travelled)."""
 
     start: np.ndarray
-    velocity: np.ndarray
+    direction: np.ndarray
+    speed: float
+    length: float
     t0: float
-    duration: float
+
+    def _phase(self, t: float) -> tuple[float, float]:
+        travelled = self.speed * max(0.0, t - self.t0)
+        period = 2.0 * self.length
+        x = travelled % period
+        return (x, 1.0) if x < self.length else (period - x, -1.0)
 
     def position(self, t: float) -> np.ndarray:
         """Cube centre (xy) at simulated time ``t``."""
-        return self.start + self.velocity * float(np.clip(t - self.t0, 0.0, self.duration))
+        return self.start + self.direction * self._phase(t)[0]
 
     def velocity_at(self, t: float) -> np.ndarray:
-        return self.velocity.copy() if self.t0 <= t < self.t0 + self.duration else np.zeros(2)
+        if t < self.t0:
+            return np.zeros(2)
+        return self.direction * (self.speed * self._phase(t)[1])
 
 
 class Observation(TypedDict):
@@ -534,7 +547,7 @@ class TabletopArmEnv:
             if _segment_point_distance(start, end, np.zeros(2)) < _CUBE_RADIUS_RANGE[0] - 0.02:
                 continue  # the chord must not pass next to the arm base
             if all(_segment_point_distance(start, end, o) >= _SLIDE_CLEARANCE for o in others):
-                return Slide(start.copy(), speed * direction, t0, length / speed)
+                return Slide(start.copy(), direction, float(speed), float(length), float(t0))
         return None
 
     def _sample_goal(
