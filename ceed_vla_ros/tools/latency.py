@@ -15,8 +15,9 @@
 * the policy queries again every ``execute_steps * dt`` seconds (the query period), or as soon as
   it is free when decoding takes longer than that (one decode at a time, as on one accelerator).
   Arrivals are handled at the first control tick at or after ``t + L`` (with the exact ``t + L``
-  as the driver's clock), so a latency is resolved to the control period for the motion but not
-  for which steps are dropped.
+  as the driver's clock, plus 1 ns so that a step ending exactly then counts as past despite
+  float rounding), so a latency is resolved to the control period for the motion but not for
+  which steps are dropped.
 
 Latency (``--latency``, :class:`LatencySpec`):
 
@@ -194,6 +195,9 @@ def run_realtime_episode(
     def deliver() -> None:
         nonlocal pending
         stamp, arrival, decision, latency_ms = pending
+        # A step whose window ends exactly at the arrival is past: the nanosecond keeps the float sum
+        # t + 3 x 0.1 (0.30000000000000004) from counting as later than t + 0.3.
+        arrival += 1e-9
         accepted, reason = driver.on_chunk(stamp, decision.actions, action_space, step_dt, now=arrival)
         kept = int(np.sum(stamp + step_dt * np.arange(1, len(decision.actions) + 1) > arrival)) if accepted else 0
         episode.chunks.append(ChunkEvent(stamp, latency_ms, len(decision.actions), kept, accepted, reason))
