@@ -160,6 +160,8 @@ class CeedVlaPolicy:
             allowed=self.allowed,
             initial_block=initial,
             early_exit_steps=settings.early_exit_steps,
+            fused_prefill=settings.fused_prefill,
+            keep_final_prefix=settings.keep_final_prefix,
         )
         self.previous_tokens = result.tokens
         actions = self.action_tokenizer.decode(result.tokens.numpy())

@@ -29,7 +29,15 @@ def test_setting_syntax():
     s = Setting.parse("stu:early_exit:2@warm_start")
     assert s.decode == DecodeSettings("early_exit", 2, "warm_start") and s.label == "stu:early_exit:2@warm_start"
     assert Setting.parse("stu:jacobi", default_init="warm_start").decode.init == "warm_start"
+    s = Setting.parse("stu:early_exit:1@warm_start+fused")
+    assert s.decode == DecodeSettings("early_exit", 1, "warm_start", fused_prefill=True)
+    assert s.label == "stu:early_exit:1@warm_start+fused"
+    s = Setting.parse("stu:jacobi+keep+fused")
+    assert s.decode.fused_prefill and s.decode.keep_final_prefix and s.label == "stu:jacobi+fused+keep"
     for bad in (
+        "stu:ar+fused",
+        "stu:jacobi+fast",
+        "stu:jacobi+keep+keep",
         "stu",
         "stu:fast",
         "stu:early_exit",

@@ -2,13 +2,15 @@
 
 Settings syntax (one or more after ``--settings``)::
 
-    CHECKPOINT:MODE[:EXIT_STEPS][@INIT]
+    CHECKPOINT:MODE[:EXIT_STEPS][@INIT][+fused][+keep]
 
 * ``CHECKPOINT``: a checkpoint folder name inside ``--model-dir`` (e.g. ``sim_teacher``);
 * ``MODE``: ``ar``, ``jacobi`` or ``early_exit`` (``early_exit`` needs ``EXIT_STEPS`` >= 1, the
   Jacobi iteration cap);
 * ``@INIT`` (optional, Jacobi / early exit only): initial block, ``random_prompt_tokens`` or
   ``warm_start``; default ``--init``.
+* ``+fused`` (Jacobi / early exit): prefill and first iteration in one forward (early exit k costs k
+  passes); ``+keep``: keep the final tokens' KV cache between iterations (see ceed_vla_ros.decoding).
 
 Examples: ``sim_teacher:ar sim_teacher:jacobi sim_student:early_exit:2 sim_student:jacobi@warm_start``.
 
@@ -65,7 +67,8 @@ from ceed_vla_ros.tools.statistics import format_rate, wilson_interval
 
 DEFAULT_EVAL_SEED = 1_000_000
 _SETTING = re.compile(
-    r"^(?P<ckpt>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<mode>[a-z_]+)(?::(?P<steps>\d+))?(?:@(?P<init>[a-z_]+))?$"
+    r"^(?P<ckpt>[A-Za-z0-9][A-Za-z0-9_.-]*):(?P<mode>[a-z_]+)(?::(?P<steps>\d+))?(?:@(?P<init>[a-z_]+))?"
+    r"(?P<flags>(?:\+[a-z]+)*)$"
 )
 
 
@@ -81,20 +84,28 @@ class Setting:
     def parse(cls, text: str, default_init: str = "random_prompt_tokens") -> Setting:
         match = _SETTING.match(text.strip())
         if not match:
-            raise ValueError(f"bad setting {text!r}; expected CHECKPOINT:MODE[:EXIT_STEPS][@INIT]")
+            raise ValueError(f"bad setting {text!r}; expected CHECKPOINT:MODE[:EXIT_STEPS][@INIT][+fused][+keep]")
         mode, steps, init = match["mode"], match["steps"], match["init"] or default_init
+        flags = [f for f in match["flags"].split("+") if f]
+        unknown = set(flags) - {"fused", "keep"}
+        if unknown or len(set(flags)) != len(flags):
+            raise ValueError(f"{text!r}: flags are +fused and +keep, each at most once")
         if mode == "early_exit" and steps is None:
             raise ValueError(f"{text!r}: early_exit needs EXIT_STEPS >= 1, e.g. {match['ckpt']}:early_exit:2")
         if mode == "ar" and match["init"]:
             raise ValueError(f"{text!r}: AR decoding has no initial block (@INIT)")
         try:
-            decode = DecodeSettings(mode, int(steps) if steps else None, init)
+            decode = DecodeSettings(
+                mode, int(steps) if steps else None, init, fused_prefill="fused" in flags,
+                keep_final_prefix="keep" in flags,
+            )
         except ValueError as error:
             raise ValueError(f"{text!r}: {error}") from None
         label = (
             f"{match['ckpt']}:{mode}"
             + (f":{steps}" if steps else "")
             + (f"@{init}" if mode != "ar" and init != "random_prompt_tokens" else "")
+            + "".join(f"+{f}" for f in ("fused", "keep") if f in flags)
         )
         return cls(match["ckpt"], decode, label)
 
