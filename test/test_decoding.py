@@ -357,15 +357,25 @@ def test_bench_smoke(capsys):
     )
     out = capsys.readouterr().out
     assert rc == 0
-    table = [line for line in out.splitlines() if line.startswith("| ")]
+    table = [line for line in out.split("Speed-ups")[0].splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in table[1:]] == [
         "HF generate (greedy)",
         "ours: AR",
         "ours: Jacobi",
         "ours: early exit k=1",
         "ours: early exit k=2",
+        "ours: Jacobi, kept prefix",
+        "ours: Jacobi, fused + kept prefix",
+        "ours: early exit k=1, fused",
+        "ours: early exit k=2, fused",
     ]
-    assert all(line.split("|")[-2].strip() == "100%" for line in table[1:4])  # generate, AR, Jacobi agree
+    agree = [line for line in table[1:] if line.split("|")[-2].strip() == "100%"]
+    assert len(agree) >= 5  # generate, AR, Jacobi and both kept-prefix Jacobi rows agree with AR
+    passes = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in table[1:]}
+    assert passes["ours: early exit k=1, fused"] == 1.0 and passes["ours: early exit k=1"] == 2.0
+    pairs = [line for line in out.split("Speed-ups")[1].splitlines() if line.startswith("| ")]
+    assert [line.split("|")[2].strip() for line in pairs[1:]] == [
+        "Jacobi, kept prefix", "Jacobi, fused + kept prefix", "early exit k=1, fused", "early exit k=2, fused"]
 
 
 def mistral(window: int | None):

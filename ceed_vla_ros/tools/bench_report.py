@@ -27,7 +27,7 @@ import torch
 from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import TokenRange
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
-from ceed_vla_ros.tools.bench_decoding import format_table, run_benchmark, sim_prompts
+from ceed_vla_ros.tools.bench_decoding import format_pairs, format_table, run_benchmark, sim_prompts
 from ceed_vla_ros.tools.evaluation import DEFAULT_EVAL_SEED, Setting, evaluate, markdown_table, write_report
 
 PAPER = {  # arXiv 2506.13725, Table "LIBERO-Long": CEED-VLA vs AR (OpenVLA, H100)
@@ -56,7 +56,7 @@ def decoding_section(checkpoint_names: list[str], model_dir: Path, args: argpars
         figures[name] = [row.__dict__ for row in rows]
         text.append(f"### {name} ({metadata.checkpoint_id}, {metadata.provenance.role}; block "
                     f"{metadata.chunk_len} x {metadata.action_dims} = {metadata.block_len} tokens)\n\n"
-                    f"{format_table(rows)}\n")
+                    f"{format_table(rows)}\n\nSpeed-ups, before -> after (same run):\n\n{format_pairs(rows)}\n")
     return "\n".join(text), figures
 
 
