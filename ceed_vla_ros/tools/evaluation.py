@@ -489,6 +489,7 @@ def cli_main(args: argparse.Namespace) -> int:
     except ValueError as error:
         raise SystemExit(f"error: {error}") from None
     out = args.out or Path("results") / time.strftime("eval-%Y%m%d-%H%M%S")
+    load_start = list(os.getloadavg())
     start = time.perf_counter()
     try:
         results, steps = evaluate(
@@ -511,7 +512,8 @@ def cli_main(args: argparse.Namespace) -> int:
         "tasks": args.tasks,
         "threads": args.threads,
         "latencies": [latency.label for latency in latencies],
-        "load_average": list(os.getloadavg()),
+        "load_average_start": load_start,
+        "load_average_end": list(os.getloadavg()),
         "seconds": round(time.perf_counter() - start, 1),
     }
     report = write_report(results, steps, out, meta)
