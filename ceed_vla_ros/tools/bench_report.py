@@ -61,21 +61,28 @@ def decoding_section(checkpoint_names: list[str], model_dir: Path, args: argpars
 
 
 def plot_success_vs_speedup(overall: list[dict], reference: str, out: Path) -> None:
+    """Success (95 % Wilson bars) vs policy-Hz speed-up; one colour and marker per setting, named in a
+    legend below the axes (text labels on the points stacked on each other where points coincide)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     base = next(s for s in overall if s["setting"] == reference)["policy_hz"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s in overall:
+    fig, ax = plt.subplots(figsize=(6.5, 5.2))
+    colours, markers = plt.get_cmap("tab10"), "osD^vP*Xh"
+    for index, s in enumerate(overall):
         speedup = s["policy_hz"] / base if base else float("nan")
-        ax.scatter(speedup, 100 * s["success_rate"])
-        ax.annotate(s["setting"], (speedup, 100 * s["success_rate"]), fontsize=7)
+        rate = 100 * s["success_rate"]
+        error = [[max(0.0, rate - 100 * s.get("wilson_low", s["success_rate"]))],
+                 [max(0.0, 100 * s.get("wilson_high", s["success_rate"]) - rate)]]
+        ax.errorbar(speedup, rate, yerr=error, fmt=markers[index % len(markers)], color=colours(index % 10),
+                    capsize=3, markersize=7, alpha=0.85, label=f"{s['setting']} ({s['successes']}/{s['episodes']})")
     ax.set_xlabel(f"speed-up of policy Hz over {reference}")
-    ax.set_ylabel("success rate (%)")
+    ax.set_ylabel("success rate (%), 95 % Wilson interval")
     ax.set_ylim(-5, 105)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     fig.savefig(out / "success_vs_speedup.png", dpi=120)
     plt.close(fig)
