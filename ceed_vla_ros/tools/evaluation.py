@@ -413,23 +413,26 @@ def write_report(results: list[SettingTaskResult], execute_steps: int, out: Path
 def plot_success_vs_hz(summaries: list[dict], path: Path) -> None:
     """Success (95 % Wilson bars) vs policy Hz, one panel per task; colour = setting, marker = latency.
 
-    Rows with zero charged latency (``fixed:0``) have no finite rate and are left out. No text labels
-    on the points (they overlap): the legends name colours and markers."""
+    Only latency-aware rows: paused ones (``none``) have no charged latency (their decode-time Hz
+    would sit on the same axis meaning something else); rows with zero charged latency
+    (``fixed:0``) have no finite rate. No text labels on the points (they overlap): the legends
+    name colours and markers."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    summaries = [s for s in summaries if "latency" in s]
     tasks = list(dict.fromkeys(s["task"] for s in summaries))
     settings = list(dict.fromkeys(s["setting"].split(" [")[0] for s in summaries))
-    latencies = list(dict.fromkeys(s.get("latency", "none") for s in summaries))
+    latencies = list(dict.fromkeys(s["latency"] for s in summaries))
     colours = plt.get_cmap("tab10")
     markers = "osD^vP*X"
     fig, axes = plt.subplots(1, len(tasks), figsize=(5.5 * len(tasks), 4.6), squeeze=False, sharey=True)
     for ax, task in zip(axes[0], tasks):
         for s in (s for s in summaries if s["task"] == task):
             setting_index = settings.index(s["setting"].split(" [")[0])
-            marker = markers[latencies.index(s.get("latency", "none")) % len(markers)]
+            marker = markers[latencies.index(s["latency"]) % len(markers)]
             rate = 100 * s["success_rate"]
             if s["policy_hz"] <= 0:
                 continue  # zero charged latency: no finite rate to place
