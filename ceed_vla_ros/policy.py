@@ -162,6 +162,8 @@ class CeedVlaPolicy:
             initial_block=initial,
             early_exit_steps=settings.early_exit_steps,
             pinned_prefix=pinned,
+            fused_prefill=settings.fused_prefill,
+            keep_final_prefix=settings.keep_final_prefix,
         )
         self.previous_tokens = result.tokens
         self.previous_reference = None if joint_positions is None else np.asarray(joint_positions, dtype=np.float64)
