@@ -48,6 +48,7 @@ import numpy as np
 import torch
 
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint
+from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
 from ceed_vla_ros.decoding import INIT_STRATEGIES, DecodeSettings
 from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
@@ -315,6 +316,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", choices=INIT_STRATEGIES, default="random_prompt_tokens", help="default Jacobi init")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/eval-<time>)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_precision_arguments(parser)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -330,7 +332,13 @@ def cli_main(args: argparse.Namespace) -> int:
         raise SystemExit(f"error: {error}") from None
     out = args.out or Path("results") / time.strftime("eval-%Y%m%d-%H%M%S")
     start = time.perf_counter()
+    precision = precision_from_args(args)
     try:
+        model_dir = model_dir_argument(args.model_dir)
+        checkpoints = {
+            name: load_checkpoint(model_dir, name, device=precision.device, dtype=precision.dtype)
+            for name in dict.fromkeys(s.checkpoint for s in settings)
+        }
         results, steps = evaluate(
             settings,
             model_dir_argument(args.model_dir),
@@ -339,6 +347,7 @@ def cli_main(args: argparse.Namespace) -> int:
             args.seed,
             args.execute_steps,
             not args.no_progress,
+            checkpoints,
         )
     except (ValueError, CheckpointError) as error:
         print(f"error: {error}")
@@ -349,6 +358,7 @@ def cli_main(args: argparse.Namespace) -> int:
         "seed": args.seed,
         "tasks": args.tasks,
         "threads": args.threads,
+        "precision": precision.label,
         "seconds": round(time.perf_counter() - start, 1),
     }
     report = write_report(results, steps, out, meta)
