@@ -98,8 +98,28 @@ class LlavaVlaForActionPrediction(LlavaForConditionalGeneration):
             input_ids = insert_proprio_ids(
                 input_ids, proprio_token_ids, int(getattr(self.config, "proprio_placeholder_id", 0))
             )
+        if pixel_values is not None and input_ids is not None:
+            # Only the first image_seq_length <image> ids of a row are the image; later ones (a Jacobi
+            # state drawn from the prompt, in a training forward) stay ordinary tokens, as they are
+            # when a block runs on top of the KV cache.
+            kwargs["inputs_embeds"] = self._embed_with_image(input_ids, pixel_values)
+            input_ids, pixel_values = None, None
         return super().forward(input_ids=input_ids, pixel_values=pixel_values, attention_mask=attention_mask,
                                cache=cache, **kwargs)
+
+    def _embed_with_image(self, input_ids: torch.Tensor, pixel_values: torch.Tensor) -> torch.Tensor:
+        embeds = self.get_input_embeddings()(input_ids)
+        features = self.model.get_image_features(
+            pixel_values=pixel_values.to(embeds.dtype), vision_feature_layer=self.config.vision_feature_layer,
+            vision_feature_select_strategy=self.config.vision_feature_select_strategy, return_dict=True,
+        ).pooler_output
+        features = torch.stack(list(features)).to(embeds.dtype)  # (B, n, hidden)
+        mask = input_ids == self.config.image_token_id
+        first = mask & (mask.cumsum(dim=1) <= features.shape[1])
+        found = first.sum(dim=1)
+        if bool((found != features.shape[1]).any()):
+            raise ValueError(f"input_ids hold {found.tolist()} image tokens per row, the image gives {features.shape[1]}")
+        return embeds.masked_scatter(first.unsqueeze(-1), features)
 
 
 def _register_weight_names() -> None:
@@ -599,7 +619,8 @@ def build_tiny_llava_folder(
     backend.normalizer = normalizers.Lowercase()
     backend.pre_tokenizer = pre
     tokenizer = PreTrainedTokenizerFast(tokenizer_object=backend, unk_token="<unk>", bos_token="<s>", eos_token="</s>")
-    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"], "pad_token": "<pad>"})
+    tokenizer.add_special_tokens({"additional_special_tokens": ["<image>"]})  # llava-hf: <image> 32000, <pad> 32001
+    tokenizer.add_special_tokens({"pad_token": "<pad>"})
     image_id, pad_id = tokenizer.convert_tokens_to_ids("<image>"), tokenizer.convert_tokens_to_ids("<pad>")
     vocab = int(math.ceil(len(tokenizer) / 64) * 64)
     text_config = LlamaConfig(

@@ -46,6 +46,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.tools.evaluation",
         "Closed-loop evaluation of checkpoints x decoding settings in the simulator.",
     ),
+    "import": (
+        "ceed_vla_ros.tools.import_model",
+        "Write our metadata for a LLaVA / OpenVLA model folder (no weights copied).",
+    ),
     "info": ("ceed_vla_ros.tools.info", "Show a checkpoint's metadata, parameter count and size on disk."),
     "launch": ("ceed_vla_ros.tools.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.tools.record", "Record scripted-expert demonstrations to HDF5."),
