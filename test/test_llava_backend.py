@@ -21,7 +21,6 @@ from ceed_vla_ros.policy import CeedVlaPolicy
 from ceed_vla_ros.sim.mjcf import JOINT_NAMES
 from ceed_vla_ros.sim.recorder import record_dataset
 from ceed_vla_ros.tools import cli
-from ceed_vla_ros.training import trajectories as T
 from ceed_vla_ros.training.dataset import load_teacher_data
 from ceed_vla_ros.training.train_teacher import all_instructions
 
@@ -39,7 +38,8 @@ def llava_world(tmp_path_factory) -> dict:
     data = load_teacher_data(files, CHUNK)
     source = build_tiny_llava_folder(root / "llava-tiny-hf", all_instructions(), seed=0, init_std=0.2)
     stats = root / "statistics.yaml"
-    stats.write_text(yaml.safe_dump({"action": data.action_stats().to_dict(), "proprio": data.proprio_stats().to_dict()}))
+    entry = {"action": data.action_stats().to_dict(), "proprio": data.proprio_stats().to_dict()}
+    stats.write_text(yaml.safe_dump(entry))
     import_llava(source, root / "models", "tiny_llava", stats_file=stats, joint_names=JOINT_NAMES,
                  proprio_names=JOINT_NAMES, chunk_len=CHUNK, action_space="joint_delta")
     checkpoint = load_checkpoint(root / "models", "tiny_llava")

@@ -80,7 +80,8 @@ def test_checkpoint_loads_in_bfloat16_and_decodes(tiny_model_dir):
     image = torch.randint(0, 256, (64, 64, 3), dtype=torch.uint8, generator=torch.Generator().manual_seed(1)).numpy()
     joints = [0.0] * checkpoint.metadata.proprio_dim or None
     first, last = policy.action_tokenizer.token_range
-    outputs = {mode: policy.predict(image, joints, "reach the red cube", DecodeSettings(mode)) for mode in ("ar", "jacobi")}
+    outputs = {mode: policy.predict(image, joints, "reach the red cube", DecodeSettings(mode))
+               for mode in ("ar", "jacobi")}
     for out in outputs.values():
         assert out.tokens.numel() == checkpoint.metadata.block_len
         assert bool(((out.tokens >= first) & (out.tokens < last)).all())

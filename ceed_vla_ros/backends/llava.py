@@ -118,13 +118,18 @@ class LlavaVlaForActionPrediction(LlavaForConditionalGeneration):
         first = mask & (mask.cumsum(dim=1) <= features.shape[1])
         found = first.sum(dim=1)
         if bool((found != features.shape[1]).any()):
-            raise ValueError(f"input_ids hold {found.tolist()} image tokens per row, the image gives {features.shape[1]}")
+            raise ValueError(
+                f"input_ids hold {found.tolist()} image tokens per row, the image gives {features.shape[1]}"
+            )
         return embeds.masked_scatter(first.unsqueeze(-1), features)
 
 
 def _register_weight_names() -> None:
     """Our subclass reads and writes the same keys as transformers' class (its conversion mapping)."""
-    from transformers.conversion_mapping import get_checkpoint_conversion_mapping, register_checkpoint_conversion_mapping
+    from transformers.conversion_mapping import (
+        get_checkpoint_conversion_mapping,
+        register_checkpoint_conversion_mapping,
+    )
 
     mapping = get_checkpoint_conversion_mapping(MODEL_TYPE)
     if mapping:
@@ -613,7 +618,9 @@ def build_tiny_llava_folder(
     found -= {"<", ">", "image"}
     vocab_words = ["<unk>", "<s>", "</s>", "image", *sorted(found)]
     if len(vocab_words) > text_vocab - 256:
-        raise ValueError(f"{len(vocab_words)} words do not fit below the 256 action tokens of a {text_vocab} vocabulary")
+        raise ValueError(
+            f"{len(vocab_words)} words do not fit below the 256 action tokens of a {text_vocab} vocabulary"
+        )
     vocab_words += [f"<tok_{i}>" for i in range(len(vocab_words), text_vocab)]
     backend = Tokenizer(models.WordLevel({t: i for i, t in enumerate(vocab_words)}, unk_token="<unk>"))
     backend.normalizer = normalizers.Lowercase()

@@ -48,11 +48,11 @@ import numpy as np
 import torch
 
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint
-from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
 from ceed_vla_ros.decoding import INIT_STRATEGIES, DecodeSettings
 from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import CeedVlaPolicy
+from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
 from ceed_vla_ros.sim.env import TASKS, TabletopArmEnv
 
 DEFAULT_EVAL_SEED = 1_000_000

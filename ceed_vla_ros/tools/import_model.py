@@ -19,7 +19,10 @@ from pathlib import Path
 from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 
-IMPORTERS = {"llava": "ceed_vla_ros.backends.llava:import_llava", "openvla": "ceed_vla_ros.backends.openvla:import_openvla"}
+IMPORTERS = {
+    "llava": "ceed_vla_ros.backends.llava:import_llava",
+    "openvla": "ceed_vla_ros.backends.openvla:import_openvla",
+}
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:

@@ -272,8 +272,8 @@ def distill(config: DistillConfig) -> Path:
     from tqdm import tqdm
 
     run = TrainingRun(
-        config.run_dir, config.model_dir, seed=config.seed, threads=config.threads, time_limit_min=config.time_limit_min,
-        device=config.device, mixed_precision=config.mixed_precision,
+        config.run_dir, config.model_dir, seed=config.seed, threads=config.threads,
+        time_limit_min=config.time_limit_min, device=config.device, mixed_precision=config.mixed_precision,
     )
     accelerator = run.accelerator
     run.save_config(config)

@@ -68,9 +68,9 @@ import torch
 
 from ceed_vla_ros import __version__
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
-from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
 from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens, jacobi_trajectories_batched
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
+from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
 from ceed_vla_ros.sim.recorder import DatasetReader
 from ceed_vla_ros.training.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
 
