@@ -188,7 +188,8 @@ def test_unknown_unnorm_key_is_refused(llava_world, tmp_path):
 def test_import_cli_and_info(llava_world, tmp_path, capsys):
     assert cli.main(["import", "llava", str(llava_world["source"]), "--name", "cli_llava", "--model-dir",
                      str(tmp_path), "--stats", str(llava_world["stats"]), "--joint-names", *JOINT_NAMES,
-                     "--proprio-names", *JOINT_NAMES, "--chunk-len", str(CHUNK)]) == 0
+                     "--proprio-names", *JOINT_NAMES, "--chunk-len", str(CHUNK), "--dt", "0.1",
+                     "--action-space", "joint_delta"]) == 0
     assert (tmp_path / "cli_llava" / "ceed_vla.yaml").is_file()
     assert cli.main(["info", str(tmp_path / "cli_llava")]) == 0
     assert "llava" in capsys.readouterr().out

@@ -56,7 +56,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "import": (
         "ceed_vla_ros.tools.import_model",
-        "Write our metadata for a LLaVA / OpenVLA model folder (no weights copied).",
+        "Make a published model folder (OpenVLA, LLaVA) a checkpoint in the model directory, weights not copied.",
     ),
     "info": ("ceed_vla_ros.tools.info", "Show a checkpoint's metadata, parameter count and size on disk."),
     "launch": ("ceed_vla_ros.tools.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),

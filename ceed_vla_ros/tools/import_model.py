@@ -1,71 +1,118 @@
-"""``ceed-vla import llava|openvla SOURCE_DIR --name NAME``: our metadata for a model folder, no weights copied.
-
-Writes ``<model-dir>/<NAME>/ceed_vla.yaml`` whose ``source_dir`` points at ``SOURCE_DIR`` (the
-weights stay where they are); ``ceed-vla info NAME`` then shows it and the policy loads it by name.
-A bad folder (missing shard, an index that disagrees with the shards, wrong key names, a pickle
-beside the safetensors, ``auto_map``, an unknown ``--unnorm-key``) gets one error naming the file.
+"""``ceed-vla import openvla|llava SOURCE_DIR --name NAME``: make a published model folder a checkpoint.
 
 ``llava``: a LLaVA folder as transformers' conversion script writes it (see
-:mod:`ceed_vla_ros.backends.llava`); the action / proprio statistics come from ``--stats`` (kept
-outside the checkpoint, as LLaVA-VLA does). ``openvla``: :mod:`ceed_vla_ros.backends.openvla`.
+:mod:`ceed_vla_ros.backends.llava`); its action / proprio statistics come from ``--stats`` (kept
+outside the checkpoint, as LLaVA-VLA does) and ``--proprio-names`` are written into the prompt
+as tokens. ``openvla``: :mod:`ceed_vla_ros.backends.openvla`.
+
+Checks the folder (config.json fields, every shard against the index and against the parameter
+names and shapes the config implies, the tokenizer, the statistics, no pickles; nothing from the
+folder is imported) and writes ``<model-dir>/NAME/ceed_vla.yaml`` pointing at it
+(``source_dir``), without copying the weights (``--copy`` copies the folder's files instead,
+its ``.py`` remote code left out). ``ceed-vla info NAME`` then shows it; the policy node loads it
+as ``checkpoint:=NAME``.
 """
 
 from __future__ import annotations
 
 import argparse
-import importlib
 from pathlib import Path
 
-from ceed_vla_ros.metadata import CheckpointError
+from ceed_vla_ros.metadata import ACTION_SPACES, CheckpointError
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 
-IMPORTERS = {
-    "llava": "ceed_vla_ros.backends.llava:import_llava",
-    "openvla": "ceed_vla_ros.backends.openvla:import_openvla",
-}
+KINDS = ("llava", "openvla")
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("kind", choices=sorted(IMPORTERS), help="model family (the checkpoint's backend)")
-    parser.add_argument("source", type=Path, help="the model folder (config.json, safetensors, tokenizer)")
-    parser.add_argument("--name", required=True, help="checkpoint name (folder in --model-dir)")
-    add_model_dir_argument(parser, "where the checkpoint's metadata folder is written")
-    parser.add_argument("--unnorm-key", default=None, help="dataset whose statistics unnormalise the actions")
+    parser.add_argument("kind", choices=KINDS, help="model family of SOURCE_DIR")
+    parser.add_argument(
+        "source", type=Path, help="the model folder as published (e.g. a download of openvla/openvla-7b)"
+    )
+    parser.add_argument("--name", required=True, help="checkpoint name (folder created in --model-dir)")
+    add_model_dir_argument(parser, "where the checkpoint folder is written")
+    parser.add_argument(
+        "--unnorm-key",
+        default=None,
+        help="dataset whose action statistics un-normalise the actions (needed when there are several)",
+    )
+    parser.add_argument(
+        "--chunk-len",
+        type=int,
+        default=None,
+        help="actions per decoded chunk: 1 for openvla-7b (the openvla default), e.g. 3 for chunked fine-tunes; "
+        "5 for LLaVA-VLA (the llava default)",
+    )
+    parser.add_argument(
+        "--action-space",
+        required=True,
+        choices=ACTION_SPACES,
+        help="what the action dimensions mean for the arm driver",
+    )
+    parser.add_argument("--dt", type=float, required=True, help="seconds between the actions of a chunk")
+    parser.add_argument(
+        "--joint-names",
+        nargs="+",
+        default=None,
+        help="names of the action dimensions (default for 7: x y z roll pitch yaw gripper)",
+    )
+    parser.add_argument("--copy", action="store_true", help="copy the model files instead of referencing SOURCE_DIR")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint of that name")
     llava = parser.add_argument_group("llava")
     llava.add_argument("--stats", type=Path, help="statistics file (YAML/JSON: action and proprio q01/q99 or mean/std)")
-    llava.add_argument("--joint-names", nargs="+", help="one name per action dimension, in order")
     llava.add_argument("--proprio-names", nargs="*", default=[], help="proprio inputs written as prompt tokens")
-    llava.add_argument("--chunk-len", type=int, default=5, help="actions per chunk (LLaVA-VLA: 5)")
-    llava.add_argument("--dt", type=float, default=0.1, help="seconds between chunk steps")
-    llava.add_argument("--action-space", default="joint_absolute", choices=("joint_absolute", "joint_delta"))
     llava.add_argument("--prompt-template", default=None,
                        help="with <image>, {instruction} and {proprio} (default: vicuna_v1, see backends/llava.py)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
-    module_name, _, function = IMPORTERS[args.kind].partition(":")
-    try:
-        importer = getattr(importlib.import_module(module_name), function)
-    except (ImportError, AttributeError) as error:
-        print(f"error: importing {args.kind} folders is not available here ({error})")
-        return 1
+    if args.kind == "llava":
+        return import_llava_main(args)
+    from ceed_vla_ros.backends.openvla import import_openvla
+
     model_dir = model_dir_argument(args.model_dir)
-    command = getattr(args, "command_line", "ceed-vla import")
+    args.chunk_len = 1 if args.chunk_len is None else args.chunk_len
     try:
-        if args.kind == "llava":
-            if args.stats is None or not args.joint_names:
-                print("error: llava needs --stats and --joint-names (LLaVA-VLA keeps its statistics outside)")
-                return 2
-            options = {"prompt_template": args.prompt_template} if args.prompt_template else {}
-            metadata = importer(args.source, model_dir, args.name, stats_file=args.stats, joint_names=args.joint_names,
-                                proprio_names=args.proprio_names, chunk_len=args.chunk_len, dt=args.dt,
-                                action_space=args.action_space, unnorm_key=args.unnorm_key, command=command,
-                                **options)
-        else:
-            metadata = importer(args.source, model_dir, args.name, unnorm_key=args.unnorm_key)
-    except CheckpointError as error:
+        metadata = import_openvla(
+            args.source,
+            model_dir,
+            args.name,
+            action_space=args.action_space,
+            dt=args.dt,
+            unnorm_key=args.unnorm_key,
+            chunk_len=args.chunk_len,
+            joint_names=args.joint_names,
+            copy=args.copy,
+            overwrite=args.overwrite,
+        )
+    except (CheckpointError, ValueError) as error:
         print(f"error: {error}")
         return 1
-    print(f"wrote {model_dir / args.name / 'ceed_vla.yaml'} ({metadata.checkpoint_id}, backend {metadata.backend}, "
-          f"weights in {args.source})")
+    print(
+        f"imported {args.source} as {metadata.checkpoint_id} into {Path(model_dir) / args.name} "
+        f"({metadata.chunk_len}x{metadata.action_dims} actions, unnorm_key {metadata.backend_options['unnorm_key']})"
+    )
+    return 0
+
+
+def import_llava_main(args: argparse.Namespace) -> int:
+    from ceed_vla_ros.backends.llava import import_llava
+
+    if args.stats is None or not args.joint_names:
+        print("error: llava needs --stats and --joint-names (LLaVA-VLA keeps its statistics outside the checkpoint)")
+        return 2
+    model_dir = model_dir_argument(args.model_dir)
+    options = {"prompt_template": args.prompt_template} if args.prompt_template else {}
+    try:
+        metadata = import_llava(
+            args.source, model_dir, args.name, stats_file=args.stats, joint_names=args.joint_names,
+            proprio_names=args.proprio_names, chunk_len=5 if args.chunk_len is None else args.chunk_len, dt=args.dt,
+            action_space=args.action_space, unnorm_key=args.unnorm_key,
+            command=getattr(args, "command_line", "ceed-vla import"), **options,
+        )
+    except (CheckpointError, ValueError) as error:
+        print(f"error: {error}")
+        return 1
+    print(f"imported {args.source} as {metadata.checkpoint_id} into {Path(model_dir) / args.name} "
+          f"({metadata.chunk_len}x{metadata.action_dims} actions, weights not copied)")
     return 0
