@@ -157,6 +157,28 @@ def precision_from_args(args, *, allow_cpu_float16: bool = False) -> Precision:
         raise SystemExit(f"error: {error}") from None
 
 
+def float32_output_head(model) -> bool:
+    """Run the output projection (``get_output_embeddings``) in float32 on a bf16 / fp16 model.
+
+    bf16 logits carry 8 significant bits: logits near 4 are multiples of 1/32, so two action
+    tokens often tie exactly and the argmax then depends on rounding. With the head in float32
+    (its input up-cast, its weights kept in float32: 2x the head's memory, e.g. +0.26 GB for a
+    32k x 4096 head) the logits are exact to float32 given the final hidden state. Returns
+    whether a head was changed (False for float32 models or models without one)."""
+    import torch
+
+    head = model.get_output_embeddings() if hasattr(model, "get_output_embeddings") else None
+    if head is None or head.weight.dtype == torch.float32:
+        return False
+    head.float()
+
+    def upcast(_module, args):
+        return tuple(a.float() if torch.is_tensor(a) and a.is_floating_point() else a for a in args)
+
+    head.register_forward_pre_hook(upcast)
+    return True
+
+
 def synchronize(device) -> None:
     """Wait for queued GPU work (timings); nothing on the CPU."""
     import torch

@@ -87,3 +87,24 @@ def test_checkpoint_loads_in_bfloat16_and_decodes(tiny_model_dir):
         assert bool(((out.tokens >= first) & (out.tokens < last)).all())
         assert out.actions.shape == (checkpoint.metadata.chunk_len, checkpoint.metadata.action_dims)
     assert outputs["jacobi"].stats.converged
+
+
+def test_float32_head_keeps_the_trunk_in_bf16_and_gives_float32_logits(tiny_model_dir):
+    from ceed_vla_ros.checkpoint import load_checkpoint_path
+    from ceed_vla_ros.precision import float32_output_head
+
+    checkpoint = load_checkpoint_path(tiny_model_dir / "tiny_sim", dtype=torch.bfloat16)
+    model = checkpoint.model
+    assert float32_output_head(model)
+    assert model.get_output_embeddings().weight.dtype == torch.float32
+    assert model.get_input_embeddings().weight.dtype == torch.bfloat16
+    image = torch.zeros((64, 64, 3), dtype=torch.uint8).numpy()
+    ids = torch.tensor([checkpoint.prompt_ids("reach the red cube")])
+    inputs = checkpoint.model_inputs(image, torch.zeros(1, checkpoint.metadata.proprio_dim))
+    with torch.no_grad():
+        logits = model(input_ids=ids, **inputs).logits
+    assert logits.dtype == torch.float32
+    # finer than bf16: the logits are not all on bf16's grid
+    assert bool((logits != logits.to(torch.bfloat16).float()).any())
+    fp32 = load_checkpoint_path(tiny_model_dir / "tiny_sim")
+    assert not float32_output_head(fp32.model)  # float32 models are left alone

@@ -60,7 +60,13 @@ from ceed_vla_ros.nodes.parameters import (
 )
 from ceed_vla_ros.paths import resolve_model_dir
 from ceed_vla_ros.policy import CeedVlaPolicy
-from ceed_vla_ros.precision import PrecisionError, check_device_name, check_dtype_name, resolve_precision
+from ceed_vla_ros.precision import (
+    PrecisionError,
+    check_device_name,
+    check_dtype_name,
+    float32_output_head,
+    resolve_precision,
+)
 
 MAX_INSTRUCTION_CHARS = 512
 STALL_S = 2.0
@@ -108,6 +114,8 @@ PARAMETERS = (
           check=_precision_check(check_device_name)),
     Param("dtype", "auto", "model precision: auto (float32 on cpu, bfloat16 on a GPU), float32, bfloat16, "
           "float16 (GPU only)", read_only=True, check=_precision_check(check_dtype_name)),
+    Param("float32_head", True, "with dtype bfloat16/float16: compute the output logits in float32 (fewer "
+          "rounding ties between action tokens, see ceed-vla bench-precision)", read_only=True),
     Param("image_topic", POLICY_IMAGE_TOPIC, "preprocessed camera frames", read_only=True),
     Param("instruction_topic", INSTRUCTION_TOPIC, "instruction topic", read_only=True),
     Param("seed", 0, "seed of the random initial Jacobi blocks", minimum=0, maximum=2**31 - 1, read_only=True),
@@ -196,6 +204,8 @@ class PolicyNode(Node):
         """Load, wrap and warm up a checkpoint (slow: call off the executor when live)."""
         started = time.perf_counter()
         checkpoint = load_checkpoint(self.model_dir, name, device=self.precision.device, dtype=self.precision.dtype)
+        if self._settings["float32_head"]:
+            float32_output_head(checkpoint.model)
         metadata = checkpoint.metadata
         policy = CeedVlaPolicy(checkpoint, seed=self._settings["seed"])
         blank = np.zeros((metadata.image.height, metadata.image.width, 3), np.uint8)

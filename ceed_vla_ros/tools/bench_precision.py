@@ -32,6 +32,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda[:N]")
     parser.add_argument("--early-exit-steps", type=int, nargs="+", default=[2])
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--float32-head", action="store_true",
+                        help="also compare a low-precision model whose output head runs in float32")
     parser.add_argument("--out", type=Path, default=None, help="write precision.json / precision.md here")
 
 
@@ -62,11 +64,13 @@ def observations(checkpoint, count: int, seed: int):
 
 def compare(name: str, model_dir: Path, args) -> list[dict]:
     from ceed_vla_ros.checkpoint import load_checkpoint
-    from ceed_vla_ros.precision import resolve_precision
+    from ceed_vla_ros.precision import float32_output_head, resolve_precision
 
     low = resolve_precision(args.device, args.dtype)
     full = load_checkpoint(model_dir, name, device=low.device, dtype=torch.float32)
     reduced = load_checkpoint(model_dir, name, device=low.device, dtype=low.dtype)
+    if getattr(args, "float32_head", False):
+        float32_output_head(reduced.model)
     metadata = full.metadata
     tokenizer = full.action_tokenizer
     allowed = TokenRange(*tokenizer.token_range)
@@ -135,9 +139,10 @@ def cli_main(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     rows = [row for name in args.checkpoints for row in compare(name, model_dir, args)]
     table = markdown(rows, args.dtype)
-    header = (f"float32 vs {args.dtype} on {args.device}, {args.observations} simulator observations per checkpoint "
-              f"(seeds {args.seed}..{args.seed + args.observations - 1}, held out), same initial Jacobi block in "
-              f"both precisions; {time.perf_counter() - start:.0f} s\n\n")
+    head = " (output head in float32)" if args.float32_head else ""
+    header = (f"float32 vs {args.dtype}{head} on {args.device}, {args.observations} simulator observations per "
+              f"checkpoint (seeds {args.seed}..{args.seed + args.observations - 1}, held out), same initial "
+              f"Jacobi block in both precisions; {time.perf_counter() - start:.0f} s\n\n")
     print(header + table, end="")
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
