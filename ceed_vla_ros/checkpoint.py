@@ -71,6 +71,10 @@ def load_checkpoint_path(
     if not (path / METADATA_FILE).is_file():
         raise CheckpointError(f"{path / METADATA_FILE}: required checkpoint file is missing")
     metadata = read_metadata_file(path / METADATA_FILE)
+    if isinstance(metadata.backend_options.get("lora"), dict):  # an adapter-only LoRA student
+        from ceed_vla_ros.training.lora import load_adapter_checkpoint
+
+        return load_adapter_checkpoint(path, metadata, device=device, dtype=dtype)
     try:
         backend = get_backend(metadata.backend)
     except ValueError as error:

@@ -16,6 +16,7 @@ from ceed_vla_ros.backends.base import Checkpoint, ModelBackend
 BACKENDS: dict[str, str] = {
     "ceed_tiny": "ceed_vla_ros.backends.ceed_tiny:CeedTinyBackend",
     "openvla": "ceed_vla_ros.backends.openvla:OpenVlaBackend",
+    "llava": "ceed_vla_ros.backends.llava:LlavaBackend",
 }
 
 _instances: dict[str, ModelBackend] = {}

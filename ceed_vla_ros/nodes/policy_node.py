@@ -60,6 +60,13 @@ from ceed_vla_ros.nodes.parameters import (
 )
 from ceed_vla_ros.paths import resolve_model_dir
 from ceed_vla_ros.policy import CeedVlaPolicy
+from ceed_vla_ros.precision import (
+    PrecisionError,
+    check_device_name,
+    check_dtype_name,
+    float32_output_head,
+    resolve_precision,
+)
 
 MAX_INSTRUCTION_CHARS = 512
 STALL_S = 2.0
@@ -73,6 +80,19 @@ def instruction_problem(text: str) -> str | None:
     if any(not ch.isprintable() for ch in text):
         return "contains control or non-printable characters"
     return None
+
+
+def _precision_check(check):
+    """A Param check from a precision-name check (None, or the reason the value is refused)."""
+
+    def refusal(value):
+        try:
+            check(value)
+        except PrecisionError as error:
+            return str(error)
+        return None
+
+    return refusal
 
 
 PARAMETERS = (
@@ -92,6 +112,13 @@ PARAMETERS = (
     Param("max_image_age_s", 0.5, "skip frames older than this (camera stall protection)",
           minimum=0.01, maximum=60.0),
     Param("num_threads", 1, "torch CPU threads for decoding", minimum=1, maximum=64, read_only=True),
+    Param("device", "auto", "where the model runs: auto (first CUDA GPU if torch sees one, else cpu), cpu, cuda, "
+          "cuda:N; cuda where torch has none is refused at start-up", read_only=True,
+          check=_precision_check(check_device_name)),
+    Param("dtype", "auto", "model precision: auto (float32 on cpu, bfloat16 on a GPU), float32, bfloat16, "
+          "float16 (GPU only)", read_only=True, check=_precision_check(check_dtype_name)),
+    Param("float32_head", True, "with dtype bfloat16/float16: compute the output logits in float32 (fewer "
+          "rounding ties between action tokens, see ceed-vla bench-precision)", read_only=True),
     Param("image_topic", POLICY_IMAGE_TOPIC, "preprocessed camera frames", read_only=True),
     Param("instruction_topic", INSTRUCTION_TOPIC, "instruction topic", read_only=True),
     Param("seed", 0, "seed of the random initial Jacobi blocks", minimum=0, maximum=2**31 - 1, read_only=True),
@@ -112,6 +139,10 @@ class PolicyNode(Node):
         hf_logging.disable_progress_bar()  # no progress bars in a node's log
         self.model_dir = resolve_model_dir(values["model_dir"])
         self.add_on_set_parameters_callback(checkpoint_change_validator(self.model_dir))
+        try:
+            self.precision = resolve_precision(values["device"], values["dtype"])
+        except PrecisionError as error:
+            raise StartupError(str(error)) from error
         self._lock = threading.Lock()  # guards the policy swap and the settings below
         self._newest_frame: Image | None = None
         self._topic_instruction = ""
@@ -175,7 +206,9 @@ class PolicyNode(Node):
     def _build_policy(self, name: str) -> CeedVlaPolicy:
         """Load, wrap and warm up a checkpoint (slow: call off the executor when live)."""
         started = time.perf_counter()
-        checkpoint = load_checkpoint(self.model_dir, name)
+        checkpoint = load_checkpoint(self.model_dir, name, device=self.precision.device, dtype=self.precision.dtype)
+        if self._settings["float32_head"]:
+            float32_output_head(checkpoint.model)
         metadata = checkpoint.metadata
         policy = CeedVlaPolicy(checkpoint, seed=self._settings["seed"])
         blank = np.zeros((metadata.image.height, metadata.image.width, 3), np.uint8)
@@ -185,7 +218,7 @@ class PolicyNode(Node):
         policy.reset()
         self.get_logger().info(f"loaded {metadata.checkpoint_id} ({metadata.provenance.role}, "
                                f"{metadata.chunk_len}x{metadata.action_dims} actions, dt {metadata.dt} s) "
-                               f"in {time.perf_counter() - started:.1f} s")
+                               f"on {self.precision.label} in {time.perf_counter() - started:.1f} s")
         return policy
 
     def _swap_checkpoint(self, name: str, previous: str) -> None:

@@ -31,6 +31,7 @@ from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata
 from ceed_vla_ros.model import CeedVlaForActionPrediction, build_tokenizer, encode_prompt, make_model_config, new_model
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import preprocess_images
+from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
 
 
 @dataclass
@@ -211,11 +212,13 @@ def sim_prompts(checkpoint, count: int, seed: int) -> list[Prompt]:
                 obs = result.obs
                 if result.done:
                     break
-            inputs = {"pixel_values": preprocess_images(obs["image"], metadata.image)}
+            proprio = None
             if metadata.proprio_norm is not None:
                 proprio = metadata.proprio_norm.normalize(obs["joint_positions"], clip=False)
-                inputs["proprio"] = torch.as_tensor(proprio, dtype=torch.float32).reshape(1, -1)
-            prompts.append((torch.tensor([checkpoint.prompt_ids(obs["instruction"])]), inputs))
+                proprio = torch.as_tensor(proprio, dtype=torch.float32).reshape(1, -1)
+            inputs = checkpoint.model_inputs(obs["image"], proprio)  # on the model's device, in its dtype
+            device = next(checkpoint.model.parameters()).device
+            prompts.append((torch.tensor([checkpoint.prompt_ids(obs["instruction"])], device=device), inputs))
     return prompts
 
 
@@ -223,6 +226,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint", help="benchmark this checkpoint (path containing '/' or a name) instead")
     add_model_dir_argument(parser)
     parser.add_argument("--threads", type=int, default=1, help="torch intra-op threads (default 1)")
+    add_precision_arguments(parser, default_device="cpu", default_dtype="float32")
     parser.add_argument("--repeats", type=int, default=20, help="timed runs per method (after one warm-up)")
     parser.add_argument(
         "--observations",
@@ -247,7 +251,9 @@ def cli_main(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     if args.checkpoint:
         try:
-            checkpoint = load_checkpoint_arg(model_dir_argument(args.model_dir), args.checkpoint)
+            precision = precision_from_args(args)
+            checkpoint = load_checkpoint_arg(model_dir_argument(args.model_dir), args.checkpoint,
+                                             device=precision.device, dtype=precision.dtype)
         except CheckpointError as error:
             print(f"error: {error}")
             return 1

@@ -25,6 +25,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Decoding speed, closed-loop success and ROS pipeline in one report.",
     ),
     "bench": ("ceed_vla_ros.tools.bench_decoding", "Benchmark HF generate vs AR / Jacobi / early-exit decoding."),
+    "bench-gpu": (
+        "ceed_vla_ros.tools.bench_gpu",
+        "AR / Jacobi / early exit k=1..3 latency and GPU memory in bf16: tiny model and a random 7B-shaped LLM.",
+    ),
+    "bench-precision": (
+        "ceed_vla_ros.tools.bench_precision",
+        "How bfloat16 / float16 changes decoded action chunks vs float32 on held-out observations.",
+    ),
     "bench-link": (
         "ceed_vla_ros.tools.link_bench",
         "The sim suite behind a lossy / delayed policy -> driver link: refusals, holds, success.",
@@ -64,7 +72,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "import": (
         "ceed_vla_ros.tools.import_model",
-        "Make a published model folder (OpenVLA) a checkpoint in the model directory, weights not copied.",
+        "Make a published model folder (OpenVLA, LLaVA) a checkpoint in the model directory, weights not copied.",
     ),
     "info": ("ceed_vla_ros.tools.info", "Show a checkpoint's metadata, parameter count and size on disk."),
     "inspect-lerobot": (

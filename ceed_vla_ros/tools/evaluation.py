@@ -61,6 +61,7 @@ from ceed_vla_ros.decoding import INIT_STRATEGIES, DecodeSettings
 from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import CeedVlaPolicy
+from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
 from ceed_vla_ros.sim.env import ALL_TASKS, TASKS, TabletopArmEnv
 from ceed_vla_ros.tools.latency import LatencySpec, policy_decider, run_realtime_episode
 from ceed_vla_ros.tools.statistics import format_rate, wilson_interval
@@ -477,6 +478,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--init", choices=INIT_STRATEGIES, default="random_prompt_tokens", help="default Jacobi init")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default results/eval-<time>)")
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads")
+    add_precision_arguments(parser)
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -494,7 +496,13 @@ def cli_main(args: argparse.Namespace) -> int:
     out = args.out or Path("results") / time.strftime("eval-%Y%m%d-%H%M%S")
     load_start = list(os.getloadavg())
     start = time.perf_counter()
+    precision = precision_from_args(args)
     try:
+        model_dir = model_dir_argument(args.model_dir)
+        checkpoints = {
+            name: load_checkpoint(model_dir, name, device=precision.device, dtype=precision.dtype)
+            for name in dict.fromkeys(s.checkpoint for s in settings)
+        }
         results, steps = evaluate(
             settings,
             model_dir_argument(args.model_dir),
@@ -503,6 +511,7 @@ def cli_main(args: argparse.Namespace) -> int:
             args.seed,
             args.execute_steps,
             not args.no_progress,
+            checkpoints,
             latencies=latencies,
         )
     except (ValueError, CheckpointError) as error:
@@ -517,6 +526,7 @@ def cli_main(args: argparse.Namespace) -> int:
         "latencies": [latency.label for latency in latencies],
         "load_average_start": load_start,
         "load_average_end": list(os.getloadavg()),
+        "precision": precision.label,
         "seconds": round(time.perf_counter() - start, 1),
     }
     report = write_report(results, steps, out, meta)

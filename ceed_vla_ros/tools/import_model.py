@@ -1,4 +1,9 @@
-"""``ceed-vla import openvla SOURCE_DIR --name NAME``: make a published model folder a checkpoint.
+"""``ceed-vla import openvla|llava SOURCE_DIR --name NAME``: make a published model folder a checkpoint.
+
+``llava``: a LLaVA folder as transformers' conversion script writes it (see
+:mod:`ceed_vla_ros.backends.llava`); its action / proprio statistics come from ``--stats`` (kept
+outside the checkpoint, as LLaVA-VLA does) and ``--proprio-names`` are written into the prompt
+as tokens. ``openvla``: :mod:`ceed_vla_ros.backends.openvla`.
 
 Checks the folder (config.json fields, every shard against the index and against the parameter
 names and shapes the config implies, the tokenizer, the statistics, no pickles; nothing from the
@@ -16,7 +21,7 @@ from pathlib import Path
 from ceed_vla_ros.metadata import ACTION_SPACES, CheckpointError
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 
-KINDS = ("openvla",)
+KINDS = ("llava", "openvla")
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
@@ -34,8 +39,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--chunk-len",
         type=int,
-        default=1,
-        help="actions per decoded chunk: 1 for openvla-7b, e.g. 3 for chunked fine-tunes",
+        default=None,
+        help="actions per decoded chunk: 1 for openvla-7b (the openvla default), e.g. 3 for chunked fine-tunes; "
+        "5 for LLaVA-VLA (the llava default)",
     )
     parser.add_argument(
         "--action-space",
@@ -52,12 +58,20 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--copy", action="store_true", help="copy the model files instead of referencing SOURCE_DIR")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing checkpoint of that name")
+    llava = parser.add_argument_group("llava")
+    llava.add_argument("--stats", type=Path, help="statistics file (YAML/JSON: action and proprio q01/q99 or mean/std)")
+    llava.add_argument("--proprio-names", nargs="*", default=[], help="proprio inputs written as prompt tokens")
+    llava.add_argument("--prompt-template", default=None,
+                       help="with <image>, {instruction} and {proprio} (default: vicuna_v1, see backends/llava.py)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
+    if args.kind == "llava":
+        return import_llava_main(args)
     from ceed_vla_ros.backends.openvla import import_openvla
 
     model_dir = model_dir_argument(args.model_dir)
+    args.chunk_len = 1 if args.chunk_len is None else args.chunk_len
     try:
         metadata = import_openvla(
             args.source,
@@ -78,4 +92,27 @@ def cli_main(args: argparse.Namespace) -> int:
         f"imported {args.source} as {metadata.checkpoint_id} into {Path(model_dir) / args.name} "
         f"({metadata.chunk_len}x{metadata.action_dims} actions, unnorm_key {metadata.backend_options['unnorm_key']})"
     )
+    return 0
+
+
+def import_llava_main(args: argparse.Namespace) -> int:
+    from ceed_vla_ros.backends.llava import import_llava
+
+    if args.stats is None or not args.joint_names:
+        print("error: llava needs --stats and --joint-names (LLaVA-VLA keeps its statistics outside the checkpoint)")
+        return 2
+    model_dir = model_dir_argument(args.model_dir)
+    options = {"prompt_template": args.prompt_template} if args.prompt_template else {}
+    try:
+        metadata = import_llava(
+            args.source, model_dir, args.name, stats_file=args.stats, joint_names=args.joint_names,
+            proprio_names=args.proprio_names, chunk_len=5 if args.chunk_len is None else args.chunk_len, dt=args.dt,
+            action_space=args.action_space, unnorm_key=args.unnorm_key,
+            command=getattr(args, "command_line", "ceed-vla import"), **options,
+        )
+    except (CheckpointError, ValueError) as error:
+        print(f"error: {error}")
+        return 1
+    print(f"imported {args.source} as {metadata.checkpoint_id} into {Path(model_dir) / args.name} "
+          f"({metadata.chunk_len}x{metadata.action_dims} actions, weights not copied)")
     return 0

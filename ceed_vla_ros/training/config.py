@@ -204,9 +204,35 @@ class DistillConfig(_RunConfig):
     progress: bool = True
     command: str = ""  # the command line, for the checkpoint's provenance
     lerobot_map: tuple[str, ...] = ()  # FeatureMapping of LeRobot --data (KEY=VALUE items)
+    device: str = "auto"  # auto | cpu | cuda[:N]: where accelerate trains (cpu forces the CPU)
+    mixed_precision: str = "no"  # accelerate's: no | bf16 | fp16 (master weights stay float32)
+    lora_rank: int = 0  # 0: full fine-tuning; >= 1: LoRA adapters through peft (training/lora.py)
+    lora_alpha: float = 16.0
+    lora_dropout: float = 0.0
+    lora_targets: str = ""  # empty: the language model's attention and MLP projections
+    lora_save: str = "merged"  # merged | adapter
 
     def __post_init__(self) -> None:
         self._normalise()
         self._check_common()
-        for name in ("ar_weight", "l1_threshold", "val_samples", "eval_every"):
+        for name in ("ar_weight", "l1_threshold", "val_samples", "eval_every", "lora_rank"):
             self._check(getattr(self, name) >= 0, name, "must be >= 0")
+        self._check(self.mixed_precision in ("no", "bf16", "fp16"), "mixed_precision", "must be no, bf16 or fp16")
+        self._check(self.lora_save in ("merged", "adapter"), "lora_save", "must be merged or adapter")
+        self._check(self.lora_alpha > 0, "lora_alpha", "must be > 0")
+        self._check(0 <= self.lora_dropout < 1, "lora_dropout", "must be in [0, 1)")
+        from ceed_vla_ros.precision import PrecisionError, check_device_name
+
+        try:
+            check_device_name(self.device)
+        except PrecisionError as error:
+            raise ValueError(f"--device: {error}") from None
+
+    def lora_settings(self):
+        """The :class:`~ceed_vla_ros.training.lora.LoraSettings` of ``--lora-*`` (None without ``--lora-rank``)."""
+        if not self.lora_rank:
+            return None
+        from ceed_vla_ros.training.lora import DEFAULT_TARGETS, LoraSettings
+
+        return LoraSettings(self.lora_rank, self.lora_alpha, self.lora_dropout, self.lora_targets or DEFAULT_TARGETS,
+                            self.lora_save)

@@ -117,14 +117,22 @@ class TrainingRun:
     """
 
     def __init__(
-        self, run_dir: Path, model_dir: Path, *, seed: int, threads: int, time_limit_min: float | None
+        self, run_dir: Path, model_dir: Path, *, seed: int, threads: int, time_limit_min: float | None,
+        device: str = "auto", mixed_precision: str = "no",
     ) -> None:
         from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         check_run_dir(run_dir, model_dir)
         torch.set_num_threads(threads)
-        self.accelerator = Accelerator()
+        if device not in ("auto", "cpu"):  # cuda / cuda:N: refused clearly where torch has no GPU
+            from ceed_vla_ros.precision import PrecisionError, parse_device
+
+            try:
+                parse_device(device)
+            except PrecisionError as error:
+                raise SystemExit(f"error: {error}") from None
+        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
         set_seed(seed)
         self.start_time = time.perf_counter()
         self.run_dir = Path(run_dir)

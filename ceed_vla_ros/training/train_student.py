@@ -269,7 +269,8 @@ def distill(config: DistillConfig) -> Path:
     from tqdm import tqdm
 
     run = TrainingRun(
-        config.run_dir, config.model_dir, seed=config.seed, threads=config.threads, time_limit_min=config.time_limit_min
+        config.run_dir, config.model_dir, seed=config.seed, threads=config.threads,
+        time_limit_min=config.time_limit_min, device=config.device, mixed_precision=config.mixed_precision,
     )
     accelerator = run.accelerator
     run.save_config(config)
@@ -295,6 +296,15 @@ def distill(config: DistillConfig) -> Path:
     student.train()
     if config.freeze_vision:
         teacher.backend.freeze_vision(student)
+    lora = config.lora_settings()
+    if lora is not None:
+        from ceed_vla_ros.training.lora import apply_lora, trainable_counts
+
+        student = apply_lora(student, lora)
+        student.train()
+        count, total = trainable_counts(student)
+        accelerator.print(f"LoRA rank {lora.rank}, alpha {lora.alpha}: {count:,} of {total:,} parameters trained "
+                          f"({count / total:.2%}); student saved {lora.save}")
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -334,7 +344,16 @@ def distill(config: DistillConfig) -> Path:
                 config, teacher, trajectories, step, run.elapsed(), last, history, final=final
             ),
         )
-        return export(accelerator.unwrap_model(student), teacher.tokenizer, student_metadata, path)
+        model = accelerator.unwrap_model(student)
+        if lora is not None and lora.save == "adapter":
+            from ceed_vla_ros.training.lora import save_adapter_checkpoint
+
+            return save_adapter_checkpoint(model, student_metadata, path, teacher.path)
+        if lora is not None:
+            from ceed_vla_ros.training.lora import merged_copy
+
+            model = merged_copy(model)
+        return export(model, teacher.tokenizer, student_metadata, path)
 
     def save_state() -> None:
         run.save_state(
@@ -514,6 +533,20 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--save-every", type=int, default=_D.save_every, help="steps between saved run states")
     parser.add_argument("--log-every", type=int, default=_D.log_every)
     parser.add_argument("--threads", type=int, default=_D.threads, help="torch CPU threads")
+    parser.add_argument("--device", default=_D.device,
+                        help="auto (accelerate's choice: a GPU if present), cpu, cuda or cuda:N (default %(default)s)")
+    parser.add_argument("--mixed-precision", default=_D.mixed_precision, choices=("no", "bf16", "fp16"),
+                        help="accelerate mixed precision; the weights stay float32 (default %(default)s)")
+    lora = parser.add_argument_group("LoRA (peft): train low-rank adapters instead of every weight")
+    lora.add_argument("--lora-rank", type=int, default=_D.lora_rank, help="adapter rank r (0: off, the default)")
+    lora.add_argument("--lora-alpha", type=float, default=_D.lora_alpha, help="scale alpha (update x alpha / r)")
+    lora.add_argument("--lora-dropout", type=float, default=_D.lora_dropout)
+    lora.add_argument("--lora-targets", default=_D.lora_targets,
+                      help="peft target_modules: a regex over module names or comma-separated suffixes "
+                      "(default: the language model's q/k/v/o/gate/up/down projections)")
+    lora.add_argument("--lora-save", default=_D.lora_save, choices=("merged", "adapter"),
+                      help="merged: a complete student checkpoint; adapter: only the adapter weights, loaded on top "
+                      "of the teacher folder (default %(default)s)")
     parser.add_argument("--no-progress", action="store_true")
 
 

@@ -70,6 +70,7 @@ from ceed_vla_ros import __version__
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
 from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens, jacobi_trajectories_batched
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
+from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
 from ceed_vla_ros.training.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
 
 FORMAT_NAME = "ceed_vla_ros.distill.trajectories"  # the file format's name (kept: existing files carry it)
@@ -444,6 +445,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--batch-size", type=int, default=64, help="samples decoded together")
     parser.add_argument("--seed", type=int, default=0, help="seed of the random initial blocks and the subset")
     parser.add_argument("--threads", type=int, default=2, help="torch CPU threads")
+    add_precision_arguments(parser, default_dtype="float32")
     parser.add_argument("--no-progress", action="store_true")
 
 
@@ -451,7 +453,11 @@ def cli_main(args: argparse.Namespace) -> int:
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     command = getattr(args, "command", None) or getattr(args, "command_line", "ceed-vla collect-trajectories")
-    checkpoint = load_checkpoint_arg(model_dir_argument(args.model_dir), args.teacher)
+    precision = precision_from_args(args)
+    checkpoint = load_checkpoint_arg(
+        model_dir_argument(args.model_dir), args.teacher, device=precision.device, dtype=precision.dtype
+    )
+    print(f"teacher {checkpoint.metadata.checkpoint_id} on {precision.label}", flush=True)
     t0 = time.perf_counter()
     samples = load_samples(
         args.data,

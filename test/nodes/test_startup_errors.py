@@ -13,6 +13,9 @@ BAD_STARTS = [
     ("policy_node", ["-p", "early_exit_steps:=0"], "early_exit_steps"),
     ("policy_node", ["-p", "early_exit_steps:=many"], "early_exit_steps"),
     ("policy_node", ["-p", "decoding_mode:=fast"], "decoding_mode"),
+    ("policy_node", ["-p", "device:=cuda:99"], "cuda:99"),  # CPU torch: no CUDA; a GPU machine: no GPU 99
+    ("policy_node", ["-p", "device:=tpu"], "device"),
+    ("policy_node", ["-p", "dtype:=int8"], "dtype"),
     ("arm_driver", ["-p", "control_rate_hz:=-1.0"], "control_rate_hz"),
     ("arm_driver", ["-p", "joint_names:=[a, b]", "-p", "position_lower:=[0.0]"], "joint limits"),
     ("camera_subscriber", ["-p", "checkpoint:=nope"], "nope"),
