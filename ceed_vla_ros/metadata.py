@@ -178,6 +178,36 @@ class GripperSpec:
         return fraction
 
 
+def imported_action_layout(action_space: str, action_dims: int, joint_names: list[str] | None,
+                           end_effector: EndEffectorSpec | None, gripper: GripperSpec | None,
+                           default_names: list[str]) -> tuple[list[str], EndEffectorSpec | None, GripperSpec | None]:
+    """``(joint_names, end_effector, gripper)`` for a checkpoint imported with ``action_dims`` dims.
+
+    Joint spaces: ``joint_names`` name the action dims (default ``default_names``), less a gripper
+    dim when ``gripper`` is given. ``ee_*``: ``joint_names`` are the arm joints the driver commands
+    (required: the IK solves for them); ``end_effector`` defaults to ``EndEffectorSpec()``, and with
+    ``action_dims`` one more than the pose's dims the last dim is a gripper (default
+    ``GripperSpec()``: OpenVLA's 0 = closed, 1 = open)."""
+    if action_space.startswith("ee_"):
+        if not joint_names:
+            raise ValueError(f"action_space {action_space}: name the arm joints the driver commands (--joint-names)")
+        end_effector = end_effector or EndEffectorSpec()
+        end_effector.validate()
+        if gripper is None and action_dims == end_effector.dims + 1:
+            gripper = GripperSpec()
+        expected = end_effector.dims + (1 if gripper is not None else 0)
+        if action_dims != expected:
+            raise ValueError(f"the model has {action_dims} action dims; {action_space} with rotation "
+                             f"{end_effector.rotation}{' and a gripper' if gripper else ''} needs {expected}")
+        return list(joint_names), end_effector, gripper
+    if end_effector is not None:
+        raise ValueError(f"end-effector options are only for ee_delta / ee_absolute, not {action_space}")
+    names = list(joint_names or default_names)
+    if gripper is not None and len(names) == action_dims:
+        names = names[:-1]  # the last action dim is the gripper, not a joint
+    return names, None, gripper
+
+
 @dataclass
 class Provenance:
     """Where a checkpoint came from."""

@@ -71,7 +71,16 @@ from ceed_vla_ros.backends.base import (
     refuse_pickles,
     resolve_dtype,
 )
-from ceed_vla_ros.metadata import METADATA_FILE, CheckpointError, CheckpointMetadata, ImageSpec, Provenance
+from ceed_vla_ros.metadata import (
+    METADATA_FILE,
+    CheckpointError,
+    CheckpointMetadata,
+    EndEffectorSpec,
+    GripperSpec,
+    ImageSpec,
+    Provenance,
+    imported_action_layout,
+)
 
 MODEL_TYPE = "llava"
 INDEX_FILE = "model.safetensors.index.json"
@@ -487,6 +496,8 @@ def import_llava(
     chunk_len: int = 5,
     dt: float = 0.1,
     action_space: str = "joint_absolute",
+    end_effector: EndEffectorSpec | None = None,
+    gripper: GripperSpec | None = None,
     proprio_names: Iterable[str] = (),
     unnorm_key: str | None = None,
     prompt_template: str = DEFAULT_LLAVA_TEMPLATE,
@@ -501,7 +512,12 @@ def import_llava(
     config = read_llava_config(source)
     tokenizer = load_tokenizer(source)
     action_norm, proprio_norm = read_statistics(stats_file, unnorm_key)
-    joint_names, proprio_names = list(joint_names), list(proprio_names)
+    proprio_names = list(proprio_names)
+    try:
+        joint_names, end_effector, gripper = imported_action_layout(
+            action_space, action_norm.dims, list(joint_names), end_effector, gripper, list(joint_names))
+    except ValueError as error:
+        raise CheckpointError(f"{source}: {error}") from None
     if proprio_names and proprio_norm is None:
         raise CheckpointError(f"{stats_file}: proprio_names given but the file has no proprio statistics")
     if proprio_norm is not None and proprio_names and proprio_norm.dims != len(proprio_names):
@@ -513,7 +529,8 @@ def import_llava(
     size = config.vision_config.image_size
     try:
         metadata = CheckpointMetadata(
-            name=name, action_space=action_space, joint_names=joint_names, action_dims=len(joint_names),
+            name=name, action_space=action_space, joint_names=joint_names, action_dims=action_norm.dims,
+            end_effector=end_effector, gripper=gripper,
             chunk_len=chunk_len, dt=dt, action_norm=action_norm, proprio_names=proprio_names,
             proprio_norm=proprio_norm if proprio_names else None, n_bins=n_bins,
             vocab_size=config.text_config.vocab_size,

@@ -59,8 +59,11 @@ from ceed_vla_ros.metadata import (
     METADATA_FILE,
     CheckpointError,
     CheckpointMetadata,
+    EndEffectorSpec,
+    GripperSpec,
     ImageSpec,
     Provenance,
+    imported_action_layout,
     resolve_checkpoint_path,
 )
 from ceed_vla_ros.preprocess import normalize_pixels, resize_images
@@ -404,10 +407,15 @@ def import_openvla(
     unnorm_key: str | None = None,
     chunk_len: int = 1,
     joint_names: list[str] | None = None,
+    end_effector: EndEffectorSpec | None = None,
+    gripper: GripperSpec | None = None,
     copy: bool = False,
     overwrite: bool = False,
 ) -> CheckpointMetadata:
-    """Check ``source`` (an OpenVLA folder) and write ``<model_dir>/<name>/ceed_vla.yaml`` for it."""
+    """Check ``source`` (an OpenVLA folder) and write ``<model_dir>/<name>/ceed_vla.yaml`` for it.
+
+    Action layout: :func:`ceed_vla_ros.metadata.imported_action_layout` (OpenVLA's 7 dims are
+    ``ee_delta`` x y z roll pitch yaw + gripper)."""
     source = Path(source).resolve()
     if not source.is_dir():
         raise CheckpointError(f"{source}: not a folder")
@@ -441,7 +449,10 @@ def import_openvla(
     norms, interpolation = tower_normalization(source, config)
     size = int(config.image_sizes[0])
     dims = norm.dims
-    names = joint_names or (DIMENSION_NAMES_7 if dims == 7 else [f"a{i}" for i in range(dims)])
+    names, end_effector, gripper = imported_action_layout(
+        action_space, dims, joint_names, end_effector, gripper,
+        list(DIMENSION_NAMES_7) if dims == 7 else [f"a{i}" for i in range(dims)],
+    )
     target = resolve_checkpoint_path(model_dir, name)
     if (target / METADATA_FILE).exists() and not overwrite:
         raise CheckpointError(f"{target / METADATA_FILE}: exists (pass --overwrite to replace it)")
@@ -459,6 +470,8 @@ def import_openvla(
         action_space=action_space,
         joint_names=list(names),
         action_dims=dims,
+        end_effector=end_effector,
+        gripper=gripper,
         chunk_len=chunk_len,
         dt=dt,
         action_norm=norm,

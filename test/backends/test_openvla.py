@@ -251,3 +251,29 @@ def test_import_command_and_info(folder, tmp_path):
                           text=True, timeout=300)
     assert info.returncode == 0, info.stdout + info.stderr
     assert "backend: openvla" in info.stdout and f"source_dir: {folder.resolve()}" in info.stdout
+
+
+def test_import_with_end_effector_actions_and_a_gripper(folder, tmp_path):
+    """OpenVLA's 7 dims as ee_delta x y z roll pitch yaw + gripper, frames and conventions as given."""
+    command = [sys.executable, "-m", "ceed_vla_ros.tools.cli", "import", "openvla", str(folder), "--model-dir",
+               str(tmp_path), "--action-space", "ee_delta", "--dt", "0.2"]
+    joints = ["--joint-names", "j1", "j2", "j3", "j4", "j5", "j6"]
+    refused = subprocess.run(command + ["--name", "no_joints"], capture_output=True, text=True, timeout=300)
+    assert refused.returncode != 0 and "--joint-names" in refused.stdout
+    done = subprocess.run(command + ["--name", "ee_ovla", *joints, "--tip-frame", "gripper_tcp", "--delta-reference",
+                                     "previous_step", "--gripper-closed", "1", "--gripper-open", "-1"],
+                          capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    metadata = load_metadata(tmp_path, "ee_ovla")
+    assert metadata.action_space == "ee_delta" and metadata.joint_names == ["j1", "j2", "j3", "j4", "j5", "j6"]
+    assert (metadata.end_effector.tip_frame, metadata.end_effector.base_frame) == ("gripper_tcp", "base_link")
+    assert (metadata.end_effector.rotation, metadata.end_effector.delta_reference) == ("rpy", "previous_step")
+    assert (metadata.gripper.mode, metadata.gripper.closed_value, metadata.gripper.open_value) == ("binary", 1.0, -1.0)
+    assert metadata.gripper.threshold == 0.0 and metadata.action_dims == 7
+    # position-only end-effector actions (3 dims) leave 4 of the model's 7 unexplained: refused
+    position_only = subprocess.run(command + ["--name", "pos_only", *joints, "--rotation", "none"],
+                                   capture_output=True, text=True, timeout=300)
+    assert position_only.returncode != 0 and "needs 3" in position_only.stdout
+    output = CeedVlaPolicy(load_checkpoint(tmp_path, "ee_ovla")).predict(np.zeros((64, 64, 3), np.uint8), None,
+                                                                        INSTRUCTION)
+    assert output.actions.shape == (1, 7)
