@@ -7,7 +7,8 @@ commands, and this node, which for each episode
 
 1. calls ``/sim_arm/reset_episode`` (task ``task``, seed ``seed`` + attempt number),
 2. waits ``settle_s`` (the reset frame and the expert's first command reach the recorder), then
-   calls ``/episode_recorder/start_episode``,
+   calls ``/episode_recorder/start_episode`` (a refusal, e.g. no instruction received yet by a
+   recorder just started, is retried for ``SERVICE_TIMEOUT_S``),
 3. watches ``/sim_arm/success``: ``hold_s`` after the first success it calls
    ``/episode_recorder/stop_episode`` (saved); an episode that has not succeeded after
    ``max_episode_s`` is discarded (``~/discard_episode``), or saved with ``keep_failed``,
@@ -111,6 +112,19 @@ class EpisodeRunnerNode(Node):
             raise RuntimeError(f"service {client.srv_name}: no response within {SERVICE_TIMEOUT_S:.0f} s")
         return response
 
+    def _start_recording(self, stop: threading.Event):
+        """``start_episode``; a refusal is retried for ``SERVICE_TIMEOUT_S`` (a recorder just started
+        may not have the sim's latched instruction yet), then it is an error."""
+        deadline = time.monotonic() + SERVICE_TIMEOUT_S
+        while True:
+            started = self._call(self._recorder["start_episode"], Trigger.Request(), stop)
+            if started is None or started.success:
+                return started
+            if time.monotonic() > deadline:
+                raise RuntimeError(f"start_episode refused: {started.message}")
+            if stop.wait(0.2):
+                return None
+
     def run(self, stop: threading.Event) -> int:
         """Record the episodes; 0 when all are saved (or stopped), 1 on failure."""
         from ceed_vla_ros.srv import ResetEpisode
@@ -134,11 +148,9 @@ class EpisodeRunnerNode(Node):
                 if stop.wait(v["settle_s"]):
                     break
                 self._arm(True)
-                started = self._call(self._recorder["start_episode"], Trigger.Request(), stop)
+                started = self._start_recording(stop)
                 if started is None:
                     break
-                if not started.success:
-                    raise RuntimeError(f"start_episode refused: {started.message}")
                 t0 = time.monotonic()
                 while not stop.is_set():
                     held = self._succeeded_for()
