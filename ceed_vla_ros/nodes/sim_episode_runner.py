@@ -44,7 +44,9 @@ from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameter
 from ceed_vla_ros.sim.env import TASKS
 
 SERVICE_TIMEOUT_S = 30.0
-"""Seconds to wait for a service to appear, and for a response (saving an episode writes files)."""
+"""Seconds to wait for a service to appear, and for a response."""
+SAVE_TIMEOUT_S = 600.0
+"""Seconds to wait for ``stop_episode``: saving encodes every frame (see ``ceed-vla bench-recorder``)."""
 
 PARAMETERS = (
     Param("episodes", 10, "episodes to save", minimum=1, maximum=100000, read_only=True),
@@ -98,7 +100,7 @@ class EpisodeRunnerNode(Node):
         with self._lock:
             return None if self._success_since is None else time.monotonic() - self._success_since
 
-    def _call(self, client, request, stop: threading.Event):
+    def _call(self, client, request, stop: threading.Event, timeout_s: float = SERVICE_TIMEOUT_S):
         from ceed_vla_ros.nodes.rclpy_compat import call_service
 
         deadline = time.monotonic() + SERVICE_TIMEOUT_S
@@ -107,9 +109,9 @@ class EpisodeRunnerNode(Node):
                 return None
             if time.monotonic() > deadline:
                 raise RuntimeError(f"service {client.srv_name} not available after {SERVICE_TIMEOUT_S:.0f} s")
-        response = call_service(client, request, SERVICE_TIMEOUT_S)
+        response = call_service(client, request, timeout_s)
         if response is None:
-            raise RuntimeError(f"service {client.srv_name}: no response within {SERVICE_TIMEOUT_S:.0f} s")
+            raise RuntimeError(f"service {client.srv_name}: no response within {timeout_s:.0f} s")
         return response
 
     def _start_recording(self, stop: threading.Event):
@@ -165,7 +167,7 @@ class EpisodeRunnerNode(Node):
                 self._arm(False)
                 seconds = time.monotonic() - t0
                 if success or v["keep_failed"]:
-                    done = self._call(self._recorder["stop_episode"], Trigger.Request(), stop)
+                    done = self._call(self._recorder["stop_episode"], Trigger.Request(), stop, SAVE_TIMEOUT_S)
                     if done is None:
                         break
                     if not done.success:

@@ -17,7 +17,10 @@ ACTIONS = ("start", "stop", "discard")
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("action", choices=ACTIONS, help="start, stop (save) or discard the episode")
     parser.add_argument("--recorder", default="/episode_recorder", help="the recorder node's name")
-    parser.add_argument("--timeout", type=float, default=20.0, help="seconds to wait for the service and answer")
+    parser.add_argument("--wait", type=float, default=20.0, help="seconds to wait for the service to appear")
+    parser.add_argument(
+        "--timeout", type=float, default=600.0, help="seconds to wait for the answer (stop encodes every frame)"
+    )
 
 
 def cli_main(args: argparse.Namespace) -> int:
@@ -30,7 +33,7 @@ def cli_main(args: argparse.Namespace) -> int:
     service = f"{args.recorder.rstrip('/')}/{args.action}_episode"
     with probe_node(f"ceed_vla_episode_{os.getpid()}") as node:
         client = node.create_client(Trigger, service)
-        if not client.wait_for_service(timeout_sec=args.timeout):
+        if not client.wait_for_service(timeout_sec=args.wait):
             print(f"ceed-vla episode: no service {service} (is the recorder running, same ROS_DOMAIN_ID?)",
                   file=sys.stderr)
             return 1

@@ -124,8 +124,8 @@ def test_record_bringup_with_launch_arguments_and_the_episode_command(ros_node, 
     )
 
     def episode(action: str) -> subprocess.CompletedProcess:
-        return subprocess.run([str(BIN / "ceed-vla"), "episode", action, "--timeout", "30"], capture_output=True,
-                              text=True, timeout=60)
+        command = [str(BIN / "ceed-vla"), "episode", action, "--wait", "30", "--timeout", "30"]
+        return subprocess.run(command, capture_output=True, text=True, timeout=60)
 
     try:
         # the recorder has subscribed to the three streams (DDS discovery takes seconds under load)
