@@ -10,7 +10,10 @@ the setup's parameter file, so an argument left alone changes nothing.
 When a node exits on its own, both bring-ups do the same (:attr:`NodeLaunch.respawn`): the camera
 subscriber and the policy are restarted after :data:`RESPAWN_DELAY_S` (meanwhile no fresh actions
 arrive and the arm driver's watchdog holds the arm); the arm driver and the simulated arm are what
-keeps the arm safe, so their exit ends the whole bring-up.
+keeps the arm safe, so their exit ends the whole bring-up. So does the exit of the episode
+recorder (a respawned recorder would silently lose the episode in progress). A node with
+:attr:`NodeLaunch.finishes` does a finite job (the sim episode runner): its exit ends the bring-up
+too, and the runner's exit code is then that node's (0: the job is done).
 """
 
 from __future__ import annotations
@@ -44,6 +47,8 @@ class NodeLaunch:
     executable: str
     name: str
     respawn: bool = False  # restarted when it exits; otherwise its exit ends the bring-up
+    exit_reason: str = "it keeps the arm safe, stopping all"  # said when its exit ends the bring-up
+    finishes: bool = False  # a finite job: its exit code is the bring-up's (0: done)
 
 
 RESPAWN_DELAY_S = 2.0
@@ -68,6 +73,10 @@ CAMERA = NodeLaunch("camera_subscriber", "camera_subscriber", respawn=True)
 POLICY = NodeLaunch("policy_node", "policy", respawn=True)
 DRIVER = NodeLaunch("arm_driver", "arm_driver")
 SIM_ARM = NodeLaunch("sim_arm", "sim_arm")
+RECORDER = NodeLaunch("episode_recorder", "episode_recorder", exit_reason="the recorder stopped, stopping all")
+SIM_EPISODE_RUNNER = NodeLaunch(
+    "sim_episode_runner", "sim_episode_runner", exit_reason="the episodes are recorded (or it failed)", finishes=True
+)
 
 _COMMON_ARGUMENTS = (
     LaunchArgument(
@@ -108,6 +117,30 @@ _COMMON_ARGUMENTS = (
     ),
 )
 
+_RECORD_ARGUMENTS = (
+    LaunchArgument(
+        "dataset_dir",
+        "LeRobot dataset folder to record into (created, or appended to)",
+        parameters=(("episode_recorder", "dataset_dir"),),
+    ),
+    LaunchArgument(
+        "fps", "frames per second recorded (the policy's step rate)", parameters=(("episode_recorder", "fps"),)
+    ),
+    LaunchArgument(
+        "instruction",
+        "task text of the episodes (empty: the latest /ceed_vla/instruction)",
+        parameters=(("episode_recorder", "instruction"),),
+    ),
+    LaunchArgument(
+        "image_storage",
+        "image (lossless PNG in the parquet) | video (mp4)",
+        parameters=(("episode_recorder", "image_storage"),),
+    ),
+    LaunchArgument(
+        "video_codec", "h264 | av1 (image_storage video)", parameters=(("episode_recorder", "video_codec"),)
+    ),
+)
+
 SETUPS: dict[str, Setup] = {
     "sim_arm": Setup(
         name="sim_arm",
@@ -126,6 +159,71 @@ SETUPS: dict[str, Setup] = {
         params_file="real_arm.yaml",
         nodes=(CAMERA, POLICY, DRIVER),
         arguments=_COMMON_ARGUMENTS,
+    ),
+    "record": Setup(
+        name="record",
+        description="episode recorder for teleoperated demonstrations on a robot (camera, arm and teleoperation "
+        "drivers are yours); start / stop / discard episodes with its services or `ceed-vla episode`",
+        params_file="record.yaml",
+        nodes=(RECORDER,),
+        arguments=_RECORD_ARGUMENTS
+        + (
+            LaunchArgument(
+                "camera_topic",
+                "sensor_msgs/Image topic of the camera",
+                remap=("episode_recorder", "image"),
+                remap_default="/camera/image_raw",
+            ),
+            LaunchArgument(
+                "joint_names",
+                "joints of state and action, in order, e.g. [j1, j2]",
+                parameters=(("episode_recorder", "joint_names"),),
+            ),
+            LaunchArgument(
+                "action_topic",
+                "the commands recorded as the action",
+                parameters=(("episode_recorder", "action_topic"),),
+            ),
+            LaunchArgument(
+                "action_type",
+                "forward_position (Float64MultiArray) | joint_state (a leader arm) | joint_trajectory (first point)",
+                parameters=(("episode_recorder", "action_type"),),
+            ),
+            LaunchArgument(
+                "on_shutdown", "what Ctrl-C does with an episode in progress: discard | save",
+                parameters=(("episode_recorder", "on_shutdown"),),
+            ),
+        ),
+    ),
+    "record_sim": Setup(
+        name="record_sim",
+        description="N scripted-expert demonstrations of the simulated arm, recorded over DDS into a LeRobot "
+        "dataset (sim arm with expert_teleop + episode recorder + episode runner); ends when they are saved",
+        params_file="record_sim.yaml",
+        nodes=(SIM_ARM, RECORDER, SIM_EPISODE_RUNNER),
+        arguments=_RECORD_ARGUMENTS
+        + (
+            LaunchArgument("episodes", "episodes to save", parameters=(("sim_episode_runner", "episodes"),)),
+            LaunchArgument(
+                "task", "reach | push", parameters=(("sim_arm", "task"), ("sim_episode_runner", "task"))
+            ),
+            LaunchArgument(
+                "seed", "layout seed of the first episode (attempt i: seed + i)",
+                parameters=(("sim_arm", "seed"), ("sim_episode_runner", "seed")),
+            ),
+            LaunchArgument("image_size", "camera image size (px)", parameters=(("sim_arm", "image_size"),)),
+            LaunchArgument(
+                "camera_rate_hz", "camera frame rate (Hz)", parameters=(("sim_arm", "camera_rate_hz"),)
+            ),
+            LaunchArgument(
+                "max_episode_s", "wall seconds an attempt may take to succeed",
+                parameters=(("sim_episode_runner", "max_episode_s"),),
+            ),
+            LaunchArgument(
+                "keep_failed", "save attempts that did not succeed too (true | false)",
+                parameters=(("sim_episode_runner", "keep_failed"),),
+            ),
+        ),
     ),
 }
 
@@ -231,11 +329,13 @@ def launch_description(setup_name: str):
             for target_node, parameter in argument.parameters:
                 if target_node == node.name:
                     value_type = type(declared_types.get(node.name, {}).get(parameter, ""))
+                    if value_type is list:
+                        value_type = None  # launch_ros reads the argument as YAML: "[j1, j2]" is a list
                     overrides[parameter] = ParameterValue(LaunchConfiguration(argument.name), value_type=value_type)
         if node.respawn:
             on_exit = {"respawn": True, "respawn_delay": RESPAWN_DELAY_S}
         else:
-            on_exit = {"on_exit": [Shutdown(reason=f"{node.name} exited: it keeps the arm safe, stopping all")]}
+            on_exit = {"on_exit": [Shutdown(reason=f"{node.name} exited: {node.exit_reason}")]}
         actions.append(
             Node(
                 package="ceed_vla_ros",

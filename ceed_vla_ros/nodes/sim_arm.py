@@ -62,6 +62,13 @@ doubles, write ``15.0`` not ``15``; a rejected start-up value stops the node wit
 * ``camera_rate_hz`` (double 0.1-60, default 15.0): rate of camera/image_raw.
 * ``image_size`` (int 8-1024, default 64): width = height of the camera images (px).
 * ``end_on_success`` (bool, default true): the first success ends the episode (see ``~/success``).
+* ``expert_teleop`` (bool, default false): the scripted expert of :mod:`ceed_vla_ros.sim.expert`
+  acts as a teleoperator: every ``CONTROL_DT`` (0.1 s) it computes the next absolute joint target
+  from the simulator's privileged state (the same target, velocity limited, that ``ceed-vla
+  record`` stores as the label) and PUBLISHES it on ``/forward_position_controller/commands``,
+  where this node (and an ``episode_recorder``) receive it like any other command. After an
+  ``end_on_success`` success it publishes the held pose. For recording demonstrations over DDS
+  (``ceed-vla launch record_sim``); leave it off when a policy drives the arm.
 """
 
 from __future__ import annotations
@@ -88,7 +95,8 @@ from ceed_vla_ros.nodes.interfaces import (
 )
 from ceed_vla_ros.nodes.interfaces import SIM_CAMERA_TOPIC as IMAGE_TOPIC
 from ceed_vla_ros.nodes.parameters import Param, declare_parameters, run_node
-from ceed_vla_ros.sim.env import COLOURS, TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.env import COLOURS, CONTROL_DT, TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.expert import Expert, make_expert
 from ceed_vla_ros.sim.mjcf import PHYSICS_TIMESTEP
 from ceed_vla_ros.srv import ResetEpisode
 
@@ -120,6 +128,8 @@ PARAMETERS = (
     Param("image_size", 64, "width and height of the camera images (px)", minimum=8, maximum=1024, read_only=True),
     Param("end_on_success", True, "the first success ends the episode: the arm holds and ignores commands "
           "until ~/reset_episode", read_only=True),
+    Param("expert_teleop", False, "the scripted expert publishes its joint targets on the forward command "
+          "topic every 0.1 s, as a teleoperator would (recording demonstrations)", read_only=True),
 )
 
 
@@ -175,6 +185,11 @@ class SimArmNode(Node):
                           self._publish_joint_state, clock=steady)
         self._camera_timer = self.create_timer(
             1.0 / self.get_parameter("camera_rate_hz").value, self._publish_image, clock=steady)
+
+        if self.get_parameter("expert_teleop").value:
+            self._expert_pub = self.create_publisher(Float64MultiArray, FORWARD_COMMAND_TOPIC, 10)
+            self._experts: dict[str, Expert] = {}
+            self.create_timer(CONTROL_DT, self._publish_expert_command, clock=steady)
 
         colour = self.get_parameter("colour").value
         self._start_episode(self._env, self.get_parameter("seed").value, colour or None)
@@ -307,6 +322,20 @@ class SimArmNode(Node):
             self._trajectory = None
         if not self._episode_over:
             self._env.set_joint_command(target)
+
+    # ------------------------------------------------------------------ expert teleoperator
+    def _publish_expert_command(self) -> None:
+        """expert_teleop: publish the scripted expert's next target (the held pose once over)."""
+        self._update_physics()
+        env = self._env
+        if self._episode_over:
+            target = env.joint_target
+        else:
+            if env.task not in self._experts:
+                self._experts[env.task] = make_expert(env)
+            obs = {"joint_positions": env.joint_positions}
+            target = env.clip_joint_target(self._experts[env.task].act(obs, env.privileged()), env.joint_target)
+        self._expert_pub.publish(Float64MultiArray(data=target.tolist()))
 
     # ------------------------------------------------------------------ episodes
     def _start_episode(self, env: TabletopArmEnv, seed: int, colour: str | None) -> Header:

@@ -45,6 +45,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.tools.robot_bench:transitions",
         "Chunk transitions (replace, warm start, temporal ensemble, prefix pinning): jerk, boundary steps, success.",
     ),
+    "bench-recorder": (
+        "ceed_vla_ros.tools.recorder_bench",
+        "The episode recorder's cost at its rate: frames written / dropped, CPU, write time per frame.",
+    ),
     "bench-shutdown": (
         "ceed_vla_ros.tools.shutdown_bench",
         "Seconds each node of a bring-up takes to exit after Ctrl-C.",
@@ -58,6 +62,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "Consistency-distil a student from a teacher's Jacobi trajectories.",
     ),
     "demo": ("ceed_vla_ros.tools.demo", "Run the simulated-arm suite for a few episodes with live progress."),
+    "episode": (
+        "ceed_vla_ros.tools.episode",
+        "Start, stop (save) or discard an episode of a running episode recorder.",
+    ),
     "eval": (
         "ceed_vla_ros.tools.evaluation",
         "Closed-loop evaluation of checkpoints x decoding settings in the simulator.",
@@ -79,7 +87,10 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.datasets.export:inspect",
         "Show (and with --check, read through) a LeRobot v3.0 / v2.1 dataset.",
     ),
-    "launch": ("ceed_vla_ros.tools.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
+    "launch": (
+        "ceed_vla_ros.tools.launcher",
+        "Start a bring-up (sim_arm, real_arm, record, record_sim) without ros2 launch.",
+    ),
     "record": ("ceed_vla_ros.tools.record", "Record scripted-expert demonstrations to HDF5."),
     "soak": (
         "ceed_vla_ros.tools.pipeline_bench:soak",

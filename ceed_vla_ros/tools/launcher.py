@@ -4,8 +4,10 @@ Starts every node of :data:`ceed_vla_ros.bringup.SETUPS` ``[setup]`` as its own 
 installed executables, the same parameter file and arguments as the launch file), prefixes their
 output with the node name and stops all of them cleanly on Ctrl-C / SIGTERM. A node that exits on
 its own is handled as ``ros2 launch`` handles it (see :mod:`ceed_vla_ros.bringup`): the camera
-subscriber and the policy are restarted after ``RESPAWN_DELAY_S``; the exit of the arm driver or
-the simulated arm stops the others and the runner exits with code 1.
+subscriber and the policy are restarted after ``RESPAWN_DELAY_S``; the exit of the arm driver,
+the simulated arm or the episode recorder stops the others and the runner exits with code 1; the
+exit of a node that does a finite job (``finishes``: the sim episode runner) stops the others and
+the runner exits with its code (0: done).
 """
 
 from __future__ import annotations
@@ -106,12 +108,18 @@ def run(setup: Setup, values: dict[str, str], respawn_delay_s: float = RESPAWN_D
     """Run until Ctrl-C / SIGTERM (exit 0) or until a node that is not respawned exits (exit 1)."""
     suite = NodeSuite(setup, values)
     respawn = {node.name: node.respawn for node in setup.nodes}
+    finishes = {node.name: node.finishes for node in setup.nodes}
     restart_at: dict[str, float] = {}
     with stop_requested() as stop:
         suite.start()
         print(f"[launch] {setup.name}: started {', '.join(suite.processes)}; Ctrl-C stops all", flush=True)
         while not stop.wait(0.2):
             for name, code in suite.dead_nodes().items():
+                if finishes[name]:
+                    print(f"[launch] {name} {'finished' if code == 0 else f'failed (exit code {code})'}: "
+                          "stopping the others", file=sys.stderr if code else sys.stdout, flush=True)
+                    suite.stop()
+                    return 0 if code == 0 else 1
                 if not respawn[name]:
                     print(f"[launch] {name} exited with code {code}: stopping the others", file=sys.stderr, flush=True)
                     suite.stop()

@@ -1,0 +1,11 @@
+"""`ros2 launch ceed_vla_ros record_sim.launch.py [name:=value ...]`: see ceed_vla_ros.bringup.
+
+The nodes, their parameter file (config/record_sim.yaml) and the launch arguments are defined once in
+ceed_vla_ros.bringup; `ceed-vla launch record_sim` starts the same nodes where `ros2 launch` is missing.
+"""
+
+from ceed_vla_ros.bringup import launch_description
+
+
+def generate_launch_description():
+    return launch_description("record_sim")
