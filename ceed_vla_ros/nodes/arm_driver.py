@@ -19,10 +19,19 @@ Publishes (``command_interface``)
     joint_trajectory_controller's ``~/joint_trajectory``), one point one control period ahead.
     ``~/holding`` (std_msgs/Bool): true while the driver holds the arm (no actions, watchdog,
     e-stop, chunk used up), published on change.
+
+Timing: the commands are computed and published by a dedicated thread
+(:class:`ceed_vla_ros.control_loop.DeadlineLoop`) woken at absolute deadlines on the monotonic
+clock, not by an rclpy timer; the executor (main thread) serves the subscriptions, services and
+diagnostics, and both share the core under one lock. The command messages are allocated once
+and refilled in place every period. ``realtime_priority`` > 0 asks for SCHED_FIFO for that
+thread (logged when the system does not permit it).
 """
 
 from __future__ import annotations
 
+import array
+import sys
 import threading
 import time
 
@@ -36,6 +45,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
+from ceed_vla_ros.control_loop import DeadlineLoop
 from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
@@ -69,7 +79,11 @@ PARAMETERS = (
     Param("position_lower", [-1.0], "lower position limit per joint (rad)", read_only=True),
     Param("position_upper", [1.0], "upper position limit per joint (rad)", read_only=True),
     Param("max_velocity", [0.5], "velocity limit per joint (rad/s)", read_only=True),
-    Param("control_rate_hz", 200.0, "command rate", minimum=10.0, maximum=2000.0, read_only=True),
+    Param("control_rate_hz", 200.0, "command rate (a dedicated thread at absolute deadlines; 500 Hz is supported)",
+          minimum=10.0, maximum=2000.0, read_only=True),
+    Param("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99; 0: normal scheduling). "
+          "Needs CAP_SYS_NICE or an rtprio limit; without it the driver logs a warning and runs normally",
+          minimum=0, maximum=99, read_only=True),
     Param("watchdog_timeout_s", 0.5, "hold the arm when no fresh action arrived for this long",
           minimum=0.02, maximum=10.0),
     Param("enable_actuation", False, "send commands at all (false: compute and log only)"),
@@ -125,15 +139,45 @@ class ArmDriverNode(Node):
         self.create_subscription(Bool, "~/estop", self._on_estop_topic, 10)
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_service)
-        self.create_timer(self.control_period_s, self._on_control_timer)
+        self._prepare_command_message()
         self.commands_sent = 0
         self.chunks_accepted = 0
         self._last_reason = "starting"
         DiagnosticsPublisher(self, self._health)
+        # The GIL: a waiting thread asks the running one to let go after this interval (default 5 ms,
+        # more than a 500 Hz period); the loop thread must not wait that long behind a callback.
+        sys.setswitchinterval(min(sys.getswitchinterval(), max(0.0005, self.control_period_s / 4)))
+        self.loop = DeadlineLoop(self.control_period_s, self._on_control_period, name="arm-driver-control",
+                                 realtime_priority=values["realtime_priority"], on_error=self._on_loop_error)
+        self.loop.start()
+        log_scheduling = self.get_logger().warning if values["realtime_priority"] > 0 and not \
+            self.loop.realtime_status.startswith("SCHED_FIFO") else self.get_logger().info
+        log_scheduling(f"control thread: {self.loop.realtime_status}")
         self.get_logger().info(
             f"{len(self.joint_names)} joints at {values['control_rate_hz']:.0f} Hz via {self.command_interface}; "
             f"actuation {'ENABLED' if values['enable_actuation'] else 'disabled'}; "
             f"checkpoints known: {', '.join(sorted(self._metadata_by_id)) or 'none yet'}")
+
+    def _prepare_command_message(self) -> None:
+        """One command message, refilled in place every period through a numpy view of its array
+        (no per-period message, list or float objects)."""
+        positions = array.array("d", bytes(8 * len(self.joint_names)))
+        self._command_positions = np.frombuffer(positions, dtype=np.float64)  # writable view
+        if self.command_interface == "forward_position":
+            self._command_message = Float64MultiArray(data=positions)
+        else:
+            nanoseconds = int(self.control_period_s * 1e9)
+            point = JointTrajectoryPoint(positions=positions, time_from_start=Duration(sec=0, nanosec=nanoseconds))
+            self._command_message = JointTrajectory(joint_names=self.joint_names, points=[point])
+
+    def destroy_node(self) -> None:
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.stop()  # no publishing from the control thread into a destroyed node
+        super().destroy_node()
+
+    def _on_loop_error(self, error: BaseException) -> None:
+        self.get_logger().fatal(f"control loop stopped by {type(error).__name__}: {error}; the arm is not commanded")
 
     def _health(self) -> Health:
         with self._lock:
@@ -146,9 +190,16 @@ class ArmDriverNode(Node):
             level, message = WARN, f"holding: {self._last_reason}"
         else:
             level, message = OK, "following actions"
+        loop = self.loop
+        values |= {"control_scheduling": loop.realtime_status,
+                   "control_max_lateness_ms": round(1000.0 * loop.max_lateness_s, 3)}
+        if loop.error is not None:
+            level, message = ERROR, f"control loop stopped: {loop.error}"
         return Health(level, message, values, counters={"commands_sent": self.commands_sent,
                                                         "chunks_accepted": self.chunks_accepted,
-                                                        "chunks_refused": self.refused})
+                                                        "chunks_refused": self.refused,
+                                                        "control_periods": loop.periods,
+                                                        "control_periods_missed": loop.missed})
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _scan_checkpoints(self) -> None:
@@ -257,7 +308,8 @@ class ArmDriverNode(Node):
                 elif parameter.name == "watchdog_timeout_s":
                     self.core.watchdog_timeout_s = float(parameter.value)
 
-    def _on_control_timer(self) -> None:
+    def _on_control_period(self, deadline_s: float, now_s: float) -> None:
+        """One control period, on the control thread (``deadline_s``, ``now_s``: monotonic clock)."""
         now = self._now()
         with self._lock:
             command = self.core.step(now)
@@ -269,15 +321,9 @@ class ArmDriverNode(Node):
             log(f"{'holding' if command.holding else 'moving'}: {command.reason}")
         if command.positions is None:
             return
+        self._command_positions[:] = command.positions
+        self.command_publisher.publish(self._command_message)
         self.commands_sent += 1
-        if self.command_interface == "forward_position":
-            self.command_publisher.publish(Float64MultiArray(data=command.positions.tolist()))
-        else:
-            nanoseconds = int(self.control_period_s * 1e9)
-            point = JointTrajectoryPoint(
-                positions=command.positions.tolist(), time_from_start=Duration(sec=0, nanosec=nanoseconds)
-            )
-            self.command_publisher.publish(JointTrajectory(joint_names=self.joint_names, points=[point]))
 
 
 def main(args: list[str] | None = None) -> int:

@@ -26,8 +26,9 @@ teacher's outliers (wrong cube, mode errors), where the paper's mixed labels swi
 ground truth.
 
 Runs through Hugging Face ``accelerate``: the same command works on one CPU and, with
-``accelerate launch --num_processes N -m ceed_vla_ros.tools.cli distill ...``, on N GPUs (the global
-``--batch-size`` is split over the processes). Resumable: every ``--save-every`` steps the
+``accelerate launch --num_processes N -m ceed_vla_ros.tools.cli distill ...`` (or ``torchrun``), on
+N GPUs or N CPU processes (gloo); the global ``--batch-size`` is split over the processes and the
+result is that of one process on the whole batch (see :mod:`ceed_vla_ros.training.loop`). Resumable: every ``--save-every`` steps the
 accelerate state (model weights as safetensors; optimizer / scheduler / RNG as torch files, in the
 run dir only) and ``trainer_state.json`` go to ``--run-dir``; ``--resume`` continues from there
 with the same batches (the sample order and the drawn states are functions of seed and step).
@@ -371,17 +372,16 @@ def distill(config: DistillConfig) -> Path:
     running = {"consistency": 0.0, "ar": 0.0, "total": 0.0, "gt_labels": 0.0}
     count = 0
     last: dict = {}
-    rank = accelerator.process_index
+    share = run.process_slice(config.batch_size)
     student.train()
     while step < config.steps:
         if run.out_of_time(step):
             break
-        rows = run.process_share(
-            train_rows[batch_indices(train_rows.size, config.batch_size, config.seed, step, BATCH_STREAM)],
-            config.batch_size,
-        )
-        rng = np.random.default_rng([config.seed, 13, step, rank])
-        batch = make_batch(samples, trajectories, rows, draw_states(trajectories, rows, rng), metadata.image)
+        rows = train_rows[batch_indices(train_rows.size, config.batch_size, config.seed, step, BATCH_STREAM)]
+        # the states are drawn for the whole global batch (the same on every process), then sliced
+        states = draw_states(trajectories, rows, np.random.default_rng([config.seed, 13, step]))
+        rows, states = rows[share], states[share]
+        batch = make_batch(samples, trajectories, rows, states, metadata.image)
         loss, uses_truth = distill_step(
             student,
             optimizer,
@@ -403,7 +403,7 @@ def distill(config: DistillConfig) -> Path:
         bar.update(1)
         bar.set_postfix(cons=f"{loss.consistency:.4f}", ar=f"{loss.ar:.4f}", refresh=False)
         if step % config.log_every == 0 or step == config.steps:
-            last = {k: round(v / count, 5) for k, v in running.items()}
+            last = {k: round(v, 5) for k, v in run.mean_over_processes({k: v / count for k, v in running.items()}).items()}
             run.log({"step": step, "lr": scheduler.get_last_lr()[0], "seconds": round(run.elapsed(), 1), **last})
             running = dict.fromkeys(running, 0.0)
             count = 0
@@ -413,7 +413,7 @@ def distill(config: DistillConfig) -> Path:
             save_state()
     bar.close()
     if count:
-        last = {k: round(v / count, 5) for k, v in running.items()}
+        last = {k: round(v, 5) for k, v in run.mean_over_processes({k: v / count for k, v in running.items()}).items()}
     validate()
     save_state()
     if accelerator.is_main_process:
