@@ -107,7 +107,9 @@ _COMMON_ARGUMENTS = (
         parameters=(("arm_driver", "enable_actuation"),),
     ),
     LaunchArgument(
-        "control_rate_hz", "arm driver command rate (Hz; e.g. 200 or 500)", parameters=(("arm_driver", "control_rate_hz"),)
+        "control_rate_hz",
+        "arm driver command rate (Hz; e.g. 200 or 500)",
+        parameters=(("arm_driver", "control_rate_hz"),),
     ),
     LaunchArgument(
         "realtime_priority",

@@ -9,13 +9,21 @@ for ``--seconds``, once on an otherwise idle machine and once with every core ke
   image and chunk, conversion, resize, preprocessing, waiting for the decoder);
 * /actions -> command: receive time of the first driver command after each chunk, minus the chunk's
   receive time (the driver's next control cycle plus transport);
-* the driver's command rate and its period error (``|period - 1/control_rate_hz|``) p50/p99, from
-  the command receive times in this process (so DDS delivery jitter is included);
+* the driver's command rate and its period error (``|period - 1/control_rate_hz|``) p50/p99/max
+  at the receiver: the DDS reception stamps of the commands in this process (rmw
+  ``received_timestamp``, taken by the middleware when the sample arrives, so the probe's own
+  executor does not add its jitter; DDS delivery jitter is included), and the same at the
+  driver (``source_timestamp``: when the driver published);
 * CPU share (% of one core) and RSS (MiB) of every node process at start and end.
 
 ``ceed-vla soak`` is the same measurement for a long run (default 10 minutes), comparing the first and
 the last minute and counting dropped frames and error lines: nothing may grow without bound.
 Episodes are reset every ``--episode-seconds`` so the arm keeps moving.
+
+``--rates 200,500,1000`` repeats the whole measurement (a fresh suite each) with the driver's
+``control_rate_hz`` set to each rate and prints one control-loop table side by side: achieved
+rate, period error p50/p99/max at the receiver (and p99 at the source), and the CPU share of the
+driver, idle and loaded. ``--realtime-priority N`` starts the driver with ``realtime_priority:=N``.
 """
 
 from __future__ import annotations
@@ -64,11 +72,14 @@ class Window:
     decode_ms: list[float] = field(default_factory=list)
     iterations: list[int] = field(default_factory=list)
     action_to_command_ms: list[float] = field(default_factory=list)
-    command_times: list[float] = field(default_factory=list)
+    command_times: list[float] = field(default_factory=list)  # DDS reception stamps (s)
+    command_source_times: list[float] = field(default_factory=list)  # the driver's publication stamps (s)
 
     def summary(self, control_rate_hz: float) -> dict[str, float]:
         periods = np.diff(self.command_times) if len(self.command_times) > 1 else np.array([])
         errors_ms = np.abs(periods - 1.0 / control_rate_hz) * 1000.0
+        source_periods = np.diff(self.command_source_times) if len(self.command_source_times) > 1 else np.array([])
+        source_errors_ms = np.abs(source_periods - 1.0 / control_rate_hz) * 1000.0
         duration = self.command_times[-1] - self.command_times[0] if len(self.command_times) > 1 else float("nan")
         other = [t - d for t, d in zip(self.latency_ms, self.decode_ms)]
         return {
@@ -87,6 +98,11 @@ class Window:
             else 0.0,
             "command_period_error_p50_ms": percentile(errors_ms, 50),
             "command_period_error_p99_ms": percentile(errors_ms, 99),
+            "command_period_error_max_ms": float(errors_ms.max()) if errors_ms.size else float("nan"),
+            "command_period_error_source_p50_ms": percentile(source_errors_ms, 50),
+            "command_period_error_source_p99_ms": percentile(source_errors_ms, 99),
+            "command_period_error_source_max_ms": float(source_errors_ms.max()) if source_errors_ms.size
+            else float("nan"),
         }
 
 
@@ -133,10 +149,12 @@ class Probe:
             self.window.iterations.append(msg.iterations)
             self._pending_actions.append(now)
 
-    def _on_command(self, msg) -> None:
+    def _on_command(self, msg, info) -> None:
+        """(message, rmw message info: rclpy >= Iron calls a two-argument callback with it)."""
         now = time.time()
         with self.lock:
-            self.window.command_times.append(now)
+            self.window.command_times.append(info["received_timestamp"] * 1e-9)
+            self.window.command_source_times.append(info["source_timestamp"] * 1e-9)
             for received in self._pending_actions:
                 self.window.action_to_command_ms.append((now - received) * 1000.0)
             self._pending_actions.clear()
@@ -304,8 +322,50 @@ def sim_suite_settings(assignments: list[str]) -> tuple[dict[str, str], float]:
     return values, control_rate
 
 
+CONTROL_KEYS = (
+    ("command_rate_hz", "achieved Hz", "{:.1f}"),
+    ("command_period_error_p50_ms", "period error p50 ms", "{:.3f}"),
+    ("command_period_error_p99_ms", "p99 ms", "{:.3f}"),
+    ("command_period_error_max_ms", "max ms", "{:.2f}"),
+    ("command_period_error_source_p99_ms", "p99 at the driver ms", "{:.3f}"),
+)
+
+
+def control_loop_table(results: dict[float, dict[str, dict]]) -> str:
+    """One row per (rate, condition): the driver's timing at the receiver and every node's CPU."""
+    nodes = sorted({n for runs in results.values() for run in runs.values() for n in run["nodes"]})
+    header = ["rate Hz", "condition", *(label for _, label, _ in CONTROL_KEYS), *(f"CPU % {n}" for n in nodes)]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for rate, runs in results.items():
+        for condition, run in runs.items():
+            cells = [f"{rate:g}", condition, *(fmt.format(run[key]) for key, _, fmt in CONTROL_KEYS)]
+            cells += [f"{run['nodes'].get(n, {}).get('cpu_percent', float('nan')):.1f}" for n in nodes]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_rates(text: str) -> list[float]:
+    try:
+        rates = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rates: comma-separated Hz values, got {text!r}") from None
+    if not rates or any(not 10.0 <= r <= 2000.0 for r in rates):
+        raise argparse.ArgumentTypeError(f"--rates: each within 10-2000 Hz (the driver's range), got {text!r}")
+    return rates
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per condition")
+    parser.add_argument(
+        "--rates",
+        type=parse_rates,
+        default=None,
+        help="comma-separated driver control rates (e.g. 200,500,1000): the measurement once per rate, "
+        "and a control-loop table side by side (default: the parameter file's rate only)",
+    )
+    parser.add_argument(
+        "--realtime-priority", type=int, default=None, help="start the driver with realtime_priority:=N (SCHED_FIFO)"
+    )
     parser.add_argument(
         "--load-processes",
         type=int,
@@ -320,20 +380,33 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cli_main(args: argparse.Namespace) -> int:
     values, control_rate = sim_suite_settings(args.assignments)
-
-    runs, log = run_suite(
-        values,
-        lambda suite, probe: measure_idle_and_loaded(
-            suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, control_rate
-        ),
-    )
-    table = pipeline_table(runs)
-    print(table)
+    if args.realtime_priority is not None:
+        values["realtime_priority"] = str(args.realtime_priority)
+    if "control_rate_hz" in values:
+        control_rate = float(values["control_rate_hz"])
+    rates = args.rates or [control_rate]
+    results: dict[float, dict] = {}
+    logs: list[str] = []
+    for rate in rates:
+        print(f"== driver at {rate:g} Hz", flush=True)
+        runs, log = run_suite(
+            {**values, "control_rate_hz": repr(float(rate))},
+            lambda suite, probe, rate=rate: measure_idle_and_loaded(
+                suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, rate
+            ),
+        )
+        results[rate] = runs
+        logs.append(f"== {rate:g} Hz\n{log}")
+        print(pipeline_table(runs), flush=True)
+    control = control_loop_table(results)
+    print("\ncontrol loop (period error = |command interval - 1/rate| at the receiver):\n" + control)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "pipeline.json").write_text(json.dumps(runs, indent=2))
-        (args.out / "pipeline.md").write_text(table + "\n")
-        (args.out / "pipeline_nodes.log").write_text(log)
+        payload = results[rates[0]] if len(rates) == 1 else {f"{r:g}": results[r] for r in rates}
+        (args.out / "pipeline.json").write_text(json.dumps(payload, indent=2))
+        tables = "\n\n".join(f"### {r:g} Hz\n\n{pipeline_table(results[r])}" for r in rates)
+        (args.out / "pipeline.md").write_text(tables + "\n\n### control loop\n\n" + control + "\n")
+        (args.out / "pipeline_nodes.log").write_text("\n".join(logs))
     return 0
 
 

@@ -265,7 +265,8 @@ class TrainingRun:
         self.accelerator.save_state(str(self.run_dir / STATE_DIR), safe_serialization=True)
         if self.is_main_process:
             export_checkpoint()
-            state = {"step": step, "train_seconds": self.elapsed(), **(extra() if extra else {})}
+            state = {"step": step, "train_seconds": self.elapsed(), "processes": self.num_processes,
+                     **(extra() if extra else {})}
             (self.run_dir / TRAINER_STATE).write_text(json.dumps(state))
 
     def close(self) -> None:

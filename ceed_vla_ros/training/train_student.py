@@ -28,10 +28,11 @@ ground truth.
 Runs through Hugging Face ``accelerate``: the same command works on one CPU and, with
 ``accelerate launch --num_processes N -m ceed_vla_ros.tools.cli distill ...`` (or ``torchrun``), on
 N GPUs or N CPU processes (gloo); the global ``--batch-size`` is split over the processes and the
-result is that of one process on the whole batch (see :mod:`ceed_vla_ros.training.loop`). Resumable: every ``--save-every`` steps the
-accelerate state (model weights as safetensors; optimizer / scheduler / RNG as torch files, in the
-run dir only) and ``trainer_state.json`` go to ``--run-dir``; ``--resume`` continues from there
-with the same batches (the sample order and the drawn states are functions of seed and step).
+result is that of one process on the whole batch (see :mod:`ceed_vla_ros.training.loop`).
+Resumable: every ``--save-every`` steps the accelerate state (model weights as safetensors;
+optimizer / scheduler / RNG as torch files, in the run dir only) and ``trainer_state.json`` go to
+``--run-dir``; ``--resume`` continues from there with the same batches (the sample order and the
+drawn states are functions of seed and step), also with another process count.
 The final student is written with :func:`~ceed_vla_ros.checkpoint.save_checkpoint` to
 ``<model-dir>/<out-name>`` with ``Provenance(role="student", parent=<teacher checkpoint_id>)``.
 
@@ -403,7 +404,7 @@ def distill(config: DistillConfig) -> Path:
         bar.update(1)
         bar.set_postfix(cons=f"{loss.consistency:.4f}", ar=f"{loss.ar:.4f}", refresh=False)
         if step % config.log_every == 0 or step == config.steps:
-            last = {k: round(v, 5) for k, v in run.mean_over_processes({k: v / count for k, v in running.items()}).items()}
+            last = _rounded_mean(run, running, count)
             run.log({"step": step, "lr": scheduler.get_last_lr()[0], "seconds": round(run.elapsed(), 1), **last})
             running = dict.fromkeys(running, 0.0)
             count = 0
@@ -413,7 +414,7 @@ def distill(config: DistillConfig) -> Path:
             save_state()
     bar.close()
     if count:
-        last = {k: round(v, 5) for k, v in run.mean_over_processes({k: v / count for k, v in running.items()}).items()}
+        last = _rounded_mean(run, running, count)
     validate()
     save_state()
     if accelerator.is_main_process:
@@ -423,6 +424,11 @@ def distill(config: DistillConfig) -> Path:
         )
     run.close()
     return final_path
+
+
+def _rounded_mean(run: TrainingRun, running: dict[str, float], count: int) -> dict[str, float]:
+    """The running sums over ``count`` steps as means over the steps and the processes."""
+    return {k: round(v, 5) for k, v in run.mean_over_processes({k: v / count for k, v in running.items()}).items()}
 
 
 def student_provenance(
