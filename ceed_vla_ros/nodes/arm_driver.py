@@ -30,7 +30,6 @@ thread (logged when the system does not permit it).
 
 from __future__ import annotations
 
-import array
 import sys
 import threading
 import time
@@ -159,16 +158,19 @@ class ArmDriverNode(Node):
             f"checkpoints known: {', '.join(sorted(self._metadata_by_id)) or 'none yet'}")
 
     def _prepare_command_message(self) -> None:
-        """One command message, refilled in place every period through a numpy view of its array
-        (no per-period message, list or float objects)."""
-        positions = array.array("d", bytes(8 * len(self.joint_names)))
-        self._command_positions = np.frombuffer(positions, dtype=np.float64)  # writable view
+        """One command message, refilled in place every period through a numpy view of the array
+        it holds (no per-period message, list or float objects). The view is taken from the
+        message's own array: the generated constructors copy what they are given."""
+        zeros = [0.0] * len(self.joint_names)
         if self.command_interface == "forward_position":
-            self._command_message = Float64MultiArray(data=positions)
+            self._command_message = Float64MultiArray(data=zeros)
+            held = self._command_message.data
         else:
             nanoseconds = int(self.control_period_s * 1e9)
-            point = JointTrajectoryPoint(positions=positions, time_from_start=Duration(sec=0, nanosec=nanoseconds))
+            point = JointTrajectoryPoint(positions=zeros, time_from_start=Duration(sec=0, nanosec=nanoseconds))
             self._command_message = JointTrajectory(joint_names=self.joint_names, points=[point])
+            held = self._command_message.points[0].positions
+        self._command_positions = np.frombuffer(held, dtype=np.float64)  # a writable view of the message's array
 
     def destroy_node(self) -> None:
         loop = getattr(self, "loop", None)
