@@ -112,6 +112,11 @@ _COMMON_ARGUMENTS = (
         parameters=(("arm_driver", "control_rate_hz"),),
     ),
     LaunchArgument(
+        "control_loop",
+        "thread (deadline thread) | rclpy_timer (the previous loop, for comparison)",
+        parameters=(("arm_driver", "control_loop"),),
+    ),
+    LaunchArgument(
         "realtime_priority",
         "SCHED_FIFO priority of the driver's control thread (0: normal scheduling)",
         parameters=(("arm_driver", "realtime_priority"),),

@@ -51,6 +51,18 @@ def _libc_clock_nanosleep():
 
 
 _CLOCK_NANOSLEEP = _libc_clock_nanosleep()
+PR_SET_NAME = 15
+
+
+def name_this_thread(name: str) -> None:
+    """Give the calling thread its name in the OS (``top -H``, ``/proc/<pid>/task/*/comm``); Linux only."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6")
+        libc.prctl(PR_SET_NAME, ctypes.c_char_p(name.encode()[:15]), 0, 0, 0)
+    except (OSError, AttributeError):
+        pass
 
 
 def sleep_until_ns(deadline_ns: int) -> None:
@@ -152,6 +164,7 @@ class DeadlineLoop:
         return self._start_ns + (index + 1) * self.period_ns
 
     def _run(self) -> None:
+        name_this_thread(self._thread.name)
         self.realtime_status = set_realtime_priority(self.realtime_priority)
         self._start_ns = self._clock_ns()
         self._started.set()

@@ -60,9 +60,11 @@ from ceed_vla_ros.nodes.interfaces import (
     stamp_to_seconds,
 )
 from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
+from ceed_vla_ros.nodes.rclpy_compat import low_overhead_executor
 from ceed_vla_ros.paths import resolve_model_dir
 
 COMMAND_INTERFACES = ("forward_position", "joint_trajectory")
+CONTROL_LOOPS = ("thread", "rclpy_timer")
 WARN_PERIOD_S = 2.0
 
 
@@ -83,6 +85,9 @@ PARAMETERS = (
     Param("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99; 0: normal scheduling). "
           "Needs CAP_SYS_NICE or an rtprio limit; without it the driver logs a warning and runs normally",
           minimum=0, maximum=99, read_only=True),
+    Param("control_loop", "thread", "what runs the control periods: the deadline thread, or an rclpy timer on the "
+          "executor (the previous loop, kept for `ceed-vla bench-pipeline --compare-timer`)",
+          choices=CONTROL_LOOPS, read_only=True),
     Param("watchdog_timeout_s", 0.5, "hold the arm when no fresh action arrived for this long",
           minimum=0.02, maximum=10.0),
     Param("enable_actuation", False, "send commands at all (false: compute and log only)"),
@@ -148,7 +153,11 @@ class ArmDriverNode(Node):
         sys.setswitchinterval(min(sys.getswitchinterval(), max(0.0005, self.control_period_s / 4)))
         self.loop = DeadlineLoop(self.control_period_s, self._on_control_period, name="arm-driver-control",
                                  realtime_priority=values["realtime_priority"], on_error=self._on_loop_error)
-        self.loop.start()
+        if values["control_loop"] == "thread":
+            self.loop.start()
+        else:  # the executor's timer (no deadline thread; its counters stay 0)
+            self.loop.realtime_status = "rclpy timer on the executor (control_loop rclpy_timer)"
+            self.create_timer(self.control_period_s, lambda: self._on_control_period(0.0, 0.0))
         log_scheduling = self.get_logger().warning if values["realtime_priority"] > 0 and not \
             self.loop.realtime_status.startswith("SCHED_FIFO") else self.get_logger().info
         log_scheduling(f"control thread: {self.loop.realtime_status}")
@@ -233,7 +242,13 @@ class ArmDriverNode(Node):
 
     # -- callbacks ---------------------------------------------------------------------------------
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        """The ROS clock in seconds: the system clock (``time.time``, the same CLOCK_REALTIME rcl
+        reads, without building rclpy Time objects every control period) unless simulated time
+        is active."""
+        clock = self.get_clock()
+        if clock.ros_time_is_active:
+            return clock.now().nanoseconds * 1e-9
+        return time.time()
 
     def _refuse(self, reason: str) -> None:
         """Count and log a refusal (each kind of reason at most once per WARN_PERIOD_S)."""
@@ -329,7 +344,9 @@ class ArmDriverNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(ArmDriverNode, args, description=__doc__, params=PARAMETERS)
+    # the executor serves 100 Hz joint states besides the rest: the C++ events executor where rclpy has it
+    return run_node(ArmDriverNode, args, description=__doc__, params=PARAMETERS,
+                    executor_factory=low_overhead_executor)
 
 
 if __name__ == "__main__":

@@ -331,14 +331,14 @@ CONTROL_KEYS = (
 )
 
 
-def control_loop_table(results: dict[float, dict[str, dict]]) -> str:
-    """One row per (rate, condition): the driver's timing at the receiver and every node's CPU."""
+def control_loop_table(results: dict[str, dict[str, dict]]) -> str:
+    """One row per (rate [and loop], condition): the driver's timing at the receiver and every node's CPU."""
     nodes = sorted({n for runs in results.values() for run in runs.values() for n in run["nodes"]})
-    header = ["rate Hz", "condition", *(label for _, label, _ in CONTROL_KEYS), *(f"CPU % {n}" for n in nodes)]
+    header = ["rate Hz (loop)", "condition", *(label for _, label, _ in CONTROL_KEYS), *(f"CPU % {n}" for n in nodes)]
     lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
     for rate, runs in results.items():
         for condition, run in runs.items():
-            cells = [f"{rate:g}", condition, *(fmt.format(run[key]) for key, _, fmt in CONTROL_KEYS)]
+            cells = [rate, condition, *(fmt.format(run[key]) for key, _, fmt in CONTROL_KEYS)]
             cells += [f"{run['nodes'].get(n, {}).get('cpu_percent', float('nan')):.1f}" for n in nodes]
             lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
@@ -367,6 +367,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--realtime-priority", type=int, default=None, help="start the driver with realtime_priority:=N (SCHED_FIFO)"
     )
     parser.add_argument(
+        "--compare-timer",
+        action="store_true",
+        help="also measure every rate with the driver's previous loop (control_loop:=rclpy_timer), side by side",
+    )
+    parser.add_argument(
         "--load-processes",
         type=int,
         default=os.cpu_count() or 2,
@@ -385,26 +390,29 @@ def cli_main(args: argparse.Namespace) -> int:
     if "control_rate_hz" in values:
         control_rate = float(values["control_rate_hz"])
     rates = args.rates or [control_rate]
-    results: dict[float, dict] = {}
+    loops = ("thread", "rclpy_timer") if args.compare_timer else (values.get("control_loop", "thread"),)
+    results: dict[str, dict] = {}
     logs: list[str] = []
     for rate in rates:
-        print(f"== driver at {rate:g} Hz", flush=True)
-        runs, log = run_suite(
-            {**values, "control_rate_hz": repr(float(rate))},
-            lambda suite, probe, rate=rate: measure_idle_and_loaded(
-                suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, rate
-            ),
-        )
-        results[rate] = runs
-        logs.append(f"== {rate:g} Hz\n{log}")
-        print(pipeline_table(runs), flush=True)
+        for control_loop in loops:
+            key = f"{rate:g}" if len(loops) == 1 else f"{rate:g} {control_loop}"
+            print(f"== driver at {rate:g} Hz, control_loop {control_loop}", flush=True)
+            runs, log = run_suite(
+                {**values, "control_rate_hz": repr(float(rate)), "control_loop": control_loop},
+                lambda suite, probe, rate=rate: measure_idle_and_loaded(
+                    suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, rate
+                ),
+            )
+            results[key] = runs
+            logs.append(f"== {key}\n{log}")
+            print(pipeline_table(runs), flush=True)
     control = control_loop_table(results)
     print("\ncontrol loop (period error = |command interval - 1/rate| at the receiver):\n" + control)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        payload = results[rates[0]] if len(rates) == 1 else {f"{r:g}": results[r] for r in rates}
+        payload = next(iter(results.values())) if len(results) == 1 else results
         (args.out / "pipeline.json").write_text(json.dumps(payload, indent=2))
-        tables = "\n\n".join(f"### {r:g} Hz\n\n{pipeline_table(results[r])}" for r in rates)
+        tables = "\n\n".join(f"### {key} Hz\n\n{pipeline_table(runs)}" for key, runs in results.items())
         (args.out / "pipeline.md").write_text(tables + "\n\n### control loop\n\n" + control + "\n")
         (args.out / "pipeline_nodes.log").write_text("\n".join(logs))
     return 0
