@@ -23,7 +23,11 @@ Episodes are reset every ``--episode-seconds`` so the arm keeps moving.
 ``--rates 200,500,1000`` repeats the whole measurement (a fresh suite each) with the driver's
 ``control_rate_hz`` set to each rate and prints one control-loop table side by side: achieved
 rate, period error p50/p99/max at the receiver (and p99 at the source), and the CPU share of the
-driver, idle and loaded. ``--realtime-priority N`` starts the driver with ``realtime_priority:=N``.
+driver, idle and loaded. ``--realtime-priority N`` starts the driver with ``realtime_priority:=N``;
+``--probe-realtime-priority N`` runs the receiving probe's threads SCHED_FIFO (a real controller
+receives in a real-time thread; a normal-priority probe on a busy machine measures its own
+scheduling delays); ``--compare-timer`` measures every rate also with the previous loop
+(``control_loop:=rclpy_timer``).
 """
 
 from __future__ import annotations
@@ -42,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from ceed_vla_ros.bringup import get_setup
+from ceed_vla_ros.control_loop import set_realtime_priority
 from ceed_vla_ros.tools.launcher import NodeSuite
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -109,7 +114,11 @@ class Window:
 class Probe:
     """A node in this process recording /actions, driver commands and diagnostics."""
 
-    def __init__(self) -> None:
+    def __init__(self, realtime_priority: int = 0) -> None:
+        """``realtime_priority`` > 0: the probe's threads (its DDS receive threads and executor) run
+        SCHED_FIFO, like a real-time controller receiving the commands; set on this thread only
+        while they are created (they inherit it), so the node and load processes started from
+        here keep normal scheduling."""
         from diagnostic_msgs.msg import DiagnosticArray
         from std_msgs.msg import Float64MultiArray
 
@@ -135,7 +144,12 @@ class Probe:
             node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
         self._probe = probe_node("ceed_vla_pipeline_probe", setup=subscribe)
-        self.node = self._probe.__enter__()
+        self.scheduling = set_realtime_priority(realtime_priority)
+        try:
+            self.node = self._probe.__enter__()
+        finally:
+            if realtime_priority > 0 and hasattr(os, "sched_setscheduler"):
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         self.reset_client = self.node.create_client(ResetEpisode, SIM_RESET_SERVICE)
         self.ResetEpisode = ResetEpisode
 
@@ -261,13 +275,15 @@ def wait_for_chunks(probe: Probe, timeout_s: float) -> None:
     raise RuntimeError(f"no /actions within {timeout_s:.0f} s: is the checkpoint there? see the node log")
 
 
-def run_suite(values: dict[str, str], body) -> tuple[object, str]:
+def run_suite(values: dict[str, str], body, probe_realtime_priority: int = 0) -> tuple[object, str]:
     """Start the sim suite, wait for chunks, run ``body(suite, probe)``; return its result and the log."""
     log = io.StringIO()
     probe = None
     with NodeSuite(get_setup("sim_arm"), values, output=log) as suite:
         try:
-            probe = Probe()
+            probe = Probe(probe_realtime_priority)
+            if probe_realtime_priority > 0:
+                print(f"probe (receiver) threads: {probe.scheduling}", flush=True)
             wait_for_chunks(probe, 120.0)
             result = body(suite, probe)
         finally:
@@ -367,6 +383,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         "--realtime-priority", type=int, default=None, help="start the driver with realtime_priority:=N (SCHED_FIFO)"
     )
     parser.add_argument(
+        "--probe-realtime-priority",
+        type=int,
+        default=0,
+        help="SCHED_FIFO priority of the measuring probe's threads (the receiver of the commands; 0: normal)",
+    )
+    parser.add_argument(
         "--compare-timer",
         action="store_true",
         help="also measure every rate with the driver's previous loop (control_loop:=rclpy_timer), side by side",
@@ -402,6 +424,7 @@ def cli_main(args: argparse.Namespace) -> int:
                 lambda suite, probe, rate=rate: measure_idle_and_loaded(
                     suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, rate
                 ),
+                args.probe_realtime_priority,
             )
             results[key] = runs
             logs.append(f"== {key}\n{log}")
