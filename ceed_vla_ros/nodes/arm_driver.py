@@ -156,7 +156,8 @@ class ArmDriverNode(Node):
         if values["control_loop"] == "thread":
             self.loop.start()
         else:  # the executor's timer (no deadline thread; its counters stay 0)
-            self.loop.realtime_status = "rclpy timer on the executor (control_loop rclpy_timer; realtime_priority unused)"
+            self.loop.realtime_status = ("rclpy timer on the executor (control_loop rclpy_timer; "
+                                         "realtime_priority unused)")
             self.create_timer(self.control_period_s, lambda: self._on_control_period(0.0, 0.0))
         log_scheduling = self.get_logger().warning if values["realtime_priority"] > 0 and not \
             self.loop.realtime_status.startswith("SCHED_FIFO") else self.get_logger().info
