@@ -23,6 +23,16 @@ Mapping (exact):
   (OpenVLA itself uses ``np.digitize`` against 256 edges, i.e. 255 usable centres; here all
   ``n_bins`` bins have a centre, so the round-trip error is at most half a bin, ``1 / n_bins``.)
 
+  That is scheme ``ceed`` (our own checkpoints). Scheme ``openvla`` is OpenVLA's mapping exactly
+  (``prismatic/vla/action_tokenizer.py``), for checkpoints of the ``openvla`` backend, with
+  ``vocab_size`` = OpenVLA's id base (the text vocabulary minus its padding, 32000 for Llama 2)::
+
+      edges  = linspace(-1, 1, n_bins)                    # n_bins edges, n_bins - 1 intervals
+      d      = digitize(clip(a, -1, 1), edges)            # 1 .. n_bins
+      token_id = vocab_size - d                           # ids vocab_size - n_bins .. vocab_size - 1
+      index  = clip(vocab_size - token_id - 1, 0, n_bins - 2)
+      centre = (edges[index] + edges[index + 1]) / 2      # n_bins - 1 centres
+
 A chunk of ``chunk_len`` actions of ``action_dims`` dims is ``chunk_len * action_dims`` tokens in
 row-major order (action 0 dims 0..d-1, then action 1, ...).
 """
@@ -32,6 +42,13 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 import numpy as np
+
+ACTION_TOKEN_SCHEMES = ("ceed", "openvla")
+ACTION_TOKEN_MAPPINGS = {
+    "ceed": "token_id = vocab_size - 1 - bin, bin = clip(floor((a + 1) / 2 * n_bins), 0, n_bins - 1)",
+    "openvla": "token_id = vocab_size - digitize(a, linspace(-1, 1, n_bins)); "
+    "centre index = clip(vocab_size - token_id - 1, 0, n_bins - 2)",
+}
 
 
 @dataclass(frozen=True)
@@ -109,7 +126,11 @@ class ActionTokenizer:
         chunk_len: actions per chunk.
     """
 
-    def __init__(self, vocab_size: int, n_bins: int, stats: NormStats, chunk_len: int) -> None:
+    def __init__(
+        self, vocab_size: int, n_bins: int, stats: NormStats, chunk_len: int, scheme: str = "ceed"
+    ) -> None:
+        if scheme not in ACTION_TOKEN_SCHEMES:
+            raise ValueError(f"action token scheme must be one of {ACTION_TOKEN_SCHEMES}, got {scheme!r}")
         if n_bins < 2:
             raise ValueError(f"n_bins must be >= 2, got {n_bins}")
         if vocab_size < n_bins:
@@ -121,6 +142,8 @@ class ActionTokenizer:
         self.stats = stats
         self.action_dims = stats.dims
         self.chunk_len = chunk_len
+        self.scheme = scheme
+        self._edges = np.linspace(-1.0, 1.0, n_bins)
 
     @property
     def first_token_id(self) -> int:
@@ -138,6 +161,9 @@ class ActionTokenizer:
         return self.chunk_len * self.action_dims
 
     def bins_to_tokens(self, bins: np.ndarray) -> np.ndarray:
+        """Token ids of bins (``ceed``: bin 0..n_bins-1; ``openvla``: digitize index 1..n_bins)."""
+        if self.scheme == "openvla":
+            return self.vocab_size - np.asarray(bins, dtype=np.int64)
         return self.vocab_size - 1 - np.asarray(bins, dtype=np.int64)
 
     def tokens_to_bins(self, tokens: np.ndarray) -> np.ndarray:
@@ -149,14 +175,22 @@ class ActionTokenizer:
                 f"token {int(tokens.reshape(-1)[index])} at position {index} is not an action token "
                 f"(action ids are {self.first_token_id}..{self.vocab_size - 1})"
             )
+        if self.scheme == "openvla":
+            return np.clip(self.vocab_size - tokens - 1, 0, self.n_bins - 2)
         return self.vocab_size - 1 - tokens
 
     def discretize(self, normalized: np.ndarray) -> np.ndarray:
         """Bins of normalised values (clipped to [-1, 1] first)."""
         a = np.clip(np.asarray(normalized, dtype=np.float64), -1.0, 1.0)
+        if self.scheme == "openvla":
+            return np.digitize(a, self._edges).astype(np.int64)
         return np.clip(np.floor((a + 1.0) / 2.0 * self.n_bins), 0, self.n_bins - 1).astype(np.int64)
 
     def bin_centers(self, bins: np.ndarray) -> np.ndarray:
+        """Centres of :meth:`tokens_to_bins` values."""
+        if self.scheme == "openvla":
+            index = np.asarray(bins, dtype=np.int64)
+            return (self._edges[index] + self._edges[index + 1]) / 2.0
         return -1.0 + (np.asarray(bins, dtype=np.float64) + 0.5) * (2.0 / self.n_bins)
 
     def encode(self, actions: np.ndarray) -> np.ndarray:

@@ -9,10 +9,27 @@ demonstrations a target set at step ``t`` is reached one ``dt`` later). Steps wh
 passed when the chunk arrives are dropped; a newer chunk replaces the rest of an older one,
 starting from the command in force, so the command never jumps.
 
-Action spaces (``CheckpointMetadata.action_space``):
+Action spaces (``CheckpointMetadata.action_space``, :class:`ActionLayout`):
 
 * ``joint_delta``: target_i = (joint positions measured at the image stamp) + a_i;
-* ``joint_absolute``: target_i = a_i.
+* ``joint_absolute``: target_i = a_i;
+* ``ee_delta`` / ``ee_absolute``: a_i is a tip pose (or a pose change) in the checkpoint's base
+  frame; joint targets come from inverse kinematics (:mod:`ceed_vla_ros.kinematics`), one solve
+  per chunk step seeded from the joints measured at the image stamp. A step the IK cannot reach
+  refuses the chunk AND drops the chunk in force: the arm holds.
+* with a ``gripper`` in the metadata the last action dim is the gripper; it becomes an open
+  fraction and then a position between the driver's closed and open positions
+  (:class:`GripperLimits`), limited like a joint (its own position and velocity limits).
+
+Chunk transitions (``chunk_transition``): ``replace`` (a new chunk replaces the rest of the old
+one) or ``temporal_ensemble`` (ACT: where the new chunk's steps overlap the old schedule, the
+target is the weighted average of every prediction made for that time, the k-th prediction of a
+time weighted ``exp(-ensemble_decay * k)``, the oldest k = 0; the gripper is not averaged).
+
+Joint trajectories: every accepted chunk also gives a :class:`ChunkTrajectory` (stamped with the
+image stamp, one point per remaining step with ``time_from_start`` = end of its window, velocities
+from cubic Hermite tangents, every point within the position limits and reachable from the one
+before within the velocity limits), for a joint_trajectory_controller: one message per chunk.
 
 Safety, applied to every command whatever its source, in this order:
 
@@ -36,7 +53,10 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from ceed_vla_ros.metadata import ACTION_SPACES
+from ceed_vla_ros.metadata import ACTION_SPACES, CheckpointMetadata, EndEffectorSpec, GripperSpec
+from ceed_vla_ros.motion import CubicChunk
+
+CHUNK_TRANSITIONS = ("replace", "temporal_ensemble")
 
 
 @dataclass(frozen=True)
@@ -77,6 +97,59 @@ class JointLimits:
         # maximum/minimum: the same result as np.clip without its Python-level dispatch, which is
         # most of the cost on 4-element arrays at 500 control periods per second
         return np.minimum(np.maximum(positions, self._lower), self._upper)
+
+
+@dataclass(frozen=True)
+class GripperLimits:
+    """The driver's gripper: positions of fully closed / open (either order) and a velocity limit."""
+
+    closed_position: float
+    open_position: float
+    max_velocity: float
+
+    def __post_init__(self) -> None:
+        if not (np.isfinite(self.closed_position) and np.isfinite(self.open_position)
+                and self.closed_position != self.open_position):
+            raise ValueError(f"gripper closed/open positions must be finite and differ, got "
+                             f"{self.closed_position}, {self.open_position}")
+        if not (np.isfinite(self.max_velocity) and self.max_velocity > 0):
+            raise ValueError(f"gripper max_velocity must be finite and > 0, got {self.max_velocity}")
+
+    def position(self, open_fraction: np.ndarray) -> np.ndarray:
+        return self.closed_position + np.asarray(open_fraction) * (self.open_position - self.closed_position)
+
+
+@dataclass
+class ActionLayout:
+    """How a decoded chunk maps to joint targets: the action space, the end-effector frames and
+    rotation (ee_*), the gripper dim, and the kinematics that solve ee targets."""
+
+    action_space: str
+    end_effector: EndEffectorSpec | None = None
+    gripper: GripperSpec | None = None
+    kinematics: object | None = None  # ceed_vla_ros.kinematics.ArmKinematics (pinocchio) for ee_*
+
+    @classmethod
+    def from_metadata(cls, metadata: CheckpointMetadata, kinematics: object | None = None) -> ActionLayout:
+        return cls(metadata.action_space, metadata.end_effector, metadata.gripper, kinematics)
+
+    @property
+    def end_effector_space(self) -> bool:
+        return self.action_space.startswith("ee_")
+
+    def action_dims(self, joints: int) -> int:
+        arm = self.end_effector.dims if self.end_effector_space and self.end_effector is not None else joints
+        return arm + (1 if self.gripper is not None else 0)
+
+
+@dataclass
+class ChunkTrajectory:
+    """One joint trajectory per chunk: point j at ``stamp + time_from_stamp[j]``."""
+
+    stamp: float
+    time_from_stamp: np.ndarray  # (m,)
+    positions: np.ndarray  # (m, d) (+ the gripper column when the driver has a gripper)
+    velocities: np.ndarray  # (m, d)
 
 
 def limit_command(desired: np.ndarray, previous: np.ndarray, limits: JointLimits, period_s: float) -> np.ndarray:
@@ -178,6 +251,8 @@ class ScheduledChunk:
     times: np.ndarray  # (m,) increasing
     positions: np.ndarray  # (m, d)
     received_at: float
+    weights: np.ndarray | None = None  # (m,) temporal ensemble: summed weights of the predictions
+    counts: np.ndarray | None = None  # (m,) and how many predictions were averaged
 
     def sample(self, now: float) -> np.ndarray:
         if now >= self.times[-1]:
@@ -200,6 +275,7 @@ class DriverCommand:
     positions: np.ndarray | None
     holding: bool
     reason: str
+    gripper: float | None = None  # gripper position command (drivers with a gripper)
 
 
 @dataclass
@@ -210,7 +286,14 @@ class ArmDriverCore:
     control_period_s: float
     watchdog_timeout_s: float
     enable_actuation: bool = False
+    gripper: GripperLimits | None = None
+    chunk_transition: str = "replace"
+    ensemble_decay: float = 0.5
     _chunk: ScheduledChunk | None = field(default=None, init=False)
+    _previous_command: np.ndarray | None = field(default=None, init=False)
+    _gripper_measured: float | None = field(default=None, init=False)
+    last_trajectory: ChunkTrajectory | None = field(default=None, init=False)
+    ik_refusals: int = field(default=0, init=False)
     _last_command: np.ndarray | None = field(default=None, init=False)
     _chunk_stamp: float = field(default=-np.inf, init=False)
     _estopped: bool = field(default=False, init=False)
@@ -222,6 +305,18 @@ class ArmDriverCore:
             raise ValueError(f"control period must be > 0 s, got {self.control_period_s}")
         if not self.watchdog_timeout_s > 0:
             raise ValueError(f"watchdog timeout must be > 0 s, got {self.watchdog_timeout_s}")
+        if self.chunk_transition not in CHUNK_TRANSITIONS:
+            raise ValueError(f"chunk_transition must be one of {CHUNK_TRANSITIONS}, got {self.chunk_transition!r}")
+        if not (np.isfinite(self.ensemble_decay) and self.ensemble_decay >= 0):
+            raise ValueError(f"ensemble_decay must be finite and >= 0, got {self.ensemble_decay}")
+        self._limits = self.limits
+        if self.gripper is not None:
+            g = self.gripper
+            self._limits = JointLimits(
+                names=self.limits.names + ("<gripper>",),
+                lower=self.limits.lower + (min(g.closed_position, g.open_position),),
+                upper=self.limits.upper + (max(g.closed_position, g.open_position),),
+                max_velocity=self.limits.max_velocity + (g.max_velocity,))
 
     # -- inputs ---------------------------------------------------------------------------------
     def on_joint_state(self, stamp: float, positions: np.ndarray) -> None:
@@ -230,14 +325,24 @@ class ArmDriverCore:
             raise ValueError(f"joint state must be {self.limits.dims} finite positions, got {positions}")
         self.joint_states.add(stamp, positions)
 
-    def on_chunk(self, image_stamp: float, actions: np.ndarray, action_space: str, step_dt: float,
+    def on_gripper_state(self, position: float) -> None:
+        """The measured gripper position (starts the gripper command there instead of open)."""
+        if np.isfinite(position):
+            self._gripper_measured = float(position)
+
+    def on_chunk(self, image_stamp: float, actions: np.ndarray, action_space: str | ActionLayout, step_dt: float,
                  now: float) -> tuple[bool, str]:
-        """Schedule a decoded chunk; return (accepted, reason). Rejected chunks change nothing."""
+        """Schedule a decoded chunk; return (accepted, reason). Rejected chunks change nothing, but
+        for an end-effector target the IK cannot reach, which also stops the chunk in force."""
         if self._estopped:
             return False, "e-stop latched"
+        layout = action_space if isinstance(action_space, ActionLayout) else ActionLayout(action_space)
+        if layout.action_space not in ACTION_SPACES:
+            return False, f"unknown action space {layout.action_space!r}; choose from {', '.join(ACTION_SPACES)}"
         actions = np.asarray(actions, dtype=np.float64)
-        if actions.ndim != 2 or actions.shape[1] != self.limits.dims or actions.shape[0] < 1:
-            return False, f"chunk shape {actions.shape} does not fit {self.limits.dims} joints"
+        dims = layout.action_dims(self.limits.dims)
+        if actions.ndim != 2 or actions.shape[1] != dims or actions.shape[0] < 1:
+            return False, f"chunk shape {actions.shape} does not fit {dims} action dims ({layout.action_space})"
         if not np.all(np.isfinite(actions)):
             return False, "chunk holds non-finite actions"
         if not step_dt > 0:
@@ -250,23 +355,90 @@ class ArmDriverCore:
         keep = ends > now
         if not np.any(keep):
             return False, f"stale: all {len(actions)} steps already past ({now - image_stamp:.3f} s after the image)"
+        start = self._command_in_force()
+        if start is None:
+            return False, "no joint state yet"
+        arm_actions = actions[:, : dims - 1] if layout.gripper is not None else actions
         reference = None
-        if action_space == "joint_delta":
+        if layout.action_space != "joint_absolute":
             reference = self.joint_states.at(image_stamp)
             if reference is None:
                 return False, "no joint state near the image stamp"
-        try:
-            targets = chunk_targets(actions, action_space, reference)
-        except ValueError as error:
-            return False, str(error)
-        start = self.current_command()
-        if start is None:
-            return False, "no joint state yet"
-        times = np.concatenate(([now], ends[keep]))
-        positions = np.vstack((start, targets[keep]))
-        self._chunk = ScheduledChunk(times=times, positions=positions, received_at=now)
+        if layout.end_effector_space:
+            if layout.kinematics is None or layout.end_effector is None:
+                return False, f"{layout.action_space} actions need the robot's URDF (urdf_file or robot_description)"
+            from ceed_vla_ros.kinematics import ee_chunk_targets
+
+            targets, reason = ee_chunk_targets(arm_actions, layout.end_effector, layout.action_space,
+                                               layout.kinematics, reference)
+            if targets is None:
+                self.ik_refusals += 1
+                self._chunk = None
+                self._idle_reason = f"IK refused the last chunk: {reason}"
+                return False, f"IK: {reason}"
+        else:
+            try:
+                targets = chunk_targets(arm_actions, layout.action_space, reference)
+            except ValueError as error:
+                return False, str(error)
+        if self.gripper is not None:
+            if layout.gripper is not None:
+                column = self.gripper.position(layout.gripper.open_fraction(actions[:, -1]))
+            else:
+                column = np.full(len(targets), start[-1])  # a checkpoint without a gripper: it holds
+            targets = np.column_stack((targets, column))
+        targets = targets[keep]
+        times = ends[keep]
+        weights = np.ones(len(times))
+        counts = np.ones(len(times))
+        old = self._chunk
+        if (self.chunk_transition == "temporal_ensemble" and old is not None and not old.finished(now)
+                and old.weights is not None):
+            targets, weights, counts = self._ensemble(old, times, targets)
+        # the stream follows the targets through the per-period limiter (it catches up after the last
+        # step); the trajectory's points are limited themselves, as a controller executes them as given
+        positions, velocities = self._limited_knots(now, start, times, targets)
+        self._chunk = ScheduledChunk(times=np.concatenate(([now], times)), positions=np.vstack((start, targets)),
+                                     received_at=now, weights=np.concatenate(([1.0], weights)),
+                                     counts=np.concatenate(([1.0], counts)))
         self._chunk_stamp = image_stamp
-        return True, f"scheduled {int(keep.sum())} of {len(targets)} steps"
+        self.last_trajectory = ChunkTrajectory(image_stamp, times - image_stamp, positions, velocities)
+        return True, f"scheduled {int(keep.sum())} of {len(keep)} steps"
+
+    def _ensemble(self, old: ScheduledChunk, times: np.ndarray, targets: np.ndarray):
+        """ACT temporal ensembling of the new chunk's targets with the old schedule where they overlap."""
+        targets = targets.copy()
+        weights, counts = np.ones(len(times)), np.ones(len(times))
+        arm = self.limits.dims
+        for j, t in enumerate(times):
+            if t > old.times[-1]:
+                break
+            index = min(int(np.searchsorted(old.times, t)), len(old.times) - 1)
+            w_old, n_old = float(old.weights[index]), float(old.counts[index])
+            w_new = float(np.exp(-self.ensemble_decay * n_old))
+            previous = old.sample(t)
+            targets[j, :arm] = (w_old * previous[:arm] + w_new * targets[j, :arm]) / (w_old + w_new)
+            weights[j], counts[j] = w_old + w_new, n_old + 1
+        return targets, weights, counts
+
+    def _limited_knots(self, now: float, start: np.ndarray, times: np.ndarray, targets: np.ndarray):
+        """Knots within the limits (each reachable from the one before at max velocity) and their
+        velocities: cubic Hermite (Catmull-Rom) tangents from the command's velocity, capped, 0 at the end."""
+        positions = np.empty_like(targets)
+        previous, previous_time = start, now
+        for j, (t, target) in enumerate(zip(times, targets)):
+            previous = positions[j] = limit_command(target, previous, self._limits, max(t - previous_time, 1e-9))
+            previous_time = t
+        start_velocity = self._command_velocity()
+        curve = CubicChunk.through(now, start, start_velocity, times, positions)
+        velocities = np.clip(curve.slopes[1:], -self._limits.max_velocity_array, self._limits.max_velocity_array)
+        velocities[-1] = 0.0
+        return positions, velocities
+
+    def _command_velocity(self) -> np.ndarray:
+        if self._last_command is None or self._previous_command is None:
+            return np.zeros(self._limits.dims)
+        return (self._last_command - self._previous_command) / self.control_period_s
 
     def trigger_estop(self) -> None:
         self._estopped = True
@@ -283,15 +455,31 @@ class ArmDriverCore:
         return self._estopped
 
     def current_command(self) -> np.ndarray | None:
-        """The command in force (or the measured pose clamped into the limits before any command)."""
+        """The joint command in force (or the measured pose clamped into the limits before any command)."""
+        command = self._command_in_force()
+        return None if command is None else command[: self.limits.dims]
+
+    def current_gripper(self) -> float | None:
+        """The gripper command in force (None without a gripper)."""
+        command = self._command_in_force()
+        return None if command is None or self.gripper is None else float(command[-1])
+
+    def _command_in_force(self) -> np.ndarray | None:
+        """Joints (+ gripper) in force: the last command, else the measured state clamped into the limits
+        (the gripper at its measured position, else open)."""
         if self._last_command is not None:
             return self._last_command.copy()
         latest = self.joint_states.latest()
-        return None if latest is None else self.limits.clamp(latest)
+        if latest is None:
+            return None
+        if self.gripper is not None:
+            measured = self._gripper_measured if self._gripper_measured is not None else self.gripper.open_position
+            latest = np.append(latest, measured)
+        return self._limits.clamp(latest)
 
     # -- control cycle ----------------------------------------------------------------------------
     def step(self, now: float) -> DriverCommand:
-        previous = self.current_command()
+        previous = self._command_in_force()
         if previous is None:
             return DriverCommand(None, True, "waiting for joint states")
         if self._estopped:
@@ -306,8 +494,10 @@ class ArmDriverCore:
             desired, holding, reason = self._chunk.sample(now), True, "chunk used up"
         else:
             desired, holding, reason = self._chunk.sample(now), False, "following actions"
-        command = limit_command(desired, previous, self.limits, self.control_period_s)
+        command = limit_command(desired, previous, self._limits, self.control_period_s)
         if not self.enable_actuation:
             return DriverCommand(None, holding, reason + " (actuation disabled)")
+        self._previous_command = previous
         self._last_command = command
-        return DriverCommand(command.copy(), holding, reason)
+        gripper = float(command[-1]) if self.gripper is not None else None
+        return DriverCommand(command[: self.limits.dims].copy(), holding, reason, gripper)

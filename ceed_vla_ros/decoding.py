@@ -17,6 +17,21 @@ Modes (all greedy, batch size 1):
 * ``early_exit``: ``jacobi`` capped at ``early_exit_steps`` iterations; returns the current block,
   converged or not (exactly the k-th Jacobi iterate, or the fixed point if reached earlier).
 
+Two speed-ups, off by default (``DecodeSettings.fused_prefill`` / ``keep_final_prefix``):
+
+* ``fused_prefill`` (Jacobi / early exit): the prompt AND a guessed block (position 0 guessed too)
+  run in ONE forward. Its logits give the greedy first token (from the prompt's last position) and
+  a first Jacobi update of positions 1..n-1 (from the guessed block), so early exit at ``k`` costs
+  ``k`` forward passes instead of ``k + 1``; at ``k = 1``, one pass per chunk. The first update is
+  made from a guessed position 0, so it is worse than the unfused first iteration unless the guess
+  was right (``warm_start`` helps); the fused pass is counted as iteration 1, and the converged
+  output is still the greedy AR output (the first token is exact after the fused pass, and the
+  usual Jacobi iterations follow).
+* ``keep_final_prefix``: after an iteration the cache entries of the block tokens whose input was
+  already the final token (the common prefix of the block fed in and the block that came out)
+  stay in the cache, and only the rest of the block is run again. The outputs are those of plain
+  Jacobi (same iterates, same iteration count), up to the fp32 rounding noted below.
+
 Convergence test: after an iteration, let ``s`` be the length of the common prefix of the new and
 the previous block. The first ``s + 1`` tokens are then final (each is the greedy continuation of
 an unchanged, final prefix), so when ``s + 1 >= n`` the block is the fixed point and the one extra
@@ -39,6 +54,7 @@ the lowest id in both paths.
 
 from __future__ import annotations
 
+import inspect
 import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -61,14 +77,19 @@ class DecodeSettings:
 
     ``mode``: ``ar``, ``jacobi`` or ``early_exit``; ``early_exit_steps``: the iteration cap, given
     exactly in ``early_exit`` mode (>= 1); ``init``: the initial Jacobi block,
-    ``random_prompt_tokens`` or ``warm_start`` (ignored by ``ar``).
+    ``random_prompt_tokens`` or ``warm_start`` (ignored by ``ar``); ``fused_prefill`` and
+    ``keep_final_prefix``: the speed-ups of the module docstring (Jacobi / early exit only).
     """
 
     mode: DecodeMode = "jacobi"
     early_exit_steps: int | None = None
     init: str = "random_prompt_tokens"
+    fused_prefill: bool = False
+    keep_final_prefix: bool = False
 
     def __post_init__(self) -> None:
+        if self.mode == "ar" and (self.fused_prefill or self.keep_final_prefix):
+            raise ValueError("fused_prefill and keep_final_prefix are Jacobi / early-exit options, not AR ones")
         if self.mode not in DECODE_MODES:
             raise ValueError(f"unknown decoding mode {self.mode!r}; choose from {', '.join(DECODE_MODES)}")
         if self.init not in INIT_STRATEGIES:
@@ -99,6 +120,11 @@ class BlockLM(Protocol):
     def crop_cache(self, cache: Any, length: int) -> None:
         """Drop every cached position from ``length`` on."""
 
+    # Optional (``fused_prefill``):
+    # def prefill_with_block(self, input_ids, inputs, block_ids) -> tuple[cache, logits (n + 1, V)]:
+    #     the prompt and the block (1, n) in one forward; logits of the prompt's last position and of
+    #     every block position; the cache holds prompt + block.
+
 
 class HFCausalLMAdapter:
     """:class:`BlockLM` over a transformers causal LM using a ``DynamicCache``.
@@ -113,6 +139,7 @@ class HFCausalLMAdapter:
         self._cache_config = model.config.get_text_config()
         self._cache_keyword = cache_keyword(model)
         self.sliding_window = cache_sliding_window(self._cache_config)
+        self._takes_prompt_length = "prompt_length" in inspect.signature(model.forward).parameters
         if min_context:
             self.check_context(min_context)
 
@@ -130,6 +157,21 @@ class HFCausalLMAdapter:
         kwargs = {self._cache_keyword: cache, "use_cache": True, "logits_to_keep": 1}
         out = self.model(input_ids=input_ids, **inputs, **kwargs)
         return cache, out.logits[0, -1]
+
+    def prefill_with_block(
+        self, input_ids: torch.Tensor, inputs: Mapping[str, torch.Tensor], block_ids: torch.Tensor
+    ) -> tuple[DynamicCache, torch.Tensor]:
+        """Prompt + block in one forward: (cache of both, logits (n + 1, V) from the prompt's last position on).
+
+        Models whose prompt encoding reads the whole ``input_ids`` (ours with
+        ``vision_prompt_conditioning``) are told where the prompt ends (``prompt_length``)."""
+        cache = DynamicCache(config=self._cache_config)
+        n = block_ids.shape[1]
+        kwargs = {self._cache_keyword: cache, "use_cache": True, "logits_to_keep": n + 1}
+        if self._takes_prompt_length:
+            kwargs["prompt_length"] = input_ids.shape[1]
+        out = self.model(input_ids=torch.cat((input_ids, block_ids.to(input_ids.device)), dim=1), **inputs, **kwargs)
+        return cache, out.logits[0]
 
     def forward_block(self, block_ids: torch.Tensor, cache: DynamicCache) -> torch.Tensor:
         return self.model(input_ids=block_ids, **{self._cache_keyword: cache}, use_cache=True).logits[0]
@@ -175,6 +217,10 @@ class DecodeStats:
             (the first token is final after the prefill; the entries sum to n - 1 on convergence).
         wall_time_ms: wall time of the call including the prefill.
         early_exit_steps: the iteration cap in ``early_exit`` mode, else None.
+        pinned_tokens: leading tokens pinned to the previous chunk (prefix pinning), not decoded.
+        fused_prefill: the prefill and the first iteration ran as one forward (then
+            ``forward_passes == iterations``).
+        tokens_run: block tokens fed to the model over all iterations (``keep_final_prefix`` lowers it).
     """
 
     mode: str
@@ -185,6 +231,9 @@ class DecodeStats:
     tokens_fixed_per_iteration: list[int] = field(default_factory=list)
     wall_time_ms: float = 0.0
     early_exit_steps: int | None = None
+    pinned_tokens: int = 0
+    fused_prefill: bool = False
+    tokens_run: int = 0
 
 
 @dataclass
@@ -265,8 +314,25 @@ def decode(
     early_exit_steps: int | None = None,
     generator: torch.Generator | None = None,
     record_trajectory: bool = False,
+    pinned_prefix: torch.Tensor | None = None,
+    fused_prefill: bool = False,
+    keep_final_prefix: bool = False,
 ) -> DecodeResult:
-    """Prefill ``input_ids`` (1, L) with ``inputs`` and decode one block; see :func:`decode_from_prefix`."""
+    """Prefill ``input_ids`` (1, L) with ``inputs`` and decode one block; see :func:`decode_from_prefix`.
+
+    ``fused_prefill`` (Jacobi / early exit): prefill and first iteration in one forward (module
+    docstring); ``initial_block`` position 0 is then a guess too. ``keep_final_prefix``: keep the
+    final tokens' cache entries between iterations."""
+    if fused_prefill:
+        if mode == "ar":
+            raise ValueError("fused_prefill needs mode jacobi or early_exit")
+        if pinned_prefix is not None and pinned_prefix.numel():
+            raise ValueError("fused_prefill with a pinned_prefix is not supported: pin with the plain prefill")
+        return _decode_fused(
+            lm, input_ids, inputs or {}, mode=mode, block_len=block_len, allowed=allowed,
+            initial_block=initial_block, max_iterations=max_iterations, early_exit_steps=early_exit_steps,
+            generator=generator, record_trajectory=record_trajectory, keep_final_prefix=keep_final_prefix,
+        )
     start = time.perf_counter()
     cache, last_logits = lm.prefill(input_ids, inputs or {})
     check_context = getattr(lm, "check_context", None)  # adapters with a bounded cache refuse here
@@ -285,8 +351,72 @@ def decode(
         early_exit_steps=early_exit_steps,
         generator=generator,
         record_trajectory=record_trajectory,
+        pinned_prefix=pinned_prefix,
+        keep_final_prefix=keep_final_prefix,
     )
     result.stats.forward_passes += 1
+    result.stats.wall_time_ms = (time.perf_counter() - start) * 1000.0
+    return result
+
+
+def _iteration_cap(mode: str, block_len: int, max_iterations: int | None, early_exit_steps: int | None) -> int:
+    if mode not in DECODE_MODES:
+        raise ValueError(f"unknown mode {mode!r}; choose from {', '.join(DECODE_MODES)}")
+    if mode == "early_exit":
+        if early_exit_steps is None or early_exit_steps < 1:
+            raise ValueError("early_exit mode needs early_exit_steps >= 1")
+        return early_exit_steps
+    return block_len if max_iterations is None else max_iterations
+
+
+def _decode_fused(
+    lm: BlockLM,
+    input_ids: torch.Tensor,
+    inputs: Mapping[str, torch.Tensor],
+    *,
+    mode: DecodeMode,
+    block_len: int,
+    allowed: TokenRange | None,
+    initial_block: torch.Tensor | None,
+    max_iterations: int | None,
+    early_exit_steps: int | None,
+    generator: torch.Generator | None,
+    record_trajectory: bool,
+    keep_final_prefix: bool,
+) -> DecodeResult:
+    """Prompt + guessed block in one forward (iteration 1), then ordinary Jacobi iterations."""
+    if block_len < 1:
+        raise ValueError(f"block_len must be >= 1, got {block_len}")
+    cap = _iteration_cap(mode, block_len, max_iterations, early_exit_steps)
+    prefill_with_block = getattr(lm, "prefill_with_block", None)
+    if prefill_with_block is None:
+        raise ValueError(f"{type(lm).__name__} has no prefill_with_block: fused_prefill is not available")
+    start = time.perf_counter()
+    if initial_block is None:
+        initial_block = init_random_prompt_tokens(input_ids, block_len, generator)
+    if initial_block.numel() != block_len:
+        raise ValueError(f"initial_block has {initial_block.numel()} tokens, expected {block_len}")
+    guess = initial_block.reshape(-1).to(device=input_ids.device, dtype=input_ids.dtype).clone()
+    check_context = getattr(lm, "check_context", None)
+    if check_context is not None:
+        check_context(input_ids.shape[1] + block_len)
+    cache, logits = prefill_with_block(input_ids, inputs, guess.reshape(1, -1))
+    prefix_len = lm.cache_length(cache) - block_len
+    block = _argmax(logits[:-1], allowed)  # position 0 from the prompt, i from the guessed i - 1
+    changed = (block != guess).nonzero()
+    common = int(changed[0, 0]) if changed.numel() else block_len
+    final_len = min(block_len, common + 1)
+    kept = min(common, block_len - 1) if keep_final_prefix else 0
+    lm.crop_cache(cache, prefix_len + kept)
+    trajectory = [guess.cpu(), block.cpu()] if record_trajectory else None
+    result = _decode_jacobi(
+        lm, cache, block, cap, allowed, record_trajectory, keep_final_prefix=keep_final_prefix,
+        prefix_len=prefix_len, final_len=final_len, kept=kept, iterations=1, fixed=[final_len], trajectory=trajectory,
+        tokens_run=block_len,
+    )
+    result.stats.mode = mode
+    result.stats.early_exit_steps = early_exit_steps if mode == "early_exit" else None
+    result.stats.fused_prefill = True
     result.stats.wall_time_ms = (time.perf_counter() - start) * 1000.0
     return result
 
@@ -306,6 +436,8 @@ def decode_from_prefix(
     early_exit_steps: int | None = None,
     generator: torch.Generator | None = None,
     record_trajectory: bool = False,
+    pinned_prefix: torch.Tensor | None = None,
+    keep_final_prefix: bool = False,
 ) -> DecodeResult:
     """Decode one block on top of an already prefilled cache; the cache is left at the prefix length.
 
@@ -322,6 +454,12 @@ def decode_from_prefix(
         early_exit_steps: iteration cap of ``early_exit`` mode (required there, >= 1).
         generator: random source of the default initial block.
         record_trajectory: keep every Jacobi iterate in ``DecodeResult.trajectory``.
+        pinned_prefix: prefix pinning (real-time-chunking style, Jacobi / early exit only): these
+            p < n ids are the block's first p tokens, fixed (e.g. the previous chunk's tokens of the
+            steps that will already be executing when decoding finishes); only the other n - p are
+            decoded, conditioned on them, and the block counts as final up to p from the start.
+        keep_final_prefix: keep the cache entries of final block tokens between iterations and run
+            only the rest of the block (same outputs; see the module docstring).
 
     Returns:
         :class:`DecodeResult`; ``stats.forward_passes`` and ``wall_time_ms`` exclude the prefill
@@ -333,6 +471,11 @@ def decode_from_prefix(
         raise ValueError(f"block_len must be >= 1, got {block_len}")
     start = time.perf_counter()
     first = _argmax(last_logits, allowed).reshape(1)
+    pinned = 0 if pinned_prefix is None else int(pinned_prefix.numel())
+    if pinned and mode == "ar":
+        raise ValueError("prefix pinning needs Jacobi or early-exit decoding, not ar")
+    if pinned >= block_len:
+        raise ValueError(f"pinned_prefix has {pinned} tokens; at most block_len - 1 = {block_len - 1}")
     if mode == "ar":
         result = _decode_ar(lm, cache, first, block_len, allowed)
     else:
@@ -350,8 +493,12 @@ def decode_from_prefix(
             raise ValueError(f"initial_block has {initial_block.numel()} tokens, expected {block_len}")
         block = initial_block.reshape(-1).to(device=first.device, dtype=first.dtype).clone()
         block[0] = first[0]
-        result = _decode_jacobi(lm, cache, block, cap, allowed, record_trajectory)
+        if pinned:
+            block[:pinned] = pinned_prefix.reshape(-1).to(device=block.device, dtype=block.dtype)
+        result = _decode_jacobi(lm, cache, block, cap, allowed, record_trajectory,
+                                keep_final_prefix=keep_final_prefix, final_len=max(1, pinned), pinned=pinned)
         result.stats.mode = mode
+        result.stats.pinned_tokens = pinned
         result.stats.early_exit_steps = early_exit_steps if mode == "early_exit" else None
     result.stats.wall_time_ms = (time.perf_counter() - start) * 1000.0
     return result
@@ -384,26 +531,50 @@ def _decode_jacobi(
     max_iterations: int,
     allowed: TokenRange | None,
     record_trajectory: bool,
+    *,
+    keep_final_prefix: bool = False,
+    prefix_len: int | None = None,
+    final_len: int = 1,
+    kept: int = 0,
+    iterations: int = 0,
+    fixed: list[int] | None = None,
+    trajectory: list[torch.Tensor] | None = None,
+    tokens_run: int = 0,
+    pinned: int = 0,
 ) -> DecodeResult:
+    """Jacobi iterations on ``block`` over a cache holding the prefix (+ ``kept`` final block tokens).
+
+    ``final_len`` leading tokens are final (1 after a prefill: position 0 came from it); the keyword
+    arguments let the fused prefill hand over its state after iteration 1. The cache is left at
+    ``prefix_len``."""
     n = block.numel()
-    prefix_len = lm.cache_length(cache)
-    trajectory = [block.cpu()] if record_trajectory else None
-    fixed: list[int] = []
-    final_len = 1  # position 0 comes from the prefill
-    iterations = 0
+    if prefix_len is None:
+        prefix_len = lm.cache_length(cache) - kept
+    if trajectory is None and record_trajectory:
+        trajectory = [block.cpu()]
+    fixed = [] if fixed is None else fixed
     while final_len < n and iterations < max_iterations:
-        logits = lm.forward_block(block.reshape(1, n), cache)
-        lm.crop_cache(cache, prefix_len)
-        new_block = torch.cat((block[:1], _argmax(logits[:-1], allowed)))
+        # Run positions kept..n-1 (their cache entries are rebuilt); row j predicts position kept + j + 1.
+        # The first `keep` positions are not re-predicted: the one after the kept entries (final),
+        # and a pinned prefix (fixed as given).
+        logits = lm.forward_block(block[kept:].reshape(1, n - kept), cache)
+        tokens_run += n - kept
+        keep = max(kept + 1, pinned)
+        new_block = torch.cat((block[:keep], _argmax(logits[keep - kept - 1 : -1], allowed)))
         iterations += 1
         changed = (new_block != block).nonzero()
         common = int(changed[0, 0]) if changed.numel() else n
         new_final_len = min(n, max(common + 1, final_len + 1))
         fixed.append(new_final_len - final_len)
         final_len = new_final_len
+        # Entries of positions < common were computed from tokens that are now final: keep them.
+        kept = min(common, n - 1) if keep_final_prefix else 0
+        lm.crop_cache(cache, prefix_len + kept)
         block = new_block
         if trajectory is not None:
             trajectory.append(block.cpu())
+    if lm.cache_length(cache) != prefix_len:
+        lm.crop_cache(cache, prefix_len)
     stats = DecodeStats(
         mode="jacobi",
         block_len=n,
@@ -411,6 +582,7 @@ def _decode_jacobi(
         iterations=iterations,
         converged=final_len >= n,
         tokens_fixed_per_iteration=fixed,
+        tokens_run=tokens_run,
     )
     return DecodeResult(tokens=block.cpu(), stats=stats, trajectory=trajectory)
 

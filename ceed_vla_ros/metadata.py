@@ -11,9 +11,14 @@ that only need the metadata (camera subscriber, arm driver) stay small.
     name: reach-teacher                  # folder name
     checkpoint_id: reach-teacher-3f9c2a1b  # name + first 8 hex of the weights' SHA-256 (set on save)
     weights_sha256: 3f9c2a1b...          # full SHA-256 of model.safetensors, verified on load
-    action_space: joint_delta            # joint_delta | joint_absolute
-    joint_names: [shoulder_pan, shoulder_lift, elbow, wrist]
-    action_dims: 4                       # == len(joint_names)
+    action_space: joint_delta            # joint_delta | joint_absolute | ee_delta | ee_absolute
+    joint_names: [shoulder_pan, shoulder_lift, elbow, wrist]   # the joints the driver commands
+    action_dims: 4                       # arm dims (len(joint_names), or 3 + rotation dims) + 1 with a gripper
+    end_effector: null                   # ee_* only: {base_frame: base_link, tip_frame: tool_tip,
+                                         #   rotation: rpy | axis_angle | none, delta_frame: base | tool,
+                                         #   delta_reference: image_pose | previous_step}
+    gripper: null                        # or {mode: binary | continuous, closed_value: 0.0, open_value: 1.0,
+                                         #   threshold: 0.5}: the last action dim
     chunk_len: 5                         # actions per decoded chunk
     dt: 0.1                              # seconds between chunk steps
     action_norm: {q01: [...], q99: [...], mask: [true, ...]}
@@ -21,15 +26,25 @@ that only need the metadata (camera subscriber, arm driver) stay small.
     proprio_norm: {q01: [...], q99: [...], mask: [...]}   # null when proprio_names is empty
     n_bins: 256
     vocab_size: 300                      # LM vocabulary incl. the action tokens (set on save)
+    action_token_scheme: ceed            # ceed | openvla (see action_tokenizer.py)
+    action_vocab_size: null              # id base the action tokens count down from (null: vocab_size;
+                                         # openvla: the text vocabulary without its padding, 32000)
     action_tokens:                       # derived, informational, checked on load
-      first_id: 44                       # vocab_size - n_bins
-      last_id: 299                       # vocab_size - 1
+      first_id: 44                       # action base - n_bins
+      last_id: 299                       # action base - 1
       mapping: token_id = vocab_size - 1 - bin, bin = clip(floor((a + 1) / 2 * n_bins), 0, n_bins - 1)
     image: {height: 64, width: 64, crop: none, resize: bilinear, channel_order: rgb,
             mean: [0.5, 0.5, 0.5], std: [0.5, 0.5, 0.5]}
     prompt_template: "In: What action should the robot take to {instruction}?\\nOut:"
     provenance: {role: teacher, parent: null, command: "...", seeds: {train: 0}, data: "...",
                  notes: "", created: "2026-01-01T00:00:00+00:00"}
+    backend: ceed_tiny                   # model backend (ceed_vla_ros/backends): ceed_tiny | openvla
+    source_dir: null                     # folder of the model files, absolute or relative to this
+                                         # folder (null: this folder); set by `ceed-vla import`
+    backend_options: {}                  # backend-specific settings, e.g. openvla {unnorm_key: ...}
+
+``weights_sha256`` is the SHA-256 of model.safetensors for ``ceed_tiny``; backends with sharded
+weights define their own digest (``openvla``: of the index and each shard's size and header).
 
 Every problem found while reading raises :class:`CheckpointError` naming the file and the problem.
 """
@@ -41,15 +56,22 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import yaml
 
-from ceed_vla_ros.action_tokenizer import ActionTokenizer, NormStats
+from ceed_vla_ros.action_tokenizer import ACTION_TOKEN_MAPPINGS, ACTION_TOKEN_SCHEMES, ActionTokenizer, NormStats
 
 METADATA_FILE = "ceed_vla.yaml"
 WEIGHTS_FILE = "model.safetensors"
 FORMAT_VERSION = 1
-ACTION_SPACES = ("joint_delta", "joint_absolute")
+ACTION_SPACES = ("joint_delta", "joint_absolute", "ee_delta", "ee_absolute")
+EE_ROTATIONS = ("rpy", "axis_angle", "none")
+DELTA_FRAMES = ("base", "tool")
+DELTA_REFERENCES = ("image_pose", "previous_step")
+GRIPPER_MODES = ("binary", "continuous")
 ROLES = ("teacher", "student")
+DEFAULT_BACKEND = "ceed_tiny"
+BACKEND_NAME_PATTERN = re.compile(r"^[a-z][a-z0-9_]{0,63}$")
 DEFAULT_PROMPT_TEMPLATE = "In: What action should the robot take to {instruction}?\nOut:"
 NAME_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9_.-]{0,127}$")
 
@@ -86,6 +108,74 @@ class ImageSpec:
             raise ValueError(f"image channel_order must be rgb or bgr, got {self.channel_order!r}")
         if len(self.mean) != 3 or len(self.std) != 3 or min(self.std) <= 0:
             raise ValueError("image mean/std need 3 values each, std > 0")
+
+
+@dataclass
+class EndEffectorSpec:
+    """Frames and rotation of end-effector actions ``[x, y, z, r1, r2, r3]`` (ee_delta / ee_absolute).
+
+    Positions (m) are of ``tip_frame`` in ``base_frame`` (URDF link names). ``rotation``: ``rpy``
+    (roll, pitch, yaw about fixed x, y, z: R = Rz(yaw) Ry(pitch) Rx(roll)), ``axis_angle`` (rotation
+    vector) or ``none`` (position-only actions, 3 dims; the orientation is left to the IK).
+    ee_delta: ``delta_frame`` ``base`` adds the translation in the base frame and left-multiplies the
+    rotation (R' = dR R); ``tool`` applies both in the tip frame (p' = p + R dp, R' = R dR).
+    ``delta_reference``: ``image_pose`` (every step relative to the tip pose at the image stamp, as
+    ``joint_delta`` is) or ``previous_step`` (step i relative to step i - 1's target: per-step deltas
+    as in Bridge / LIBERO data, composed along the chunk).
+    """
+
+    base_frame: str = "base_link"
+    tip_frame: str = "tool_tip"
+    rotation: str = "rpy"
+    delta_frame: str = "base"
+    delta_reference: str = "image_pose"
+
+    def validate(self) -> None:
+        if not self.base_frame or not self.tip_frame:
+            raise ValueError("end_effector needs base_frame and tip_frame (URDF link names)")
+        if self.rotation not in EE_ROTATIONS:
+            raise ValueError(f"end_effector rotation must be one of {EE_ROTATIONS}, got {self.rotation!r}")
+        if self.delta_frame not in DELTA_FRAMES:
+            raise ValueError(f"end_effector delta_frame must be one of {DELTA_FRAMES}, got {self.delta_frame!r}")
+        if self.delta_reference not in DELTA_REFERENCES:
+            raise ValueError(f"end_effector delta_reference must be one of {DELTA_REFERENCES}, "
+                             f"got {self.delta_reference!r}")
+
+    @property
+    def dims(self) -> int:
+        return 3 if self.rotation == "none" else 6
+
+
+@dataclass
+class GripperSpec:
+    """The gripper action: the last action dim. ``closed_value`` / ``open_value``: the action values
+    that mean fully closed / open (either may be the larger: LIBERO's -1 = open is
+    ``closed_value: 1, open_value: -1``). ``continuous``: the open fraction is
+    ``(a - closed_value) / (open_value - closed_value)`` clipped to [0, 1]; ``binary``: fully open
+    when that fraction is at least the fraction of ``threshold``, else fully closed."""
+
+    mode: str = "binary"
+    closed_value: float = 0.0
+    open_value: float = 1.0
+    threshold: float = 0.5
+
+    def validate(self) -> None:
+        if self.mode not in GRIPPER_MODES:
+            raise ValueError(f"gripper mode must be one of {GRIPPER_MODES}, got {self.mode!r}")
+        if self.closed_value == self.open_value:
+            raise ValueError("gripper closed_value and open_value must differ")
+        low, high = sorted((self.closed_value, self.open_value))
+        if self.mode == "binary" and not low < self.threshold < high:
+            raise ValueError(f"gripper threshold {self.threshold} must lie strictly between "
+                             f"{self.closed_value} and {self.open_value}")
+
+    def open_fraction(self, values: np.ndarray) -> np.ndarray:
+        """Open fraction in [0, 1] (0 closed, 1 open) of raw gripper action values."""
+        span = self.open_value - self.closed_value
+        fraction = np.clip((np.asarray(values, dtype=np.float64) - self.closed_value) / span, 0.0, 1.0)
+        if self.mode == "binary":
+            return (fraction >= (self.threshold - self.closed_value) / span).astype(np.float64)
+        return fraction
 
 
 @dataclass
@@ -126,9 +216,16 @@ class CheckpointMetadata:
     image: ImageSpec = field(default_factory=ImageSpec)
     prompt_template: str = DEFAULT_PROMPT_TEMPLATE
     provenance: Provenance = field(default_factory=Provenance)
+    end_effector: EndEffectorSpec | None = None
+    gripper: GripperSpec | None = None
     checkpoint_id: str = ""
     weights_sha256: str = ""
     format_version: int = FORMAT_VERSION
+    backend: str = DEFAULT_BACKEND
+    action_token_scheme: str = "ceed"
+    action_vocab_size: int | None = None
+    source_dir: str | None = None
+    backend_options: dict = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.validate()
@@ -139,8 +236,26 @@ class CheckpointMetadata:
         return self.chunk_len * self.action_dims
 
     @property
+    def arm_dims(self) -> int:
+        """Action dims before the gripper: one per joint, or the end-effector pose's."""
+        if self.action_space.startswith("ee_"):
+            return self.end_effector.dims if self.end_effector is not None else 0
+        return len(self.joint_names)
+
+    @property
     def proprio_dim(self) -> int:
         return len(self.proprio_names)
+
+    @property
+    def action_token_base(self) -> int | None:
+        """The id the action tokens count down from (``action_vocab_size``, else ``vocab_size``)."""
+        return self.action_vocab_size if self.action_vocab_size is not None else self.vocab_size
+
+    def model_folder(self, checkpoint_folder: str | Path) -> Path:
+        """Where the model files are: ``source_dir`` (relative to ``checkpoint_folder``) or the folder."""
+        if not self.source_dir:
+            return Path(checkpoint_folder)
+        return (Path(checkpoint_folder) / self.source_dir).resolve()
 
     def validate(self) -> None:
         """Raise ValueError on any inconsistency inside the metadata."""
@@ -150,8 +265,21 @@ class CheckpointMetadata:
             raise ValueError(f"unsupported format_version {self.format_version} (this code reads {FORMAT_VERSION})")
         if self.action_space not in ACTION_SPACES:
             raise ValueError(f"action_space must be one of {ACTION_SPACES}, got {self.action_space!r}")
-        if self.action_dims < 1 or len(self.joint_names) != self.action_dims:
-            raise ValueError(f"action_dims ({self.action_dims}) must equal len(joint_names) ({len(self.joint_names)})")
+        if not self.joint_names:
+            raise ValueError("joint_names must name the driven joints")
+        if self.action_space.startswith("ee_"):
+            if self.end_effector is None:
+                raise ValueError(f"action_space {self.action_space} needs an end_effector section (frames, rotation)")
+            self.end_effector.validate()
+        elif self.end_effector is not None:
+            raise ValueError(f"end_effector is only for ee_delta / ee_absolute, not {self.action_space}")
+        if self.gripper is not None:
+            self.gripper.validate()
+        expected = self.arm_dims + (1 if self.gripper is not None else 0)
+        if self.action_dims != expected:
+            what = "len(joint_names)" if not self.action_space.startswith("ee_") else "the end-effector pose dims"
+            raise ValueError(f"action_dims ({self.action_dims}) must equal {what} ({self.arm_dims})"
+                             f"{' + 1 (gripper)' if self.gripper is not None else ''} = {expected}")
         if self.action_norm.dims != self.action_dims:
             raise ValueError(f"action_norm has {self.action_norm.dims} dims, action_dims is {self.action_dims}")
         if self.chunk_len < 1:
@@ -168,6 +296,19 @@ class CheckpointMetadata:
             raise ValueError(f"n_bins must be >= 2, got {self.n_bins}")
         if self.vocab_size is not None and self.vocab_size <= self.n_bins:
             raise ValueError(f"vocab_size ({self.vocab_size}) must exceed n_bins ({self.n_bins})")
+        if not BACKEND_NAME_PATTERN.match(self.backend):
+            raise ValueError(f"backend {self.backend!r} must match {BACKEND_NAME_PATTERN.pattern}")
+        if self.action_token_scheme not in ACTION_TOKEN_SCHEMES:
+            raise ValueError(
+                f"action_token_scheme must be one of {ACTION_TOKEN_SCHEMES}, got {self.action_token_scheme!r}"
+            )
+        if self.action_vocab_size is not None:
+            if self.action_vocab_size < self.n_bins:
+                raise ValueError(f"action_vocab_size ({self.action_vocab_size}) must be >= n_bins ({self.n_bins})")
+            if self.vocab_size is not None and self.action_vocab_size > self.vocab_size:
+                raise ValueError(f"action_vocab_size ({self.action_vocab_size}) exceeds vocab_size ({self.vocab_size})")
+        if not isinstance(self.backend_options, dict):
+            raise ValueError("backend_options must be a mapping")
         if "{instruction}" not in self.prompt_template:
             raise ValueError("prompt_template must contain '{instruction}'")
         self.image.validate()
@@ -177,7 +318,9 @@ class CheckpointMetadata:
         """The :class:`ActionTokenizer` of this checkpoint (needs ``vocab_size``)."""
         if self.vocab_size is None:
             raise ValueError("vocab_size is not set (it is filled when the checkpoint is saved)")
-        return ActionTokenizer(self.vocab_size, self.n_bins, self.action_norm, self.chunk_len)
+        return ActionTokenizer(
+            self.action_token_base, self.n_bins, self.action_norm, self.chunk_len, self.action_token_scheme
+        )
 
     def to_dict(self) -> dict:
         data = dataclasses.asdict(self)
@@ -186,10 +329,11 @@ class CheckpointMetadata:
         data["image"]["mean"] = list(self.image.mean)
         data["image"]["std"] = list(self.image.std)
         if self.vocab_size is not None:
+            base = self.action_token_base
             data["action_tokens"] = {
-                "first_id": self.vocab_size - self.n_bins,
-                "last_id": self.vocab_size - 1,
-                "mapping": "token_id = vocab_size - 1 - bin, bin = clip(floor((a + 1) / 2 * n_bins), 0, n_bins - 1)",
+                "first_id": base - self.n_bins,
+                "last_id": base - 1,
+                "mapping": ACTION_TOKEN_MAPPINGS[self.action_token_scheme],
             }
         return data
 
@@ -211,9 +355,15 @@ class CheckpointMetadata:
                 image[key] = tuple(float(v) for v in image[key])
         data["image"] = ImageSpec(**image)
         data["provenance"] = Provenance(**(data.get("provenance") or {}))
+        data["backend_options"] = dict(data.get("backend_options") or {})
+        if data.get("end_effector") is not None:
+            data["end_effector"] = EndEffectorSpec(**data["end_effector"])
+        if data.get("gripper") is not None:
+            data["gripper"] = GripperSpec(**{k: (v if k == "mode" else float(v)) for k, v in data["gripper"].items()})
         metadata = cls(**data)
         if derived is not None and metadata.vocab_size is not None:
-            expected = (metadata.vocab_size - metadata.n_bins, metadata.vocab_size - 1)
+            base = metadata.action_token_base
+            expected = (base - metadata.n_bins, base - 1)
             if (derived.get("first_id"), derived.get("last_id")) != expected:
                 raise ValueError(f"action_tokens ids {derived} disagree with vocab_size/n_bins {expected}")
         return metadata

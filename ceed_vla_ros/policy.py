@@ -16,42 +16,12 @@ from ceed_vla_ros.checkpoint import Checkpoint
 from ceed_vla_ros.decoding import (
     DecodeSettings,
     DecodeStats,
-    HFCausalLMAdapter,
     TokenRange,
     decode,
     init_random_prompt_tokens,
     init_warm_start,
 )
-from ceed_vla_ros.image_conversion import crop_and_resize
-from ceed_vla_ros.metadata import ImageSpec
-
-
-def preprocess_images(images: np.ndarray | torch.Tensor, spec: ImageSpec) -> torch.Tensor:
-    """uint8 RGB images (H, W, 3) or (B, H, W, 3) -> float ``pixel_values`` (B, 3, height, width).
-
-    The one path of training, evaluation and inference: images not already at the checkpoint's size
-    (or with a crop to apply) go through :func:`~ceed_vla_ros.image_conversion.crop_and_resize`,
-    the same function the camera node applies; then the channel order (``bgr`` checkpoints get the
-    channels reversed), scaling to [0, 1] and ``(x - mean) / std`` (see :class:`ImageSpec`).
-    """
-    x = torch.as_tensor(images)
-    if x.ndim == 3:
-        x = x.unsqueeze(0)
-    if x.ndim != 4 or x.shape[-1] != 3:
-        raise ValueError(f"expected (H, W, 3) or (B, H, W, 3) images, got shape {tuple(x.shape)}")
-    if x.dtype != torch.uint8:
-        raise ValueError(f"expected uint8 images, got {x.dtype}")
-    height, width = x.shape[1:3]
-    crops = spec.crop == "center_square" and height != width  # a square image is its own centre square
-    if crops or (height, width) != (spec.height, spec.width):
-        resized = np.stack([crop_and_resize(image, spec) for image in x.cpu().numpy()])
-        x = torch.from_numpy(resized).to(x.device)
-    x = x.permute(0, 3, 1, 2).float().div_(255.0)
-    if spec.channel_order == "bgr":
-        x = x.flip(1)
-    mean = torch.tensor(spec.mean).reshape(1, 3, 1, 1)
-    std = torch.tensor(spec.std).reshape(1, 3, 1, 1)
-    return (x - mean) / std
+from ceed_vla_ros.preprocess import preprocess_images  # noqa: F401 - re-exported: training and benches use it
 
 
 @dataclass
@@ -87,25 +57,44 @@ class CeedVlaPolicy:
         self.checkpoint = checkpoint
         self.metadata = checkpoint.metadata
         self.action_tokenizer = checkpoint.action_tokenizer
-        self.lm = HFCausalLMAdapter(checkpoint.model, min_context=self.metadata.block_len)
+        self.lm = checkpoint.block_lm(min_context=self.metadata.block_len)
         self.allowed = TokenRange(*self.action_tokenizer.token_range)
         self.settings = settings if settings is not None else DecodeSettings()
         self.warm_start_fill = warm_start_fill
         self.generator = torch.Generator().manual_seed(seed)
         self.previous_tokens: torch.Tensor | None = None
+        self.previous_reference: np.ndarray | None = None  # joints at the previous chunk's image (deltas)
         self._prompt_cache: dict[str, torch.Tensor] = {}
 
     def prompt_ids(self, instruction: str) -> torch.Tensor:
         """(1, L) prompt ids for ``instruction``, cached."""
         ids = self._prompt_cache.get(instruction)
         if ids is None:
-            ids = torch.tensor([self.checkpoint.prompt_ids(instruction)], dtype=torch.long)
+            device = next(self.checkpoint.model.parameters()).device
+            ids = torch.tensor([self.checkpoint.prompt_ids(instruction)], dtype=torch.long, device=device)
             self._prompt_cache[instruction] = ids
         return ids
 
     def reset(self) -> None:
         """Forget the previous chunk (call at the start of an episode)."""
         self.previous_tokens = None
+        self.previous_reference = None
+
+    def _pinned_tokens(self, shift: int, count: int, joint_positions: np.ndarray | None) -> torch.Tensor | None:
+        """The previous chunk's tokens ``shift .. shift + count``. joint_delta actions are relative to
+        the joints at their image, so they are re-expressed relative to this image's joints and
+        re-tokenised (a token pinned as it was would command a different target); None if that
+        cannot be done (no joints, or proprio names that are not the joints)."""
+        previous = self.previous_tokens.reshape(-1)
+        if self.metadata.action_space != "joint_delta":
+            return previous[shift : shift + count]
+        if (joint_positions is None or self.previous_reference is None
+                or list(self.metadata.proprio_names) != list(self.metadata.joint_names)):
+            return None
+        actions = self.action_tokenizer.decode(previous.numpy())
+        moved = self.previous_reference - np.asarray(joint_positions, dtype=np.float64)
+        tokens = self.action_tokenizer.encode(actions + moved[None, :])
+        return torch.as_tensor(tokens[shift : shift + count], dtype=previous.dtype)
 
     @torch.inference_mode()
     def predict(
@@ -116,6 +105,7 @@ class CeedVlaPolicy:
         settings: DecodeSettings | None = None,
         *,
         steps_executed: int | None = None,
+        pin_steps: int = 0,
     ) -> PolicyOutput:
         """Decode one action chunk.
 
@@ -124,19 +114,24 @@ class CeedVlaPolicy:
             joint_positions: raw proprio values (``proprio_names`` order); None if the model has none.
             instruction: task text, inserted into the prompt template.
             settings: overrides the constructor's :class:`DecodeSettings` for this call.
-            steps_executed: for ``warm_start``, chunk steps executed since the previous query
-                (default: the whole chunk, i.e. ``chunk_len``).
+            steps_executed: for ``warm_start`` and pinning, chunk steps executed since the previous
+                query (default: the whole chunk, i.e. ``chunk_len``).
+            pin_steps: prefix pinning (Jacobi / early exit): the first ``pin_steps`` actions of the new
+                chunk are the previous chunk's, shifted by ``steps_executed`` (the steps that will be
+                executing by the time decoding finishes), and only the rest is decoded. Without a
+                previous chunk that covers them, nothing is pinned.
         """
         settings = settings or self.settings
-        inputs = {"pixel_values": preprocess_images(image, self.metadata.image)}
+        proprio = None
         if self.metadata.proprio_norm is not None:
             if joint_positions is None:
                 raise ValueError("this checkpoint needs joint_positions (proprio)")
             joint_positions = np.asarray(joint_positions, dtype=np.float64)
             if not np.all(np.isfinite(joint_positions)):
                 raise ValueError(f"joint_positions must be finite, got {joint_positions.tolist()}")
-            proprio = self.metadata.proprio_norm.normalize(joint_positions, clip=False)
-            inputs["proprio"] = torch.as_tensor(proprio, dtype=torch.float32).reshape(1, -1)
+            normalized = self.metadata.proprio_norm.normalize(joint_positions, clip=False)
+            proprio = torch.as_tensor(normalized, dtype=torch.float32).reshape(1, -1)
+        inputs = self.checkpoint.model_inputs(image, proprio)
         input_ids = self.prompt_ids(instruction)
         block_len = self.metadata.block_len
         if settings.init == "warm_start" and self.previous_tokens is not None:
@@ -151,6 +146,12 @@ class CeedVlaPolicy:
             )
         else:
             initial = init_random_prompt_tokens(input_ids, block_len, self.generator)
+        pinned = None
+        if pin_steps > 0 and settings.mode != "ar" and self.previous_tokens is not None:
+            shift = (self.metadata.chunk_len if steps_executed is None else steps_executed) * self.metadata.action_dims
+            count = pin_steps * self.metadata.action_dims
+            if shift + count <= block_len and count < block_len:
+                pinned = self._pinned_tokens(shift, count, joint_positions)
         result = decode(
             self.lm,
             input_ids,
@@ -160,7 +161,11 @@ class CeedVlaPolicy:
             allowed=self.allowed,
             initial_block=initial,
             early_exit_steps=settings.early_exit_steps,
+            pinned_prefix=pinned,
+            fused_prefill=settings.fused_prefill,
+            keep_final_prefix=settings.keep_final_prefix,
         )
         self.previous_tokens = result.tokens
+        self.previous_reference = None if joint_positions is None else np.asarray(joint_positions, dtype=np.float64)
         actions = self.action_tokenizer.decode(result.tokens.numpy())
         return PolicyOutput(tokens=result.tokens, actions=actions, stats=result.stats)

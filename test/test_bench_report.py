@@ -17,12 +17,16 @@ def test_bench_all_writes_a_report_with_every_section(tiny_model_dir, tmp_path):
     result = subprocess.run(
         [str(Path(sys.executable).parent / "ceed-vla"), "bench-all", "--teacher", "tiny_sim", "--student", "tiny_sim",
          "--model-dir", str(tiny_model_dir), "--episodes", "1", "--tasks", "reach", "--repeats", "2",
-         "--observations", "2", "--early-exit-steps", "1", "2", "--pipeline-seconds", "2", "--out", str(out)],
+         "--observations", "2", "--early-exit-steps", "1", "2", "--pipeline-seconds", "2", "--latency-episodes", "1",
+         "--latency-tasks", "reach_moving", "--latencies", "measured", "fixed:450", "--out", str(out)],
         capture_output=True, text=True, timeout=600)
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     report = (out / "report.md").read_text()
-    for heading in ("## Targets", "## How we compare", "## Closed loop", "## Decoding", "## ROS pipeline"):
+    for heading in ("## Targets", "## How we compare", "## Closed loop", "## Latency-aware closed loop", "## Decoding",
+                    "## ROS pipeline"):
         assert heading in report
+    assert "| tiny_sim:early_exit:1+fused [fixed:450] | reach_moving | 0/1 (0 %" in report  # stale: all refused
+    assert (out / "latency" / "success_vs_policy_hz.png").stat().st_size > 1000
     for plot in (
         "success_vs_speedup.png",
         "closed_loop/success_vs_forward_passes.png",

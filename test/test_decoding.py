@@ -357,15 +357,25 @@ def test_bench_smoke(capsys):
     )
     out = capsys.readouterr().out
     assert rc == 0
-    table = [line for line in out.splitlines() if line.startswith("| ")]
+    table = [line for line in out.split("Speed-ups")[0].splitlines() if line.startswith("| ")]
     assert [line.split("|")[1].strip() for line in table[1:]] == [
         "HF generate (greedy)",
         "ours: AR",
         "ours: Jacobi",
         "ours: early exit k=1",
         "ours: early exit k=2",
+        "ours: Jacobi, kept prefix",
+        "ours: Jacobi, fused + kept prefix",
+        "ours: early exit k=1, fused",
+        "ours: early exit k=2, fused",
     ]
-    assert all(line.split("|")[-2].strip() == "100%" for line in table[1:4])  # generate, AR, Jacobi agree
+    agree = [line for line in table[1:] if line.split("|")[-2].strip() == "100%"]
+    assert len(agree) >= 5  # generate, AR, Jacobi and both kept-prefix Jacobi rows agree with AR
+    passes = {line.split("|")[1].strip(): float(line.split("|")[2]) for line in table[1:]}
+    assert passes["ours: early exit k=1, fused"] == 1.0 and passes["ours: early exit k=1"] == 2.0
+    pairs = [line for line in out.split("Speed-ups")[1].splitlines() if line.startswith("| ")]
+    assert [line.split("|")[2].strip() for line in pairs[1:]] == [
+        "Jacobi, kept prefix", "Jacobi, fused + kept prefix", "early exit k=1, fused", "early exit k=2, fused"]
 
 
 def mistral(window: int | None):
@@ -418,3 +428,213 @@ def test_decode_settings_are_validated_once():
     ):
         with pytest.raises(ValueError):
             DecodeSettings(**bad)
+
+
+@pytest.mark.parametrize("pinned", [1, 4, 9])
+def test_prefix_pinning_decodes_the_rest_conditioned_on_the_pinned_tokens(pinned):
+    model, ids, inputs = make_case(4)
+    lm = HFCausalLMAdapter(model)
+    n = 12
+    prefix = torch.randint(ACTIONS.start, ACTIONS.stop, (pinned,), generator=torch.Generator().manual_seed(pinned))
+    result = decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=ACTIONS, generator=torch.Generator(),
+                    pinned_prefix=prefix)
+    # the fixed point is the greedy continuation of prompt + pinned prefix (AR with the prefix as given)
+    expected = hf_greedy(model, torch.cat((ids, prefix[None]), dim=1), inputs, n - pinned, ACTIONS)
+    assert torch.equal(result.tokens[:pinned], prefix)
+    assert torch.equal(result.tokens[pinned:], expected)
+    assert result.stats.converged and result.stats.pinned_tokens == pinned
+    assert result.stats.iterations <= n - pinned
+    early = decode(lm, ids, inputs, mode="early_exit", early_exit_steps=1, block_len=n, allowed=ACTIONS,
+                   generator=torch.Generator(), pinned_prefix=prefix)
+    assert torch.equal(early.tokens[:pinned], prefix) and early.stats.iterations == 1
+    with pytest.raises(ValueError, match="Jacobi"):
+        decode(lm, ids, inputs, mode="ar", block_len=n, allowed=ACTIONS, pinned_prefix=prefix)
+    with pytest.raises(ValueError, match="at most"):
+        decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=ACTIONS, generator=torch.Generator(),
+               pinned_prefix=torch.full((n,), ACTIONS.start))
+
+
+def test_policy_pins_the_previous_chunks_steps_re_expressed_for_joint_deltas(tiny_checkpoint):
+    policy = CeedVlaPolicy(tiny_checkpoint, DecodeSettings("jacobi"), seed=0)
+    image = np.random.default_rng(1).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    first_joints, joints = np.array([0.1, -0.3, 1.0]), np.array([0.12, -0.31, 1.0])
+    first = policy.predict(image, first_joints, "reach the red cube")
+    pinned = policy.predict(image, joints, "reach the red cube", steps_executed=1, pin_steps=2)
+    assert pinned.stats.pinned_tokens == 6
+    # the pinned steps command the same absolute targets as the previous chunk's steps 1 and 2 (up to a bin)
+    bin_width = 0.2 / policy.metadata.n_bins
+    targets_before = first_joints + first.actions[1:3]
+    targets_now = joints + pinned.actions[:2]
+    assert np.all(np.abs(targets_now[:, :2] - targets_before[:, :2]) <= bin_width + 1e-9)
+    unpinned = policy.predict(image, joints, "reach the red cube", DecodeSettings("ar"), steps_executed=1, pin_steps=2)
+    assert unpinned.stats.pinned_tokens == 0  # AR decodes every token
+    policy.reset()
+    assert policy.predict(image, joints, "reach the red cube", pin_steps=2).stats.pinned_tokens == 0  # no previous
+
+
+# ---------------------------------------------------------------------------------------------------------------
+# Fused prefill (prompt + guessed block in one forward) and the kept-prefix cache.
+
+
+def make_conditioned_case(seed: int):
+    """As make_case, with instruction-conditioned image tokens (the prompt encoding reads the whole prompt)."""
+    model, ids, inputs = make_case(seed)
+    config = model.config
+    config.vision_prompt_conditioning = True
+    torch.manual_seed(seed)
+    return CeedVlaForActionPrediction(config).eval(), ids, inputs
+
+
+class ForwardCounter:
+    """Counts the model's forward calls with a forward hook on the real model."""
+
+    def __init__(self, model) -> None:
+        self.calls = 0
+        self.handle = model.register_forward_hook(self._hook)
+
+    def _hook(self, *_):
+        self.calls += 1
+
+
+@torch.no_grad()
+def reference_fused(model, ids, inputs, guess, allowed, iterations):
+    """Uncached reference: iterate 1 = argmax of one forward over [prompt + guess] (position 0 included),
+    then plain Jacobi iterations by full recomputation."""
+    prompt_len, n = ids.shape[1], guess.numel()
+    block = guess.clone()
+    trajectory = [block]
+    for iteration in range(iterations):
+        # prompt_length: the prompt encoding (instruction-conditioned image tokens) sees the prompt only
+        logits = model(input_ids=torch.cat((ids, block[None]), dim=1), **inputs, prompt_length=prompt_len).logits[0]
+        predicted = argmax(logits[prompt_len - 1 : prompt_len - 1 + n], allowed)
+        block = predicted if iteration == 0 else torch.cat((block[:1], predicted[1:]))
+        trajectory.append(block)
+    return trajectory
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_early_exit_k1_is_one_forward_pass(seed, conditioned):
+    model, ids, inputs = (make_conditioned_case if conditioned else make_case)(seed)
+    lm = HFCausalLMAdapter(model)
+    n = 8
+    guess = init_random_prompt_tokens(ids, n, torch.Generator().manual_seed(seed))
+    counter = ForwardCounter(model)
+    fused = decode(lm, ids, inputs, mode="early_exit", early_exit_steps=1, block_len=n, allowed=ACTIONS,
+                   initial_block=guess, fused_prefill=True)
+    assert counter.calls == 1 and fused.stats.forward_passes == 1 and fused.stats.iterations == 1
+    assert fused.stats.fused_prefill
+    unfused = decode(lm, ids, inputs, mode="early_exit", early_exit_steps=1, block_len=n, allowed=ACTIONS,
+                     initial_block=guess)
+    assert counter.calls == 3 and unfused.stats.forward_passes == 2  # today's k = 1: prefill + 1 iteration
+    reference = reference_fused(model, ids, inputs, guess, ACTIONS, iterations=1)
+    assert torch.equal(fused.tokens, reference[1])
+    # The first token is exact (from the prompt alone) in both; the rest came from a guessed position 0.
+    assert fused.tokens[0] == unfused.tokens[0]
+
+
+FUSED_CASES = [(s, n, a) for s in range(4) for n, a in ((1, ACTIONS), (7, None), (16, ACTIONS))]
+
+
+@pytest.mark.parametrize("conditioned", [False, True])
+@pytest.mark.parametrize("seed,n,allowed", FUSED_CASES)
+def test_fused_jacobi_still_converges_to_ar(seed, n, allowed, conditioned):
+    model, ids, inputs = (make_conditioned_case if conditioned else make_case)(seed)
+    lm = HFCausalLMAdapter(model)
+    ar = decode(lm, ids, inputs, mode="ar", block_len=n, allowed=allowed)
+    for keep in (False, True):
+        fused = decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=allowed, fused_prefill=True,
+                       keep_final_prefix=keep, generator=torch.Generator().manual_seed(seed))
+        assert torch.equal(fused.tokens, ar.tokens) and fused.stats.converged
+        assert fused.stats.forward_passes == fused.stats.iterations <= n
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_fused_iterates_match_the_uncached_reference(seed):
+    model, ids, inputs = make_conditioned_case(seed)
+    lm = HFCausalLMAdapter(model)
+    n = 9
+    guess = init_random_prompt_tokens(ids, n, torch.Generator().manual_seed(seed))
+    full = decode(lm, ids, inputs, mode="jacobi", block_len=n, initial_block=guess, fused_prefill=True,
+                  record_trajectory=True)
+    reference = reference_fused(model, ids, inputs, guess, None, iterations=len(full.trajectory) - 1)
+    for ours, expected in zip(full.trajectory, reference):
+        assert torch.equal(ours, expected)
+    for k in range(1, full.stats.iterations + 1):
+        early = decode(lm, ids, inputs, mode="early_exit", early_exit_steps=k, block_len=n, initial_block=guess,
+                       fused_prefill=True)
+        assert torch.equal(early.tokens, full.trajectory[k]) and early.stats.forward_passes == k
+
+
+@pytest.mark.parametrize("fused", [False, True])
+@pytest.mark.parametrize("seed,allowed", [(s, a) for s in range(6) for a in (None, ACTIONS)])
+def test_kept_prefix_cache_gives_identical_outputs(seed, allowed, fused):
+    model, ids, inputs = make_case(seed, hidden=32 if seed % 2 else 64)
+    lm = HFCausalLMAdapter(model)
+    n = 16
+    guess = init_random_prompt_tokens(ids, n, torch.Generator().manual_seed(seed))
+    common = dict(block_len=n, allowed=allowed, initial_block=guess, fused_prefill=fused, record_trajectory=True)
+    plain = decode(lm, ids, inputs, mode="jacobi", **common)
+    kept = decode(lm, ids, inputs, mode="jacobi", keep_final_prefix=True, **common)
+    assert len(plain.trajectory) == len(kept.trajectory)
+    for a, b in zip(plain.trajectory, kept.trajectory):
+        assert torch.equal(a, b)
+    assert plain.stats.iterations == kept.stats.iterations
+    assert plain.stats.tokens_fixed_per_iteration == kept.stats.tokens_fixed_per_iteration
+    assert kept.stats.tokens_run <= plain.stats.tokens_run == n * plain.stats.iterations
+    if plain.stats.iterations > 1:
+        assert kept.stats.tokens_run < plain.stats.tokens_run  # it did skip the final prefix
+    for k in (1, 2, 3):
+        a = decode(lm, ids, inputs, mode="early_exit", early_exit_steps=k, **common)
+        b = decode(lm, ids, inputs, mode="early_exit", early_exit_steps=k, keep_final_prefix=True, **common)
+        assert torch.equal(a.tokens, b.tokens)
+
+
+def test_kept_prefix_leaves_the_cache_at_the_prefix():
+    model, ids, inputs = make_case(2)
+    lm = HFCausalLMAdapter(model)
+    cache, last_logits = lm.prefill(ids, inputs)
+    prefix_len = lm.cache_length(cache)
+    first = decode_from_prefix(lm, cache, last_logits, mode="jacobi", block_len=12, prompt_ids=ids,
+                               keep_final_prefix=True, generator=torch.Generator().manual_seed(0))
+    assert lm.cache_length(cache) == prefix_len
+    again = decode_from_prefix(lm, cache, last_logits, mode="ar", block_len=12)
+    assert torch.equal(first.tokens, again.tokens)
+
+
+def test_speedup_options_are_jacobi_only_and_reach_the_policy(tiny_checkpoint):
+    with pytest.raises(ValueError, match="not AR"):
+        DecodeSettings("ar", fused_prefill=True)
+    model, ids, inputs = make_case(0)
+    with pytest.raises(ValueError, match="fused_prefill needs"):
+        decode(HFCausalLMAdapter(model), ids, inputs, mode="ar", block_len=4, fused_prefill=True)
+    policy = CeedVlaPolicy(tiny_checkpoint, DecodeSettings("jacobi"), seed=0)
+    image = np.random.default_rng(0).integers(0, 256, (48, 64, 3), dtype=np.uint8)
+    joints = np.array([0.1, -0.3, 1.0])
+    ar = policy.predict(image, joints, "reach the red cube", DecodeSettings("ar"))
+    one = policy.predict(image, joints, "reach the red cube", DecodeSettings("early_exit", 1, fused_prefill=True))
+    assert one.stats.forward_passes == 1 and one.stats.fused_prefill
+    for settings in (DecodeSettings("jacobi", fused_prefill=True, keep_final_prefix=True),
+                     DecodeSettings("jacobi", init="warm_start", fused_prefill=True),
+                     DecodeSettings("jacobi", keep_final_prefix=True)):
+        assert torch.equal(policy.predict(image, joints, "reach the red cube", settings).tokens, ar.tokens)
+
+
+@pytest.mark.parametrize("pinned", [1, 4])
+def test_prefix_pinning_with_the_kept_prefix_cache_gives_the_same_iterates(pinned):
+    model, ids, inputs = make_case(5)
+    lm = HFCausalLMAdapter(model)
+    n = 12
+    prefix = torch.randint(ACTIONS.start, ACTIONS.stop, (pinned,), generator=torch.Generator().manual_seed(pinned))
+    plain, kept = (
+        decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=ACTIONS, generator=torch.Generator().manual_seed(3),
+               pinned_prefix=prefix, record_trajectory=True, keep_final_prefix=keep)
+        for keep in (False, True)
+    )
+    assert torch.equal(kept.tokens[:pinned], prefix)
+    assert len(plain.trajectory) == len(kept.trajectory)
+    assert all(torch.equal(a, b) for a, b in zip(plain.trajectory, kept.trajectory))
+    assert kept.stats.tokens_run < plain.stats.tokens_run
+    with pytest.raises(ValueError, match="pinned_prefix"):
+        decode(lm, ids, inputs, mode="jacobi", block_len=n, allowed=ACTIONS, generator=torch.Generator(),
+               pinned_prefix=prefix, fused_prefill=True)

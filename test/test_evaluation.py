@@ -29,7 +29,15 @@ def test_setting_syntax():
     s = Setting.parse("stu:early_exit:2@warm_start")
     assert s.decode == DecodeSettings("early_exit", 2, "warm_start") and s.label == "stu:early_exit:2@warm_start"
     assert Setting.parse("stu:jacobi", default_init="warm_start").decode.init == "warm_start"
+    s = Setting.parse("stu:early_exit:1@warm_start+fused")
+    assert s.decode == DecodeSettings("early_exit", 1, "warm_start", fused_prefill=True)
+    assert s.label == "stu:early_exit:1@warm_start+fused"
+    s = Setting.parse("stu:jacobi+keep+fused")
+    assert s.decode.fused_prefill and s.decode.keep_final_prefix and s.label == "stu:jacobi+fused+keep"
     for bad in (
+        "stu:ar+fused",
+        "stu:jacobi+fast",
+        "stu:jacobi+keep+keep",
         "stu",
         "stu:fast",
         "stu:early_exit",
@@ -138,3 +146,24 @@ def test_eval_end_to_end_on_a_tiny_checkpoint(tmp_path):
         assert (out / name).stat().st_size > 0
     assert "| tiny:jacobi | reach |" in (out / "results.md").read_text()
     assert cli.main([*argv[:-3], "--execute-steps", "3", "--out", str(tmp_path / "bad")]) == 2
+
+    # Latency-aware: the same settings with the world moving on; rows labelled by latency.
+    late = tmp_path / "late"
+    argv_late = [*argv[:4], "tiny:early_exit:1", "--episodes", "2", "--tasks", "reach_moving", "--latency", "none",
+                 "measured", "fixed:250", "--out", str(late), "--no-progress"]
+    assert cli.main(argv_late) == 0
+    report = json.loads((late / "results.json").read_text())
+    rows = {r["setting"]: r for r in report["per_task"]}
+    assert set(rows) == {"tiny:early_exit:1 [none]", "tiny:early_exit:1 [measured]", "tiny:early_exit:1 [fixed:250]"}
+    assert "latency" not in rows["tiny:early_exit:1 [none]"]
+    fixed = rows["tiny:early_exit:1 [fixed:250]"]
+    assert fixed["median_latency_ms"] == 250 and fixed["mean_steps_dropped"] == 2  # 2-step chunks of 100 ms
+    assert fixed["refused_fraction"] == 1.0 and fixed["held_fraction"] == 1.0 and fixed["successes"] == 0
+    measured = rows["tiny:early_exit:1 [measured]"]
+    assert 0 < measured["median_latency_ms"] < 250 and measured["refused_fraction"] == 0.0
+    assert 0 <= measured["wilson_low"] <= measured["success_rate"] <= measured["wilson_high"] <= 1
+    assert (late / "success_vs_policy_hz.png").stat().st_size > 0
+    assert "| tiny:early_exit:1 [fixed:250] | reach_moving | 0/2 (0 %, 95 % CI 0-66 %) |" in (
+        late / "results.md").read_text()
+    with pytest.raises(SystemExit, match="bad latency 'model:5'"):
+        cli.main([*argv_late[:-3], "--latency", "model:5", "--no-progress"])

@@ -16,7 +16,13 @@ Publishes (``command_interface``)
     ``forward_position``: std_msgs/Float64MultiArray on ``forward_command_topic`` (a
     forward_command_controller's ``~/commands``), one position per joint, every control period.
     ``joint_trajectory``: trajectory_msgs/JointTrajectory on ``trajectory_topic`` (a
-    joint_trajectory_controller's ``~/joint_trajectory``), one point one control period ahead.
+    joint_trajectory_controller's ``~/joint_trajectory``): ONE message per accepted chunk, header
+    stamp = the chunk's image stamp, one point per remaining step at the end of its window, with
+    velocities; when the driver starts holding (watchdog, e-stop, IK refusal; not when a chunk is
+    used up) one single-point trajectory at the command in force.
+    Gripper (``gripper_interface``): ``joint``: one more joint (``gripper_joint``) in those
+    commands; ``topic``: std_msgs/Float64MultiArray [position] on ``gripper_command_topic`` every
+    control period (a forward_command_controller of the gripper).
     ``~/holding`` (std_msgs/Bool): true while the driver holds the arm (no actions, watchdog,
     e-stop, chunk used up), published on change.
 
@@ -33,6 +39,7 @@ from __future__ import annotations
 import sys
 import threading
 import time
+from pathlib import Path
 
 import numpy as np
 from builtin_interfaces.msg import Duration
@@ -43,7 +50,7 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
-from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
+from ceed_vla_ros.arm_control import CHUNK_TRANSITIONS, ActionLayout, ArmDriverCore, GripperLimits, JointLimits
 from ceed_vla_ros.control_loop import DeadlineLoop
 from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
@@ -61,10 +68,11 @@ from ceed_vla_ros.nodes.interfaces import (
 )
 from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
 from ceed_vla_ros.nodes.rclpy_compat import low_overhead_executor
-from ceed_vla_ros.paths import resolve_model_dir
+from ceed_vla_ros.paths import resolve_model_dir, share_directory
 
 COMMAND_INTERFACES = ("forward_position", "joint_trajectory")
 CONTROL_LOOPS = ("thread", "rclpy_timer")
+GRIPPER_INTERFACES = ("none", "joint", "topic")
 WARN_PERIOD_S = 2.0
 
 
@@ -97,7 +105,47 @@ PARAMETERS = (
           "Float64MultiArray command topic of a forward position controller", read_only=True),
     Param("trajectory_topic", TRAJECTORY_TOPIC,
           "JointTrajectory topic of a joint_trajectory_controller", read_only=True),
+    Param("chunk_transition", "replace", "how a new chunk takes over from the one in force: replace its "
+          "remaining steps, or temporal_ensemble (ACT: average the overlapping steps)", choices=CHUNK_TRANSITIONS),
+    Param("ensemble_decay", 0.5, "temporal_ensemble: the k-th prediction of a step weighs exp(-decay k), "
+          "the oldest k = 0", minimum=0.0, maximum=10.0),
+    Param("urdf_file", "", "the robot's URDF, for the IK of end-effector actions (relative paths: inside "
+          "share/ceed_vla_ros; empty: robot_description)", read_only=True),
+    Param("robot_description", "", "the robot's URDF as a string (as robot_state_publisher takes it); used "
+          "when urdf_file is empty", read_only=True),
+    Param("ik_max_iterations", 50, "damped least squares iterations per IK solve (one solve per chunk step)",
+          minimum=1, maximum=1000, read_only=True),
+    Param("ik_position_tolerance", 0.002, "IK: largest tip position error accepted (m)",
+          minimum=1e-6, maximum=0.1, read_only=True),
+    Param("ik_rotation_tolerance", 0.02, "IK: largest tip rotation error accepted (rad)",
+          minimum=1e-6, maximum=1.0, read_only=True),
+    Param("ik_damping", 0.05, "IK: damping lambda of the least squares step", minimum=1e-6, maximum=10.0,
+          read_only=True),
+    Param("gripper_interface", "none", "gripper channel: none, joint (gripper_joint in the arm's commands) or "
+          "topic (Float64MultiArray on gripper_command_topic)", choices=GRIPPER_INTERFACES, read_only=True),
+    Param("gripper_joint", "gripper", "the gripper's joint name (commands, and its /joint_states entry if any)",
+          read_only=True),
+    Param("gripper_command_topic", "/gripper_controller/commands", "Float64MultiArray topic of the gripper's "
+          "forward controller (gripper_interface: topic)", read_only=True),
+    Param("gripper_closed_position", 0.0, "gripper position when fully closed (m or rad)", read_only=True),
+    Param("gripper_open_position", 0.04, "gripper position when fully open (m or rad)", read_only=True),
+    Param("gripper_max_velocity", 0.1, "gripper velocity limit (per s)", minimum=1e-6, maximum=100.0,
+          read_only=True),
 )
+
+
+def load_urdf(urdf_file: str, robot_description: str) -> str | None:
+    """The URDF text from the file parameter (relative: inside share/ceed_vla_ros) or the string
+    parameter; None if neither is set. Raises StartupError for a file that cannot be read."""
+    if urdf_file:
+        path = Path(urdf_file).expanduser()
+        if not path.is_absolute():
+            path = share_directory() / path
+        try:
+            return path.read_text()
+        except OSError as error:
+            raise StartupError(f"urdf_file {path}: {error}") from error
+    return robot_description or None
 
 
 class ArmDriverNode(Node):
@@ -118,11 +166,36 @@ class ArmDriverNode(Node):
         self._joints = JointPicker(self.joint_names)
         self.model_dir = resolve_model_dir(values["model_dir"])
         self.control_period_s = 1.0 / values["control_rate_hz"]
+        self.gripper_interface = values["gripper_interface"]
+        self.gripper_joint = values["gripper_joint"]
+        gripper = None
+        if self.gripper_interface != "none":
+            try:
+                gripper = GripperLimits(values["gripper_closed_position"], values["gripper_open_position"],
+                                        values["gripper_max_velocity"])
+            except ValueError as error:
+                raise StartupError(str(error)) from error
+            if self.gripper_joint in self.joint_names:
+                raise StartupError(f"gripper_joint {self.gripper_joint!r} is also one of joint_names")
         self.core = ArmDriverCore(limits=limits, control_period_s=self.control_period_s,
                                   watchdog_timeout_s=values["watchdog_timeout_s"],
-                                  enable_actuation=values["enable_actuation"])
+                                  enable_actuation=values["enable_actuation"], gripper=gripper,
+                                  chunk_transition=values["chunk_transition"],
+                                  ensemble_decay=values["ensemble_decay"])
+        self._urdf = load_urdf(values["urdf_file"], values["robot_description"])
+        self._ik_options = dict(damping=values["ik_damping"], max_iterations=values["ik_max_iterations"],
+                                position_tolerance=values["ik_position_tolerance"],
+                                rotation_tolerance=values["ik_rotation_tolerance"])
+        self._kinematics: dict[tuple[str, str], object] = {}
+        if self._urdf is not None:
+            from ceed_vla_ros.kinematics import check_urdf
+
+            try:  # parse once at start-up: a bad URDF or joint list ends the node with its reason
+                check_urdf(self._urdf, self.joint_names)
+            except ValueError as error:
+                raise StartupError(f"URDF: {error}") from error
         self._lock = threading.Lock()
-        self._metadata_by_id: dict[str, tuple[CheckpointMetadata, ActionTokenizer]] = {}
+        self._metadata_by_id: dict[str, tuple[CheckpointMetadata, ActionTokenizer, ActionLayout | str]] = {}
         self._scanning = False
         self._last_scan = time.monotonic()
         self._last_sequence: int | None = None
@@ -136,6 +209,10 @@ class ArmDriverNode(Node):
             self.command_publisher = self.create_publisher(Float64MultiArray, values["forward_command_topic"], 10)
         else:
             self.command_publisher = self.create_publisher(JointTrajectory, values["trajectory_topic"], 10)
+        self.gripper_publisher = None
+        if self.gripper_interface == "topic":
+            self.gripper_publisher = self.create_publisher(Float64MultiArray, values["gripper_command_topic"], 10)
+        self.trajectories_sent = 0
         self.holding_publisher = self.create_publisher(Bool, "~/holding", LATCHED_QOS)
         self.create_subscription(ActionTokens, ACTIONS_TOPIC, self._on_actions,
                                  **overridable_qos(ACTIONS_QOS))
@@ -164,23 +241,22 @@ class ArmDriverNode(Node):
         log_scheduling(f"control thread: {self.loop.realtime_status}")
         self.get_logger().info(
             f"{len(self.joint_names)} joints at {values['control_rate_hz']:.0f} Hz via {self.command_interface}; "
+            f"gripper {self.gripper_interface}; chunk transition {values['chunk_transition']}; "
+            f"URDF {'loaded' if self._urdf else 'none (no end-effector actions)'}; "
             f"actuation {'ENABLED' if values['enable_actuation'] else 'disabled'}; "
             f"checkpoints known: {', '.join(sorted(self._metadata_by_id)) or 'none yet'}")
 
     def _prepare_command_message(self) -> None:
-        """One command message, refilled in place every period through a numpy view of the array
-        it holds (no per-period message, list or float objects). The view is taken from the
-        message's own array: the generated constructors copy what they are given."""
-        zeros = [0.0] * len(self.joint_names)
-        if self.command_interface == "forward_position":
-            self._command_message = Float64MultiArray(data=zeros)
-            held = self._command_message.data
-        else:
-            nanoseconds = int(self.control_period_s * 1e9)
-            point = JointTrajectoryPoint(positions=zeros, time_from_start=Duration(sec=0, nanosec=nanoseconds))
-            self._command_message = JointTrajectory(joint_names=self.joint_names, points=[point])
-            held = self._command_message.points[0].positions
-        self._command_positions = np.frombuffer(held, dtype=np.float64)  # a writable view of the message's array
+        """The per-period messages, allocated once and refilled in place through numpy views of the
+        arrays they hold (no per-period message, list or float objects). The views are taken from
+        the messages' own arrays: the generated constructors copy what they are given. The joint
+        positions (plus the gripper when it is a joint) are ``_command_positions``; trajectories
+        (``joint_trajectory``, one per chunk) are built when they are sent."""
+        width = len(self.joint_names) + (1 if self.gripper_interface == "joint" else 0)
+        self._command_message = Float64MultiArray(data=[0.0] * width)
+        self._command_positions = np.frombuffer(self._command_message.data, dtype=np.float64)  # writable view
+        self._gripper_message = Float64MultiArray(data=[0.0])
+        self._gripper_positions = np.frombuffer(self._gripper_message.data, dtype=np.float64)
 
     def destroy_node(self) -> None:
         loop = getattr(self, "loop", None)
@@ -208,27 +284,51 @@ class ArmDriverNode(Node):
         if loop.error is not None:
             level, message = ERROR, f"control loop stopped: {loop.error}"
         return Health(level, message, values, counters={"commands_sent": self.commands_sent,
+                                                        "trajectories_sent": self.trajectories_sent,
                                                         "chunks_accepted": self.chunks_accepted,
                                                         "chunks_refused": self.refused,
+                                                        "ik_refusals": self.core.ik_refusals,
                                                         "control_periods": loop.periods,
                                                         "control_periods_missed": loop.missed})
 
     # -- checkpoints -------------------------------------------------------------------------------
+    def _kinematics_for(self, base_frame: str, tip_frame: str):
+        """The IK of this URDF between two frames, cached (built in the checkpoint scan, not per chunk)."""
+        from ceed_vla_ros.kinematics import ArmKinematics
+
+        key = (base_frame, tip_frame)
+        cached = self._kinematics.get(key)
+        if cached is None:
+            cached = self._kinematics[key] = ArmKinematics(
+                self._urdf, self.joint_names, base_frame, tip_frame, lower=self.core.limits.lower,
+                upper=self.core.limits.upper, **self._ik_options)
+        return cached
+
+    def _layout_for(self, name: str, metadata: CheckpointMetadata) -> ActionLayout:
+        kinematics = None
+        if metadata.end_effector is not None and self._urdf is not None:
+            try:
+                kinematics = self._kinematics_for(metadata.end_effector.base_frame, metadata.end_effector.tip_frame)
+            except ValueError as error:  # its chunks are refused: "need the robot's URDF" names why
+                self.get_logger().warning(f"checkpoint {name}: no IK for its frames: {error}",
+                                          throttle_duration_sec=30.0)
+        return ActionLayout.from_metadata(metadata, kinematics)
+
     def _scan_checkpoints(self) -> None:
         """Index the metadata of every checkpoint in model_dir by checkpoint id (no weights loaded)."""
-        found: dict[str, tuple[CheckpointMetadata, ActionTokenizer]] = {}
+        found: dict[str, tuple[CheckpointMetadata, ActionTokenizer, ActionLayout]] = {}
         for name in list_checkpoints(self.model_dir):
             try:
                 metadata = load_metadata(self.model_dir, name)
             except CheckpointError as error:
                 self.get_logger().warning(f"ignoring checkpoint {name}: {error}", throttle_duration_sec=30.0)
                 continue
-            found[metadata.checkpoint_id] = (metadata, metadata.action_tokenizer())
+            found[metadata.checkpoint_id] = (metadata, metadata.action_tokenizer(), self._layout_for(name, metadata))
         with self._lock:
             self._metadata_by_id = found
             self._scanning = False
 
-    def _metadata_for(self, checkpoint_id: str) -> tuple[CheckpointMetadata, ActionTokenizer] | None:
+    def _metadata_for(self, checkpoint_id: str) -> tuple[CheckpointMetadata, ActionTokenizer, ActionLayout] | None:
         """The metadata (and its action tokenizer) of ``checkpoint_id``. An unknown id starts one
         rescan of model_dir in the background (at most once a second): the YAML is never read on the
         thread that runs the control timer, so this chunk is refused and later ones are accepted."""
@@ -260,7 +360,7 @@ class ArmDriverNode(Node):
         known = self._metadata_for(msg.checkpoint_id)
         if known is None:
             return self._refuse(f"unknown checkpoint id {msg.checkpoint_id!r} (not in {self.model_dir})")
-        metadata, action_tokenizer = known
+        metadata, action_tokenizer, layout = known
         if list(metadata.joint_names) != self.joint_names:
             return self._refuse(f"checkpoint {metadata.name} drives joints {metadata.joint_names}, "
                                 f"this driver {self.joint_names}")
@@ -275,13 +375,22 @@ class ArmDriverNode(Node):
             return self._refuse(f"duplicate sequence {msg.sequence}")
         stamp = stamp_to_seconds(msg.header.stamp)
         with self._lock:
-            accepted, reason = self.core.on_chunk(stamp, actions, metadata.action_space, msg.step_dt, self._now())
+            accepted, reason = self.core.on_chunk(stamp, actions, layout, msg.step_dt, self._now())
+            trajectory = self.core.last_trajectory if accepted else None
         if not accepted:
             return self._refuse(reason)
         self._last_sequence = msg.sequence
         self.chunks_accepted += 1
+        if self.command_interface == "joint_trajectory" and self.core.enable_actuation and trajectory is not None:
+            self._publish_trajectory(msg.header.stamp, trajectory.time_from_stamp, trajectory.positions,
+                                     trajectory.velocities)
 
     def _on_joint_state(self, msg: JointState) -> None:
+        if self.core.gripper is not None and self.gripper_joint in msg.name:
+            index = list(msg.name).index(self.gripper_joint)
+            if index < len(msg.position):
+                with self._lock:
+                    self.core.on_gripper_state(float(msg.position[index]))
         picked = self._joints.pick(msg)
         if picked is None:
             self.get_logger().warning(f"joint state without all of {self.joint_names}: ignored",
@@ -325,6 +434,10 @@ class ArmDriverNode(Node):
                     self.core.enable_actuation = bool(parameter.value)
                 elif parameter.name == "watchdog_timeout_s":
                     self.core.watchdog_timeout_s = float(parameter.value)
+                elif parameter.name == "chunk_transition":
+                    self.core.chunk_transition = str(parameter.value)
+                elif parameter.name == "ensemble_decay":
+                    self.core.ensemble_decay = float(parameter.value)
 
     def _on_control_period(self, deadline_s: float, now_s: float) -> None:
         """One control period, on the control thread (``deadline_s``, ``now_s``: monotonic clock)."""
@@ -332,6 +445,8 @@ class ArmDriverNode(Node):
         with self._lock:
             command = self.core.step(now)
         self._last_reason = command.reason
+        # a controller holds at a used-up trajectory's last point by itself: re-send only for the other holds
+        started_holding = command.holding and self._holding is False and command.reason != "chunk used up"
         if command.holding != self._holding:
             self._holding = command.holding
             self.holding_publisher.publish(Bool(data=command.holding))
@@ -339,9 +454,37 @@ class ArmDriverNode(Node):
             log(f"{'holding' if command.holding else 'moving'}: {command.reason}")
         if command.positions is None:
             return
-        self._command_positions[:] = command.positions
-        self.command_publisher.publish(self._command_message)
         self.commands_sent += 1
+        self._command_positions[: len(self.joint_names)] = command.positions
+        if self.gripper_interface == "joint":
+            self._command_positions[-1] = command.gripper
+        elif self.gripper_publisher is not None:
+            self._gripper_positions[0] = command.gripper
+            self.gripper_publisher.publish(self._gripper_message)
+        if self.command_interface == "forward_position":
+            self.command_publisher.publish(self._command_message)
+        elif started_holding:  # one trajectory per chunk; a hold replaces the rest of it with the pose in force
+            positions = self._command_positions.copy()
+            self._publish_trajectory(None, np.array([self.control_period_s]), positions[None, :],
+                                     np.zeros((1, positions.size)))
+
+    def _publish_trajectory(self, stamp, time_from_stamp: np.ndarray, positions: np.ndarray,
+                            velocities: np.ndarray) -> None:
+        """One JointTrajectory: points at ``stamp`` (None: zero, i.e. on receipt) + ``time_from_stamp``."""
+        names = list(self.joint_names)
+        if self.gripper_interface == "joint":
+            names.append(self.gripper_joint)
+        else:
+            positions, velocities = positions[:, : len(names)], velocities[:, : len(names)]
+        msg = JointTrajectory(joint_names=names)
+        if stamp is not None:
+            msg.header.stamp = stamp
+        for t, p, v in zip(time_from_stamp, positions, velocities):
+            seconds, nanoseconds = divmod(int(round(float(t) * 1e9)), 10**9)
+            msg.points.append(JointTrajectoryPoint(positions=p.tolist(), velocities=v.tolist(),
+                                                   time_from_start=Duration(sec=seconds, nanosec=nanoseconds)))
+        self.command_publisher.publish(msg)
+        self.trajectories_sent += 1
 
 
 def main(args: list[str] | None = None) -> int:

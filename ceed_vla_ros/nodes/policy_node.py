@@ -12,7 +12,7 @@ Subscribes
 Publishes
     ``/actions`` (ceed_vla_ros/ActionTokens), stamped with the image's stamp and frame.
 Parameters (``ros2 param set /policy <name> <value>``)
-    see :data:`PARAMETERS`; ``decoding_mode``, ``early_exit_steps``, ``init_strategy``,
+    see :data:`PARAMETERS`; ``decoding_mode``, ``early_exit_steps``, ``init_strategy``, ``prefix_pin_steps``,
     ``instruction`` and ``max_image_age_s`` apply from the next chunk. A new ``checkpoint`` is loaded
     and warmed up in the background and swapped in atomically; one that fails to load is reverted
     and the running one keeps going.
@@ -86,6 +86,9 @@ PARAMETERS = (
           "early_exit: Jacobi capped at early_exit_steps", choices=DECODE_MODES),
     Param("early_exit_steps", 2, "Jacobi iterations in early_exit mode", minimum=1, maximum=256),
     Param("init_strategy", "random_prompt_tokens", "initial Jacobi block", choices=INIT_STRATEGIES),
+    Param("prefix_pin_steps", 0, "prefix pinning (Jacobi / early exit): pin the first N actions of a chunk to "
+          "the previous chunk's (the steps executing while it decodes) and decode the rest; 0: off",
+          minimum=0, maximum=64),
     Param("max_image_age_s", 0.5, "skip frames older than this (camera stall protection)",
           minimum=0.01, maximum=60.0),
     Param("num_threads", 1, "torch CPU threads for decoding", minimum=1, maximum=64, read_only=True),
@@ -287,7 +290,8 @@ class PolicyNode(Node):
         if self._previous_stamp is not None:
             steps_executed = max(0, round((stamp - self._previous_stamp) / metadata.dt))
         self._previous_stamp = stamp
-        output = policy.predict(image, joints, instruction, decode, steps_executed=steps_executed)
+        pin_steps = settings["prefix_pin_steps"] if steps_executed is not None else 0
+        output = policy.predict(image, joints, instruction, decode, steps_executed=steps_executed, pin_steps=pin_steps)
         stats = output.stats
         self._sequence += 1
         msg = ActionTokens()

@@ -34,11 +34,13 @@ Subscribed topics:
   targets, one per joint in ``/joint_states`` name order, clipped to the joint limits (no rate
   limit here: the arm driver limits the rate, as in front of a real position controller). A wrong
   length or a non-finite value: throttled warning, message ignored.
-* ``/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory): the
-  positions of the point with the smallest non-negative ``time_from_start`` become the target at
-  once (the timing is not executed); joints are matched by ``joint_names`` and joints not named
-  keep their target. Unknown or repeated names, a length mismatch, non-finite values or no point
-  with ``time_from_start >= 0``: throttled warning, message ignored.
+* ``/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory): executed
+  in time like a joint_trajectory_controller: point j is reached at ``header.stamp`` (zero: on
+  receipt) + its ``time_from_start``, linearly interpolated from the target in force when the
+  message arrived; a new message replaces the rest of the old one, points already in the past are
+  skipped; joints are matched by ``joint_names`` and joints not named keep their target. Unknown
+  or repeated names, a length mismatch, non-finite values, times that do not increase, or no
+  point still ahead: throttled warning, message ignored.
 
 Services:
 
@@ -148,6 +150,7 @@ class SimArmNode(Node):
         self._wall_start: float | None = None  # set by the first physics update (spinning)
         self._simulated_s = 0.0
         self._episode_over = False  # the episode succeeded and end_on_success holds the arm
+        self._trajectory: tuple[np.ndarray, np.ndarray] | None = None  # (times, targets) in force
         super().__init__(NODE_NAME)
         self._warnings = WarningThrottle(self.get_logger(), WARN_THROTTLE_S)
         declare_parameters(self, PARAMETERS)
@@ -201,6 +204,7 @@ class SimArmNode(Node):
                 " skipping that time", throttle_duration_sec=WARN_THROTTLE_S)
             elapsed = MAX_UPDATE_S
         self._simulated_s += self._env.advance(elapsed) * PHYSICS_TIMESTEP
+        self._follow_trajectory()
 
     def real_time_factor(self) -> float:
         """Simulated time / wall time since start-up (1.0 = the simulation keeps up)."""
@@ -246,6 +250,7 @@ class SimArmNode(Node):
         self._warnings.warn(f"ignored a message on {topic}: {reason}", kind=topic)
 
     def _on_forward_command(self, msg: Float64MultiArray) -> None:
+        self._trajectory = None  # a forward command takes over from a trajectory
         target = np.asarray(msg.data, dtype=np.float64)
         n_joints = len(self._env.joint_names)
         if target.shape != (n_joints,):
@@ -259,23 +264,49 @@ class SimArmNode(Node):
     def _on_trajectory(self, msg: JointTrajectory) -> None:
         names = list(self._env.joint_names)
         joints = list(msg.joint_names)
-        upcoming = [(t, i) for i, p in enumerate(msg.points)
-                    if (t := Duration.from_msg(p.time_from_start).nanoseconds) >= 0]
         if not joints or any(n not in names for n in joints) or len(set(joints)) != len(joints):
             self._reject(TRAJECTORY_TOPIC, f"joint_names {joints} must be distinct names out of "
                          f"{names}")
             return
-        if not upcoming:
-            self._reject(TRAJECTORY_TOPIC, "no point with time_from_start >= 0")
+        self._update_physics()  # the previous target acted until now
+        now = self.get_clock().now().nanoseconds * 1e-9
+        stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
+        start = stamp if stamp > 0 else now
+        times = np.array([start + Duration.from_msg(p.time_from_start).nanoseconds * 1e-9
+                          for p in msg.points])
+        if len(times) == 0 or np.any(np.diff(times) <= 0):
+            self._reject(TRAJECTORY_TOPIC, "points must have increasing time_from_start")
             return
-        positions = np.asarray(msg.points[min(upcoming)[1]].positions, dtype=np.float64)
-        if positions.shape != (len(joints),) or not np.all(np.isfinite(positions)):
-            self._reject(TRAJECTORY_TOPIC, f"point positions {positions.tolist()} are not one "
-                         f"finite value per joint name {joints}")
+        if times[-1] < now:
+            self._reject(TRAJECTORY_TOPIC, "every point is in the past")
             return
-        target = self._env.joint_target
-        target[[names.index(n) for n in joints]] = positions
-        self._apply_command(target)
+        try:
+            points = np.array([p.positions for p in msg.points], dtype=np.float64)
+        except ValueError:
+            points = np.empty(0)
+        if points.shape != (len(times), len(joints)) or not np.all(np.isfinite(points)):
+            self._reject(TRAJECTORY_TOPIC, f"point positions are not one finite value per joint "
+                         f"name {joints}")
+            return
+        index = [names.index(n) for n in joints]
+        full = np.repeat(self._env.joint_target[None, :], len(times), axis=0)
+        full[:, index] = points
+        ahead = times >= now
+        self._trajectory = (np.concatenate(([now], times[ahead])),
+                            np.vstack((self._env.joint_target, full[ahead])))
+        self._follow_trajectory()
+
+    def _follow_trajectory(self) -> None:
+        """Set the target from the trajectory in force (linear between its points)."""
+        if self._trajectory is None:
+            return
+        times, points = self._trajectory
+        now = self.get_clock().now().nanoseconds * 1e-9
+        target = np.array([np.interp(now, times, points[:, j]) for j in range(points.shape[1])])
+        if now >= times[-1]:
+            self._trajectory = None
+        if not self._episode_over:
+            self._env.set_joint_command(target)
 
     # ------------------------------------------------------------------ episodes
     def _start_episode(self, env: TabletopArmEnv, seed: int, colour: str | None) -> Header:
@@ -283,6 +314,7 @@ class SimArmNode(Node):
         env.reset(seed=seed, colour=colour)
         self._env = env
         self._episode_over = False
+        self._trajectory = None
         self._last_update = time.monotonic()
         self._instruction_pub.publish(String(data=env.instruction))
         self._camera_timer.reset()

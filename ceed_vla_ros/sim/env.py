@@ -10,6 +10,15 @@ Tasks (``task=``):
   the pusher's approach point behind the cube and the goal are reachable and the straight push
   corridor is clear of the other cubes. Success: the horizontal distance between the named cube's
   centre and the goal centre is at most ``push_threshold`` (default 0.04 m = the disc radius).
+* ``"reach_moving"`` (dynamic; not in :data:`TASKS`, see :data:`DYNAMIC_TASKS`) - the reach task with
+  the same instruction and success test, but the named cube keeps moving: from a random time
+  ``U(0.1, 0.6)`` s after the reset it slides back and forth along a straight segment of
+  ``U(0.12, 0.22)`` m in a random direction at a random speed ``U(0.05, 0.12)`` m/s until the episode
+  ends (waiting for it to stop does not help). The segment stays in the workspace and at least
+  0.1 m from the other cubes. The slide is kinematic (the cube's pose is
+  set every physics step: contacts do not deflect it), a function of simulated time only, so it is
+  the same for every policy and control rate. Reaction time matters: a chunk decoded from an old
+  frame aims where the cube was.
 
 Layout: the three cubes (6 cm, axis-aligned) are placed at random non-overlapping positions
 (centres >= 0.11 m apart) at 0.20-0.42 m from the arm base within +-0.95 rad of the +x axis;
@@ -65,11 +74,16 @@ from ceed_vla_ros.sim.mjcf import (
 )
 
 TASKS: tuple[str, ...] = ("reach", "push")
+"""The static tasks (the shipped policies were trained on these)."""
+DYNAMIC_TASKS: tuple[str, ...] = ("reach_moving",)
+"""Tasks whose target moves on its own; :data:`ALL_TASKS` = both."""
+ALL_TASKS: tuple[str, ...] = TASKS + DYNAMIC_TASKS
 DEFAULT_INSTRUCTIONS: dict[str, str] = {
     "reach": "reach the {colour} cube",
     "push": "push the {colour} cube to the goal",
 }
-DEFAULT_HORIZONS: dict[str, int] = {"reach": 40, "push": 100}
+"""Instruction per static task (the tokenizer's vocabulary); ``reach_moving`` uses reach's."""
+DEFAULT_HORIZONS: dict[str, int] = {"reach": 40, "push": 100, "reach_moving": 50}
 COLOURS: tuple[str, ...] = tuple(CUBE_COLOURS)
 
 CONTROL_DT = 0.1
@@ -84,6 +98,39 @@ _GOAL_DISTANCE_RANGE = (0.1, 0.18)
 _GOAL_RADIUS_RANGE = (0.18, 0.44)
 _PUSH_CLEARANCE = 0.1  # other cubes keep this far from the push corridor (start - approach .. goal)
 _PUSH_APPROACH = 0.08  # the pusher starts this far behind the cube centre
+# Back-and-forth slide of the named cube in reach_moving.
+_SLIDE_START_RANGE = (0.1, 0.6)  # s after reset
+_SLIDE_SPEED_RANGE = (0.05, 0.12)  # m/s
+_SLIDE_LENGTH_RANGE = (0.12, 0.22)  # m
+_SLIDE_CLEARANCE = 0.1  # other cubes keep this far from the slide path
+
+
+class Slide(NamedTuple):
+    """Back-and-forth slide of the named cube along a segment of ``length`` m from ``start`` (xy).
+
+    From ``t0`` on the cube moves at ``speed`` m/s along ``direction`` to the far end, turns, comes
+    back, and so on until the episode ends (a triangle wave of the distance travelled)."""
+
+    start: np.ndarray
+    direction: np.ndarray
+    speed: float
+    length: float
+    t0: float
+
+    def _phase(self, t: float) -> tuple[float, float]:
+        travelled = self.speed * max(0.0, t - self.t0)
+        period = 2.0 * self.length
+        x = travelled % period
+        return (x, 1.0) if x < self.length else (period - x, -1.0)
+
+    def position(self, t: float) -> np.ndarray:
+        """Cube centre (xy) at simulated time ``t``."""
+        return self.start + self.direction * self._phase(t)[0]
+
+    def velocity_at(self, t: float) -> np.ndarray:
+        if t < self.t0:
+            return np.zeros(2)
+        return self.direction * (self.speed * self._phase(t)[1])
 
 
 class Observation(TypedDict):
@@ -143,14 +190,16 @@ class TabletopArmEnv:
         reach_threshold: float = 0.03,
         push_threshold: float = GOAL_RADIUS,
     ) -> None:
-        if task not in TASKS:
-            raise ValueError(f"unknown task {task!r}; choose from {TASKS}")
+        if task not in ALL_TASKS:
+            raise ValueError(f"unknown task {task!r}; choose from {ALL_TASKS}")
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {image_size}")
         self.task = task
         self.image_size = int(image_size)
         self.horizon = int(horizon if horizon is not None else DEFAULT_HORIZONS[task])
-        self.instruction_template = instruction_template or DEFAULT_INSTRUCTIONS[task]
+        self.instruction_template = instruction_template or DEFAULT_INSTRUCTIONS[
+            "reach" if task == "reach_moving" else task
+        ]
         self.max_joint_step = float(max_joint_step)
         self.terminate_on_success = bool(terminate_on_success)
         self.reach_threshold = float(reach_threshold)
@@ -186,6 +235,8 @@ class TabletopArmEnv:
         self.colour: str = COLOURS[0]
         self.instruction: str = ""
         self.goal_position: np.ndarray | None = None
+        self.slide: Slide | None = None
+        """Privileged: the named cube's slide in ``reach_moving`` (None otherwise)."""
         self.step_count = 0
         self._joint_target = np.array(HOME_QPOS, dtype=np.float64)
         self._image = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
@@ -215,6 +266,13 @@ class TabletopArmEnv:
         while True:
             cubes = self._sample_cube_layout(rng)
             self.colour = colour if colour is not None else COLOURS[int(rng.integers(len(COLOURS)))]
+            if self.task == "reach_moving":
+                self.goal_position = None
+                self.slide = self._sample_slide(rng, cubes)
+                if self.slide is not None:
+                    break
+                continue
+            self.slide = None
             if self.task != "push":
                 self.goal_position = None
                 break
@@ -253,7 +311,7 @@ class TabletopArmEnv:
             raise ValueError("joint_target contains non-finite values")
         self._joint_target = self.clip_joint_target(target, self._joint_target)
         self.data.ctrl[:] = self._joint_target
-        mujoco.mj_step(self.model, self.data, nstep=self.n_substeps)
+        self._simulate(self.n_substeps)
         self.step_count += 1
         self._image = self._render_image()
 
@@ -299,7 +357,7 @@ class TabletopArmEnv:
         n_steps = int(self._unsimulated_s / PHYSICS_TIMESTEP + 1e-9)
         self._unsimulated_s = max(0.0, self._unsimulated_s - n_steps * PHYSICS_TIMESTEP)
         if n_steps:
-            mujoco.mj_step(self.model, self.data, nstep=n_steps)
+            self._simulate(n_steps)
         return n_steps
 
     def render_current(self) -> np.ndarray:
@@ -315,7 +373,7 @@ class TabletopArmEnv:
     def success(self) -> bool:
         """Whether the current state satisfies the task's success test."""
         cube = self.cube_position(self.colour)
-        if self.task == "reach":
+        if self.task in ("reach", "reach_moving"):
             top = cube + np.array([0.0, 0.0, CUBE_HALF])
             return bool(np.linalg.norm(self.tool_tip_position() - top) <= self.reach_threshold)
         assert self.goal_position is not None
@@ -382,7 +440,8 @@ class TabletopArmEnv:
         applied target), ``tool_tip_position`` (3,), ``cube_positions`` {colour: (3,)},
         ``cube_quaternions`` {colour: (4,) wxyz}, ``target_position`` (named cube centre, (3,)),
         ``target_pixel`` (its ``(u, v)`` image position, see :meth:`project_to_pixel`),
-        ``goal_position`` ((3,) for push, ``None`` for reach).
+        ``goal_position`` ((3,) for push, ``None`` for reach), ``target_velocity`` (the named cube's
+        xy velocity (2,) now: non-zero only while it slides in ``reach_moving``).
         """
         cube_positions = {c: self.cube_position(c) for c in COLOURS}
         target = cube_positions[self.colour]
@@ -400,6 +459,7 @@ class TabletopArmEnv:
             "target_position": target,
             "target_pixel": self.project_to_pixel(target),
             "goal_position": None if self.goal_position is None else self.goal_position.copy(),
+            "target_velocity": np.zeros(2) if self.slide is None else self.slide.velocity_at(self.sim_time),
         }
 
     def config(self) -> dict[str, Any]:
@@ -421,6 +481,26 @@ class TabletopArmEnv:
         }
 
     # ------------------------------------------------------------------ internals
+    def _simulate(self, n_steps: int) -> None:
+        """``n_steps`` physics steps; with a slide, the named cube's pose is set before each step."""
+        if self.slide is None:
+            mujoco.mj_step(self.model, self.data, nstep=n_steps)
+            return
+        for _ in range(n_steps):
+            self._place_sliding_cube()
+            mujoco.mj_step(self.model, self.data)
+        self._place_sliding_cube()
+        mujoco.mj_forward(self.model, self.data)
+
+    def _place_sliding_cube(self) -> None:
+        assert self.slide is not None
+        t = float(self.data.time)
+        xy, velocity = self.slide.position(t), self.slide.velocity_at(t)
+        adr = self._cube_qpos_adr[self.colour]
+        self.data.qpos[adr : adr + 7] = (xy[0], xy[1], CUBE_HALF, 1.0, 0.0, 0.0, 0.0)
+        dof = int(self.model.joint(cube_body_name(self.colour)).dofadr[0])
+        self.data.qvel[dof : dof + 6] = (velocity[0], velocity[1], 0.0, 0.0, 0.0, 0.0)
+
     def _observation(self) -> Observation:
         return Observation(
             image=self._image.copy(),
@@ -448,6 +528,27 @@ class TabletopArmEnv:
             gaps = [np.linalg.norm(xy[i] - xy[j]) for i in range(3) for j in range(i + 1, 3)]
             if min(gaps) >= _MIN_CUBE_SPACING:
                 return dict(zip(COLOURS, xy))
+
+    def _sample_slide(self, rng: np.random.Generator, cubes: dict[str, np.ndarray]) -> Slide | None:
+        """A slide of the named cube that stays in the workspace and clear of the other cubes."""
+        start = cubes[self.colour]
+        others = [xy for c, xy in cubes.items() if c != self.colour]
+        for _ in range(20):
+            t0 = rng.uniform(*_SLIDE_START_RANGE)
+            speed = rng.uniform(*_SLIDE_SPEED_RANGE)
+            length = rng.uniform(*_SLIDE_LENGTH_RANGE)
+            heading = rng.uniform(-math.pi, math.pi)
+            direction = np.array([math.cos(heading), math.sin(heading)])
+            end = start + length * direction
+            if not _CUBE_RADIUS_RANGE[0] <= float(np.linalg.norm(end)) <= _CUBE_RADIUS_RANGE[1]:
+                continue
+            if abs(math.atan2(end[1], end[0])) > _CUBE_ANGLE_LIMIT:
+                continue
+            if _segment_point_distance(start, end, np.zeros(2)) < _CUBE_RADIUS_RANGE[0] - 0.02:
+                continue  # the chord must not pass next to the arm base
+            if all(_segment_point_distance(start, end, o) >= _SLIDE_CLEARANCE for o in others):
+                return Slide(start.copy(), direction, float(speed), float(length), float(t0))
+        return None
 
     def _sample_goal(
         self, rng: np.random.Generator, cubes: dict[str, np.ndarray]

@@ -11,6 +11,7 @@ Each expert maps the current measured state to the next ABSOLUTE joint target:
 4. bound the joint change to ``joint_step`` rad around the measured joint positions.
 
 Reach: travel at a fixed hover height, then descend in a funnel onto the named cube's top face.
+Reach moving (``reach_moving``): the reach rule aimed at the cube's position 0.2 s ahead.
 Push: hover to an approach point behind the cube on the cube->goal line, descend to table
 height, then push along the (re-computed every step) cube->goal line, correcting sideways drift;
 if the pusher loses the cube it lifts and re-approaches.
@@ -133,6 +134,17 @@ class ReachExpert(Expert):
         return np.array([aim[0], aim[1], height]), self.cartesian_step
 
 
+class MovingReachExpert(ReachExpert):
+    """Reach for a sliding cube: aim where it will be ``lead_s`` seconds ahead at its current velocity."""
+
+    lead_s = 0.2
+
+    def tip_goal(self, tip: np.ndarray, info: dict[str, Any]) -> tuple[np.ndarray, float]:
+        velocity = np.append(np.asarray(info["target_velocity"], dtype=np.float64), 0.0)
+        ahead = dict(info, target_position=info["target_position"] + self.lead_s * velocity)
+        return super().tip_goal(tip, ahead)
+
+
 class PushExpert(Expert):
     """Approach behind the named cube on the cube->goal line, lower, push it onto the goal."""
 
@@ -173,4 +185,4 @@ class PushExpert(Expert):
 
 def make_expert(env: TabletopArmEnv) -> Expert:
     """The scripted expert for ``env.task``."""
-    return {"reach": ReachExpert, "push": PushExpert}[env.task](env)
+    return {"reach": ReachExpert, "push": PushExpert, "reach_moving": MovingReachExpert}[env.task](env)

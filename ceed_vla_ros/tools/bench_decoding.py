@@ -4,6 +4,11 @@ Default: a randomly initialised tiny model, one block of 7 dims x chunk 5 = 35 a
 batch 1 on this CPU. On a random (untrained, undistilled) model Jacobi typically needs about n
 iterations to converge, so it is slower than AR here; only a consistency-distilled model converges
 in a few iterations. The table reports that as measured.
+
+Also timed, same prompts and initial blocks (round robin): the kept-prefix cache (``Jacobi, kept
+prefix``: only the non-final part of the block runs again) and the fused prefill (``early exit
+k=K, fused``: prompt + guessed block in one forward, so k passes instead of k + 1), each printed
+next to the method it speeds up (:func:`format_pairs`), with "tokens == before" (same output).
 """
 
 from __future__ import annotations
@@ -53,8 +58,10 @@ def run_benchmark(
     repeats: int,
     early_exit_steps: list[int],
     seed: int,
+    speedups: bool = True,
 ) -> list[BenchRow]:
-    """Time HF generate, AR, Jacobi and early exit at each k; rows in that order.
+    """Time HF generate, AR, Jacobi and early exit at each k; rows in that order; then (``speedups``)
+    Jacobi with the kept-prefix cache, fused + kept, and fused early exit at each k.
 
     Repeat ``r`` decodes ``prompts[r % len(prompts)]`` with every method (round robin)."""
     lm = HFCausalLMAdapter(model)
@@ -73,11 +80,12 @@ def run_benchmark(
             )
         return out[0, input_ids.shape[1] :].cpu(), block_len, block_len - 1, True
 
-    def ours(mode: str, k: int | None = None) -> Callable[..., tuple[torch.Tensor, int, int, bool]]:
+    def ours(mode: str, k: int | None = None, fused: bool = False, keep: bool = False
+             ) -> Callable[..., tuple[torch.Tensor, int, int, bool]]:
         def run(input_ids, inputs) -> tuple[torch.Tensor, int, int, bool]:
             result = decode(
                 lm, input_ids, inputs, mode=mode, block_len=block_len, allowed=allowed,
-                early_exit_steps=k, generator=generator,
+                early_exit_steps=k, generator=generator, fused_prefill=fused, keep_final_prefix=keep,
             )
             return result.tokens, result.stats.forward_passes, result.stats.iterations, result.stats.converged
         return run
@@ -86,6 +94,10 @@ def run_benchmark(
     methods: list[tuple[str, Callable]] = [("HF generate (greedy)", hf_generate), ("ours: AR", ours("ar"))]
     methods.append(("ours: Jacobi", ours("jacobi")))
     methods += [(f"ours: early exit k={k}", ours("early_exit", k)) for k in early_exit_steps]
+    if speedups:
+        methods.append(("ours: Jacobi, kept prefix", ours("jacobi", keep=True)))
+        methods.append(("ours: Jacobi, fused + kept prefix", ours("jacobi", fused=True, keep=True)))
+        methods += [(f"ours: early exit k={k}, fused", ours("early_exit", k, fused=True)) for k in early_exit_steps]
     # Round robin (every repeat runs every method once) so load changes on a shared CPU hit all alike.
     samples: dict[str, list[tuple[float, torch.Tensor, int, int, bool]]] = {name: [] for name, _ in methods}
     for _, run in methods:
@@ -127,6 +139,34 @@ def format_table(rows: list[BenchRow]) -> str:
         lines.append(
             f"| {row.method} | {row.forward_passes:.1f} | {row.iterations:.1f} | {row.converged:.0%} | "
             f"{row.median_ms:.1f} | {row.p90_ms:.1f} | {base / row.median_ms:.2f}x | {row.matches_ar:.0%} |"
+        )
+    return "\n".join(lines)
+
+
+SPEEDUP_PAIRS = (
+    ("ours: Jacobi", "ours: Jacobi, kept prefix"),
+    ("ours: Jacobi", "ours: Jacobi, fused + kept prefix"),
+)
+
+
+def format_pairs(rows: list[BenchRow]) -> str:
+    """Before / after of each speed-up, same run: passes, median ms, ratio, and whether the outputs agree
+    with AR (kept prefix and converged fused Jacobi must: 100 %; fused early exit need not)."""
+    by = {row.method: row for row in rows}
+    pairs = [p for p in SPEEDUP_PAIRS if p[0] in by and p[1] in by]
+    pairs += [(name.removesuffix(", fused"), name) for name in by if name.endswith(", fused")
+              and name.removesuffix(", fused") in by]
+    lines = [
+        "| before | after | forward passes before -> after | median ms before -> after | speed-up "
+        "| tokens == AR before -> after |",
+        "|---|---|---:|---:|---:|---:|",
+    ]
+    for before, after in pairs:
+        b, a = by[before], by[after]
+        lines.append(
+            f"| {before.removeprefix('ours: ')} | {after.removeprefix('ours: ')} | {b.forward_passes:.1f} -> "
+            f"{a.forward_passes:.1f} | {b.median_ms:.2f} -> {a.median_ms:.2f} | {b.median_ms / a.median_ms:.2f}x | "
+            f"{b.matches_ar:.0%} -> {a.matches_ar:.0%} |"
         )
     return "\n".join(lines)
 
@@ -196,6 +236,8 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--hidden", type=int, default=128, help="random model: hidden size")
     parser.add_argument("--layers", type=int, default=4, help="random model: decoder layers")
     parser.add_argument("--early-exit-steps", type=int, nargs="+", default=[1, 2, 4, 8], help="early-exit caps to time")
+    parser.add_argument("--no-speedups", action="store_true",
+                        help="skip the kept-prefix and fused-prefill rows (and their before/after table)")
 
 
 def cli_main(args: argparse.Namespace) -> int:
@@ -231,6 +273,7 @@ def cli_main(args: argparse.Namespace) -> int:
         repeats=args.repeats,
         early_exit_steps=args.early_exit_steps,
         seed=args.seed,
+        speedups=not args.no_speedups,
     )
     ids = prompts[0][0]
     params = sum(p.numel() for p in model.parameters())
@@ -241,4 +284,7 @@ def cli_main(args: argparse.Namespace) -> int:
     )
     print("forward passes include the prefill; argmax restricted to the action tokens in every method.\n")
     print(format_table(rows))
+    if not args.no_speedups:
+        print("\nSpeed-ups, before -> after (same run, prompts and initial blocks):\n")
+        print(format_pairs(rows))
     return 0

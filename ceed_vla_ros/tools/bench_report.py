@@ -6,6 +6,10 @@
 2. Closed loop (:mod:`ceed_vla_ros.tools.evaluation`): success with counts, forward passes per chunk,
    policy Hz for teacher AR / teacher Jacobi / student Jacobi / student early exit at several k,
    same seeds for every setting; plot of success vs speed-up (one point per setting).
+2b. Latency-aware closed loop (:mod:`ceed_vla_ros.tools.latency`): the same kind of settings with the
+   simulator running on while the policy decodes, under the measured CPU latency and a modelled
+   large-model latency (``--latencies``), on the static reach task and the dynamic ``reach_moving``,
+   re-planning as soon as the policy is free; success with 95 % intervals vs policy Hz.
 3. The ROS pipeline across processes over DDS with the sim arm (:mod:`ceed_vla_ros.tools.pipeline_bench`),
    idle and with every core loaded.
 4. Our ratios beside the paper's, labelled as different models and hardware.
@@ -27,8 +31,12 @@ import torch
 from ceed_vla_ros.checkpoint import load_checkpoint
 from ceed_vla_ros.decoding import TokenRange
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
-from ceed_vla_ros.tools.bench_decoding import format_table, run_benchmark, sim_prompts
+from ceed_vla_ros.tools.bench_decoding import format_pairs, format_table, run_benchmark, sim_prompts
 from ceed_vla_ros.tools.evaluation import DEFAULT_EVAL_SEED, Setting, evaluate, markdown_table, write_report
+from ceed_vla_ros.tools.latency import PAPER_OPENVLA_H100, LatencySpec
+
+LATENCY_EVAL_SEED = 5_000_000
+"""Seeds of the latency-aware closed loop (no training run used them)."""
 
 PAPER = {  # arXiv 2506.13725, Table "LIBERO-Long": CEED-VLA vs AR (OpenVLA, H100)
     "tokens_per_s_speedup": 4.1,
@@ -56,26 +64,33 @@ def decoding_section(checkpoint_names: list[str], model_dir: Path, args: argpars
         figures[name] = [row.__dict__ for row in rows]
         text.append(f"### {name} ({metadata.checkpoint_id}, {metadata.provenance.role}; block "
                     f"{metadata.chunk_len} x {metadata.action_dims} = {metadata.block_len} tokens)\n\n"
-                    f"{format_table(rows)}\n")
+                    f"{format_table(rows)}\n\nSpeed-ups, before -> after (same run):\n\n{format_pairs(rows)}\n")
     return "\n".join(text), figures
 
 
 def plot_success_vs_speedup(overall: list[dict], reference: str, out: Path) -> None:
+    """Success (95 % Wilson bars) vs policy-Hz speed-up; one colour and marker per setting, named in a
+    legend below the axes (text labels on the points stacked on each other where points coincide)."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
     base = next(s for s in overall if s["setting"] == reference)["policy_hz"]
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for s in overall:
+    fig, ax = plt.subplots(figsize=(6.5, 5.2))
+    colours, markers = plt.get_cmap("tab10"), "osD^vP*Xh"
+    for index, s in enumerate(overall):
         speedup = s["policy_hz"] / base if base else float("nan")
-        ax.scatter(speedup, 100 * s["success_rate"])
-        ax.annotate(s["setting"], (speedup, 100 * s["success_rate"]), fontsize=7)
+        rate = 100 * s["success_rate"]
+        error = [[max(0.0, rate - 100 * s.get("wilson_low", s["success_rate"]))],
+                 [max(0.0, 100 * s.get("wilson_high", s["success_rate"]) - rate)]]
+        ax.errorbar(speedup, rate, yerr=error, fmt=markers[index % len(markers)], color=colours(index % 10),
+                    capsize=3, markersize=7, alpha=0.85, label=f"{s['setting']} ({s['successes']}/{s['episodes']})")
     ax.set_xlabel(f"speed-up of policy Hz over {reference}")
-    ax.set_ylabel("success rate (%)")
+    ax.set_ylabel("success rate (%), 95 % Wilson interval")
     ax.set_ylim(-5, 105)
     ax.grid(alpha=0.3)
+    ax.legend(fontsize=7, loc="upper center", bbox_to_anchor=(0.5, -0.14), ncol=2)
     fig.tight_layout()
     fig.savefig(out / "success_vs_speedup.png", dpi=120)
     plt.close(fig)
@@ -156,6 +171,11 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--observations", type=int, default=10, help="decoding: simulator observations")
     parser.add_argument("--pipeline-seconds", type=float, default=60.0, help="ROS pipeline: seconds per condition")
     parser.add_argument("--skip-pipeline", action="store_true")
+    parser.add_argument("--latency-episodes", type=int, default=30,
+                        help="latency-aware closed loop: episodes per task, setting and latency (0: skip it)")
+    parser.add_argument("--latency-tasks", nargs="+", default=["reach", "reach_moving"])
+    parser.add_argument("--latencies", nargs="+", default=["none", "measured", PAPER_OPENVLA_H100],
+                        help="latency-aware closed loop: latencies (see ceed-vla eval --latency)")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1)
 
@@ -196,6 +216,31 @@ def cli_main(args: argparse.Namespace) -> int:
     headline = f"{args.student}:early_exit:{args.headline_exit_steps}"
     comparison = comparison_table(decoding, closed["overall"], args.teacher, headline, args.student)
     targets = targets_section(closed["per_task"], args.teacher, args.student)
+
+    latency_md = "(skipped)"
+    if args.latency_episodes > 0:
+        print("2b/3 latency-aware closed loop ...", flush=True)
+        latency_labels = [f"{args.teacher}:ar", f"{args.teacher}:jacobi"] + [
+            f"{args.student}:early_exit:{k}" for k in args.early_exit_steps if k <= 3
+        ] + [f"{args.student}:early_exit:1+fused"]
+        latencies = [LatencySpec.parse(text) for text in args.latencies]
+        late_results, late_steps = evaluate(
+            [Setting.parse(label) for label in latency_labels], model_dir, args.latency_tasks, args.latency_episodes,
+            LATENCY_EVAL_SEED, 1, True, latencies=latencies,
+        )
+        late = write_report(late_results, late_steps, out / "latency", {
+            "command": command, "episodes": args.latency_episodes, "seed": LATENCY_EVAL_SEED,
+            "tasks": args.latency_tasks, "threads": args.threads, "latencies": args.latencies,
+            "load_average_end": list(os.getloadavg()),
+        })
+        latency_md = (
+            f"{args.latency_episodes} episodes per task, setting and latency, seeds {LATENCY_EVAL_SEED}.."
+            f"{LATENCY_EVAL_SEED + args.latency_episodes - 1}; the policy re-plans as soon as it is free (at most "
+            f"every step); `{PAPER_OPENVLA_H100}` = OpenVLA-7B on an H100 from the paper's figures "
+            f"(58 ms prefill, 18 ms per further pass); `measured` = this CPU now (load average "
+            f"{os.getloadavg()[0]:.1f}).\n\n{markdown_table(late['per_task'])}\n"
+            "![success vs policy Hz](latency/success_vs_policy_hz.png)\n"
+        )
 
     pipeline_md = "(skipped)"
     if not args.skip_pipeline:
@@ -248,6 +293,9 @@ Decoding: {args.repeats} timed chunks per method over {args.observations} simula
 ![success vs forward passes](closed_loop/success_vs_forward_passes.png)
 ![iterations](closed_loop/iterations_hist.png)
 
+## Latency-aware closed loop (the world keeps moving while the policy decodes)
+
+{latency_md}
 ## Decoding
 
 Forward passes include the prefill; every argmax is restricted to the action tokens.

@@ -29,6 +29,14 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.tools.link_bench",
         "The sim suite behind a lossy / delayed policy -> driver link: refusals, holds, success.",
     ),
+    "bench-kinematics": (
+        "ceed_vla_ros.tools.robot_bench:kinematics",
+        "Cost and success of the arm driver's IK solves (pinocchio DLS) vs the control period.",
+    ),
+    "bench-transitions": (
+        "ceed_vla_ros.tools.robot_bench:transitions",
+        "Chunk transitions (replace, warm start, temporal ensemble, prefix pinning): jerk, boundary steps, success.",
+    ),
     "bench-shutdown": (
         "ceed_vla_ros.tools.shutdown_bench",
         "Seconds each node of a bring-up takes to exit after Ctrl-C.",
@@ -46,7 +54,23 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.tools.evaluation",
         "Closed-loop evaluation of checkpoints x decoding settings in the simulator.",
     ),
+    "export-lerobot": (
+        "ceed_vla_ros.datasets.export",
+        "Turn simulator HDF5 recordings into a LeRobot v3.0 dataset (lossless by default).",
+    ),
+    "import-bag": (
+        "ceed_vla_ros.datasets.rosbag",
+        "Convert a rosbag2 recording (mcap, sqlite3) of camera, joint-state and command topics into LeRobot v3.0.",
+    ),
+    "import": (
+        "ceed_vla_ros.tools.import_model",
+        "Make a published model folder (OpenVLA) a checkpoint in the model directory, weights not copied.",
+    ),
     "info": ("ceed_vla_ros.tools.info", "Show a checkpoint's metadata, parameter count and size on disk."),
+    "inspect-lerobot": (
+        "ceed_vla_ros.datasets.export:inspect",
+        "Show (and with --check, read through) a LeRobot v3.0 / v2.1 dataset.",
+    ),
     "launch": ("ceed_vla_ros.tools.launcher", "Start a bring-up (sim_arm, real_arm) without ros2 launch."),
     "record": ("ceed_vla_ros.tools.record", "Record scripted-expert demonstrations to HDF5."),
     "soak": (

@@ -5,13 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from ceed_vla_ros.sim.env import TASKS
+from ceed_vla_ros.sim.env import ALL_TASKS
 from ceed_vla_ros.sim.recorder import record_dataset
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ceed-vla record``."""
-    parser.add_argument("--task", choices=TASKS, default="reach", help="task to demonstrate")
+    parser.add_argument("--task", choices=ALL_TASKS, default="reach", help="task to demonstrate")
     parser.add_argument("--episodes", type=int, required=True, help="episodes to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")

@@ -58,6 +58,14 @@ class _RunConfig:
             if hasattr(self, name):
                 set_(name, tuple(int(v) for v in getattr(self, name)))
         set_("model_dir", model_dir_argument(self.model_dir))
+        if hasattr(self, "lerobot_map"):
+            from ceed_vla_ros.datasets import FeatureMapping
+
+            set_("lerobot_map", tuple(str(v) for v in self.lerobot_map or ()))
+            try:
+                FeatureMapping.parse(self.lerobot_map)
+            except ValueError as error:
+                raise ValueError(f"--lerobot-map: {error}") from None
 
     def _check(self, condition: bool, name: str, requirement: str) -> None:
         if not condition:
@@ -147,6 +155,7 @@ class TeacherConfig(_RunConfig):
     threads: int = 2
     progress: bool = True
     command: str = ""  # the command line, for the checkpoint's provenance
+    lerobot_map: tuple[str, ...] = ()  # FeatureMapping of LeRobot --data (KEY=VALUE items)
 
     def __post_init__(self) -> None:
         self._normalise()
@@ -194,6 +203,7 @@ class DistillConfig(_RunConfig):
     threads: int = 2
     progress: bool = True
     command: str = ""  # the command line, for the checkpoint's provenance
+    lerobot_map: tuple[str, ...] = ()  # FeatureMapping of LeRobot --data (KEY=VALUE items)
 
     def __post_init__(self) -> None:
         self._normalise()

@@ -24,7 +24,11 @@ Definitions (exact):
   ``aux_points`` (N, 5, 2) = red, green, blue cube centres, goal centre, tool tip;
   ``aux_mask`` (N, 5) = which are defined (the goal only for push; older files without the
   optional recorder arrays give only the named cube via ``target_pixel``: mask 0 elsewhere);
-  ``target_point`` (N, 2) = the NAMED cube's centre (``target_pixel``).
+  ``target_point`` (N, 2) = the NAMED cube's centre (``target_pixel``), ``target_mask`` (N,) = 1
+  where it is known (datasets from real robots have no privileged targets: 0, the loss skips them).
+* **Sources**: the simulator's HDF5 files or LeRobot dataset folders
+  (:func:`ceed_vla_ros.datasets.open_dataset`); a single LeRobot dataset brings its own proprio
+  statistics (``meta/stats.json``'s q01/q99 of the state), which then replace the computed ones.
 
 Images are kept as uint8 (N, H, W, 3) in the recorder's size; they must already have the
 checkpoint's ``ImageSpec`` size (64 x 64 RGB here), the policy's ``preprocess_images`` does the
@@ -41,7 +45,7 @@ import numpy as np
 import torch
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer, NormStats
-from ceed_vla_ros.sim.recorder import Episode, read_episodes
+from ceed_vla_ros.sim.recorder import Episode
 
 AUX_POINT_NAMES: tuple[str, ...] = ("red", "green", "blue", "goal", "tool_tip")
 
@@ -78,6 +82,11 @@ class TeacherData:
     chunk_len: int
     image_size: int
     num_episodes: int
+    target_mask: np.ndarray | None = None  # (N,) float32, 1 where target_point is known (None: all)
+    joint_names: tuple[str, ...] = ()
+    dt: float = 0.1
+    image_crop: str = "none"  # how the source frames were cropped before resizing (the checkpoint's ImageSpec.crop)
+    proprio_norm: NormStats | None = None  # the dataset's own statistics, else computed
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -87,12 +96,22 @@ class TeacherData:
         return NormStats.from_data(self.actions.reshape(-1, self.actions.shape[-1]))
 
     def proprio_stats(self) -> NormStats:
+        if self.proprio_norm is not None:
+            return self.proprio_norm
         return NormStats.from_data(self.joint_positions)
 
 
-def build_teacher_data(episodes: Iterable[Episode], chunk_len: int) -> TeacherData:
+def build_teacher_data(
+    episodes: Iterable[Episode],
+    chunk_len: int,
+    *,
+    proprio_norm: NormStats | None = None,
+    image_crop: str = "none",
+) -> TeacherData:
     """Stack every step of ``episodes`` into a :class:`TeacherData` (see module docstring)."""
     images, joints, actions, instr, task, epi, points, masks, targets = ([] for _ in range(9))
+    joint_names: tuple[str, ...] | None = None
+    dt = None
     instructions: list[str] = []
     tasks: list[str] = []
     image_size = None
@@ -103,6 +122,10 @@ def build_teacher_data(episodes: Iterable[Episode], chunk_len: int) -> TeacherDa
             image_size = episode.image_size
         elif episode.image_size != image_size:
             raise ValueError(f"episode image size {episode.image_size} differs from {image_size}")
+        if joint_names is None:
+            joint_names, dt = tuple(episode.joint_names), float(episode.dt)
+        elif tuple(episode.joint_names) != joint_names:
+            raise ValueError(f"episode joints {list(episode.joint_names)} differ from {list(joint_names)}")
         if episode.instruction not in instructions:
             instructions.append(episode.instruction)
         if episode.task not in tasks:
@@ -125,12 +148,14 @@ def build_teacher_data(episodes: Iterable[Episode], chunk_len: int) -> TeacherDa
         if episode.tool_tip_pixel is not None:
             pts[:, 4] = episode.tool_tip_pixel
             mask[:, 4] = 1.0
-        points.append(np.where(mask[..., None] > 0, pixels_to_unit(pts, episode.image_size), 0.0))
+        points.append(np.where(mask[..., None] > 0, pixels_to_unit(np.nan_to_num(pts), episode.image_size), 0.0))
         masks.append(mask)
         targets.append(pixels_to_unit(episode.target_pixel, episode.image_size))
         count += 1
     if count == 0:
         raise ValueError("no episodes")
+    target_point = np.concatenate(targets)
+    known = np.isfinite(target_point).all(axis=1)
     return TeacherData(
         images=np.concatenate(images).astype(np.uint8, copy=False),
         joint_positions=np.concatenate(joints),
@@ -142,26 +167,39 @@ def build_teacher_data(episodes: Iterable[Episode], chunk_len: int) -> TeacherDa
         episode_index=np.concatenate(epi).astype(np.int64),
         aux_points=np.concatenate(points).astype(np.float32),
         aux_mask=np.concatenate(masks).astype(np.float32),
-        target_point=np.concatenate(targets).astype(np.float32),
+        target_point=np.where(known[:, None], target_point, 0.0).astype(np.float32),
         chunk_len=int(chunk_len),
         image_size=int(image_size),
         num_episodes=count,
+        target_mask=known.astype(np.float32),
+        joint_names=joint_names,
+        dt=dt,
+        image_crop=image_crop,
+        proprio_norm=proprio_norm,
     )
 
 
 def load_teacher_data(
-    paths: Sequence[str | Path], chunk_len: int, max_episodes: int | None = None
+    paths: Sequence[str | Path], chunk_len: int, max_episodes: int | None = None, mapping=None
 ) -> TeacherData:
-    """Read HDF5 files (at most ``max_episodes`` episodes from EACH file) into :class:`TeacherData`."""
+    """Read HDF5 files or LeRobot datasets (at most ``max_episodes`` episodes from EACH) into
+    :class:`TeacherData`; ``mapping``: the :class:`~ceed_vla_ros.datasets.FeatureMapping` of LeRobot sources."""
+    from ceed_vla_ros.datasets import open_dataset, source_crop, source_proprio_norm
 
     def episodes():
         for path in paths:
-            for i, episode in enumerate(read_episodes(path)):
-                if max_episodes is not None and i >= max_episodes:
-                    break
-                yield episode
+            with open_dataset(path, mapping) as source:
+                for i in range(len(source)):
+                    if max_episodes is not None and i >= max_episodes:
+                        break
+                    yield source[i]
 
-    return build_teacher_data(episodes(), chunk_len)
+    return build_teacher_data(
+        episodes(),
+        chunk_len,
+        proprio_norm=source_proprio_norm(paths, mapping),
+        image_crop=source_crop(paths, mapping),
+    )
 
 
 @dataclass
@@ -178,6 +216,7 @@ class TrainingTensors:
     aux_mask: torch.Tensor  # (N, 5) float32
     target_point: torch.Tensor  # (N, 2) float32
     task_index: torch.Tensor  # (N,) int64
+    target_mask: torch.Tensor | None = None  # (N,) float32, 1 where target_point is known
     vision_features: torch.Tensor | None = None  # (N, F) float32: a frozen CNN's output per image
 
     def __len__(self) -> int:
@@ -203,6 +242,9 @@ class TrainingTensors:
             "aux_points": self.aux_points[index],
             "aux_mask": self.aux_mask[index],
             "target_point": self.target_point[index],
+            "target_mask": (
+                torch.ones(len(index)) if self.target_mask is None else self.target_mask[index]
+            ),
             "task_index": self.task_index[index],
         }
 
@@ -211,10 +253,11 @@ def tokenize_teacher_data(
     data: TeacherData,
     prompt_ids: Sequence[Sequence[int]],
     action_tokenizer: ActionTokenizer,
-    proprio_norm: NormStats,
+    proprio_norm: NormStats | None,
     pad_id: int,
 ) -> TrainingTensors:
-    """Tokenise ``data``: ``prompt_ids[j]`` are the full prompt ids of ``data.instructions[j]``."""
+    """Tokenise ``data``: ``prompt_ids[j]`` are the full prompt ids of ``data.instructions[j]``
+    (``proprio_norm`` None: a model without proprio input, ``proprio`` is (N, 0))."""
     if len(prompt_ids) != len(data.instructions):
         raise ValueError("need one prompt per instruction")
     if action_tokenizer.chunk_len != data.chunk_len:
@@ -228,7 +271,11 @@ def tokenize_teacher_data(
     tokens = action_tokenizer.encode(data.actions)  # (N, k * d)
     return TrainingTensors(
         images=torch.from_numpy(np.ascontiguousarray(data.images)),
-        proprio=torch.from_numpy(proprio_norm.normalize(data.joint_positions, clip=False).astype(np.float32)),
+        proprio=torch.from_numpy(
+            proprio_norm.normalize(data.joint_positions, clip=False).astype(np.float32)
+            if proprio_norm is not None
+            else np.zeros((len(data.joint_positions), 0), np.float32)
+        ),
         prompt_ids=padded,
         prompt_mask=mask,
         instruction_index=torch.from_numpy(data.instruction_index),
@@ -237,6 +284,7 @@ def tokenize_teacher_data(
         aux_mask=torch.from_numpy(data.aux_mask),
         target_point=torch.from_numpy(data.target_point),
         task_index=torch.from_numpy(data.task_index),
+        target_mask=None if data.target_mask is None else torch.from_numpy(data.target_mask),
     )
 
 

@@ -38,7 +38,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ceed_vla_ros.checkpoint import save_checkpoint
+from ceed_vla_ros.backends import get_backend
 from ceed_vla_ros.metadata import CheckpointMetadata
 
 STATE_DIR = "state"
@@ -111,12 +111,12 @@ def batch_indices(num_samples: int, batch_size: int, seed: int, step: int, strea
 
 def export(model, tokenizer, metadata: CheckpointMetadata, path: Path) -> CheckpointMetadata:
     """Save ``model`` (in eval mode, training mode restored after) as a loadable checkpoint at
-    ``path`` with ``metadata`` (fresh ``checkpoint_id``, ``weights_sha256`` and creation time);
-    :func:`~ceed_vla_ros.checkpoint.save_checkpoint` refuses pickles in the folder."""
+    ``path`` with ``metadata`` (fresh ``checkpoint_id``, ``weights_sha256`` and creation time), in
+    the layout of ``metadata.backend`` (its ``save`` refuses pickles in the folder)."""
     provenance = dataclasses.replace(metadata.provenance, created="")
     metadata = dataclasses.replace(metadata, provenance=provenance, checkpoint_id="", weights_sha256="")
     was_training = model.training
-    saved = save_checkpoint(model.eval(), tokenizer, metadata, path)
+    saved = get_backend(metadata.backend).save(model.eval(), tokenizer, metadata, path)
     model.train(was_training)
     return saved
 

@@ -59,6 +59,7 @@ import numpy as np
 import torch
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
+from ceed_vla_ros.backends import ModelBackend, get_backend
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
 from ceed_vla_ros.decoding import TokenRange, jacobi_trajectories_batched
 from ceed_vla_ros.metadata import Provenance
@@ -80,8 +81,7 @@ class DistillBatch:
 
     input_ids: torch.Tensor  # (2B, L + n): B rows [prompt + Y], then B rows [prompt + Y*]
     attention_mask: torch.Tensor  # (2B, L + n)
-    pixel_values: torch.Tensor  # (2B, 3, H, W)
-    proprio: torch.Tensor  # (2B, proprio_dim)
+    inputs: dict[str, torch.Tensor]  # the backend's model inputs, 2B rows (e.g. pixel_values, proprio)
     fixed_point: torch.Tensor  # (B, n)
     ground_truth: torch.Tensor  # (B, n)
     teacher_actions: torch.Tensor  # (B, k, d) normalised
@@ -92,6 +92,7 @@ class DistillBatch:
     def to(self, device: torch.device) -> DistillBatch:
         return dataclasses.replace(
             self,
+            inputs={key: value.to(device) for key, value in self.inputs.items()},
             **{
                 f.name: getattr(self, f.name).to(device)
                 for f in dataclasses.fields(self)
@@ -113,22 +114,21 @@ def make_batch(
     trajectories: TrajectorySet,
     rows: np.ndarray,
     states: np.ndarray,
-    image_spec,
 ) -> DistillBatch:
     """``rows`` index both ``samples`` and ``trajectories`` (same order); ``states`` (B, n) = Y."""
     index = torch.from_numpy(np.asarray(rows, dtype=np.int64))
-    base = samples.model_batch(index, image_spec)
-    prompt = base["input_ids"]
+    base = samples.model_batch(index)
+    prompt = base.pop("input_ids")
+    prompt_mask = base.pop("attention_mask")
     fixed_point = torch.from_numpy(trajectories.fixed_point[rows].astype(np.int64))
     state = torch.from_numpy(np.asarray(states, dtype=np.int64))
     n = fixed_point.shape[1]
     ids = torch.cat((torch.cat((prompt, state), 1), torch.cat((prompt, fixed_point), 1)))
-    mask = torch.cat((base["attention_mask"], torch.ones_like(state)), 1).repeat(2, 1)
+    mask = torch.cat((prompt_mask, torch.ones_like(state)), 1).repeat(2, 1)
     return DistillBatch(
         input_ids=ids,
         attention_mask=mask,
-        pixel_values=base["pixel_values"].repeat(2, 1, 1, 1),
-        proprio=base["proprio"].repeat(2, 1),
+        inputs={key: value.repeat(2, *([1] * (value.ndim - 1))) for key, value in base.items()},
         fixed_point=fixed_point,
         ground_truth=torch.from_numpy(trajectories.ground_truth[rows].astype(np.int64)),
         teacher_actions=torch.from_numpy(trajectories.teacher_actions[rows]),
@@ -146,27 +146,20 @@ def distill_loss(
     ar_weight: float = 1.0,
     l1_threshold: float = DEFAULT_L1_THRESHOLD,
     frozen_vision: bool = False,
+    backend: ModelBackend | None = None,
 ) -> tuple[CeedLoss, torch.Tensor]:
     """Consistency + mixed-label AR loss of ``model`` on ``batch``; also returns which samples use GT labels.
 
-    ``frozen_vision``: the CNN stage runs once per image (the state and fixed-point rows share it)
-    without gradients, and only the rest of the model is trained.
+    ``backend`` (default ``ceed_tiny``) runs the forward (:meth:`ModelBackend.sequence_logits`:
+    logits aligned with ``input_ids``). ``frozen_vision``: the vision part runs without gradients
+    (ceed_tiny: its CNN stage once per image, the state and fixed-point rows share it), and only
+    the rest of the model is trained.
     """
     size = batch.fixed_point.shape[0]
-    if frozen_vision:
-        with torch.no_grad():
-            features = getattr(model, "module", model).vision_encoder.features(batch.pixel_values[:size])
-        vision = {"vision_features": features.repeat(2, 1)}
-    else:
-        vision = {"pixel_values": batch.pixel_values}
-    logits = model(
-        input_ids=batch.input_ids,
-        attention_mask=batch.attention_mask,
-        proprio=batch.proprio,
-        prompt_length=batch.prompt_len,
-        use_cache=False,
-        **vision,
-    ).logits
+    backend = backend or get_backend("ceed_tiny")
+    logits = backend.sequence_logits(
+        model, batch.input_ids, batch.attention_mask, batch.inputs, batch.prompt_len, frozen_vision=frozen_vision
+    )
     block = block_prediction_logits(logits, batch.prompt_len, batch.block_len)[..., allowed.start : allowed.stop]
     state_logits, fixed_point_logits = block[:size], block[size:]
     labels, uses_truth = mixed_labels(
@@ -188,10 +181,12 @@ def distill_step(
     clip_grad_norm=None,
     max_grad_norm: float = 1.0,
     frozen_vision: bool = False,
+    backend: ModelBackend | None = None,
 ) -> tuple[CeedLoss, torch.Tensor]:
     """One optimizer step on ``batch`` (``backward`` / ``clip_grad_norm``: accelerate's, or plain torch)."""
     loss, uses_truth = distill_loss(
-        model, batch, allowed, ar_weight=ar_weight, l1_threshold=l1_threshold, frozen_vision=frozen_vision
+        model, batch, allowed, ar_weight=ar_weight, l1_threshold=l1_threshold, frozen_vision=frozen_vision,
+        backend=backend,
     )
     optimizer.zero_grad(set_to_none=True)
     (backward or (lambda value: value.backward()))(loss.total)
@@ -206,7 +201,6 @@ def evaluate_early_exit(
     samples: SampleSet,
     trajectories: TrajectorySet,
     rows: np.ndarray,
-    image_spec,
     allowed: TokenRange,
     action_tokenizer: ActionTokenizer,
     batch_size: int = 64,
@@ -221,15 +215,10 @@ def evaluate_early_exit(
     iterations = []
     for begin in range(0, len(rows), batch_size):
         chunk = rows[begin : begin + batch_size]
-        base = samples.model_batch(torch.from_numpy(chunk.astype(np.int64)), image_spec)
+        base = {k: v.to(device) for k, v in samples.model_batch(torch.from_numpy(chunk.astype(np.int64))).items()}
         initial = torch.from_numpy(trajectories.states[trajectories.state_offset[chunk]].astype(np.int64))
         result = jacobi_trajectories_batched(
-            model,
-            base["input_ids"].to(device),
-            base["attention_mask"].to(device),
-            {"pixel_values": base["pixel_values"].to(device), "proprio": base["proprio"].to(device)},
-            initial.to(device),
-            allowed=allowed,
+            model, base.pop("input_ids"), base.pop("attention_mask"), base, initial.to(device), allowed=allowed
         )
         truth = trajectories.ground_truth_actions[chunk].reshape(len(chunk), -1)
         teacher = trajectories.fixed_point[chunk]
@@ -265,17 +254,14 @@ def check_data(trajectories: TrajectorySet, data: list[Path], teacher: Checkpoin
     recorded = trajectories.data_files
     if len(recorded) != len(data):
         raise SystemExit(f"trajectories reference {len(recorded)} data files {recorded}, --data gives {len(data)}")
-    from ceed_vla_ros.sim.recorder import DatasetReader
+    from ceed_vla_ros.datasets import count_episodes
 
     counts = json.loads(trajectories.attrs.get("data_episodes", "null") or "null")
     for i, path in enumerate(data):
-        if counts is not None:
-            with DatasetReader(path) as reader:
-                if len(reader) != counts[i]:
-                    raise SystemExit(
-                        f"{path}: {len(reader)} episodes, the trajectories were collected on {counts[i]} "
-                        f"({recorded[i]})"
-                    )
+        if counts is not None and (found := count_episodes(path)) != counts[i]:
+            raise SystemExit(
+                f"{path}: {found} episodes, the trajectories were collected on {counts[i]} ({recorded[i]})"
+            )
         if Path(path).name != Path(recorded[i]).name:
             print(f"warning: --data {path} stands for the recorded {recorded[i]}", file=sys.stderr)
 
@@ -295,7 +281,7 @@ def distill(config: DistillConfig) -> Path:
     teacher = load_checkpoint_arg(config.model_dir, config.teacher)
     trajectories = read_trajectories(config.trajectories)
     check_data(trajectories, list(config.data), teacher)
-    samples = load_samples(config.data, teacher, refs=trajectories.refs())
+    samples = load_samples(config.data, teacher, refs=trajectories.refs(), lerobot_map=config.lerobot_map)
     metadata = teacher.metadata
     allowed = TokenRange(*teacher.action_tokenizer.token_range)
     train_rows, val_rows = split_rows(len(trajectories), config.val_samples, config.seed)
@@ -310,7 +296,7 @@ def distill(config: DistillConfig) -> Path:
     student = teacher.model  # the student starts as the teacher (a fresh copy loaded from disk)
     student.train()
     if config.freeze_vision:
-        student.freeze_vision()
+        teacher.backend.freeze_vision(student)
     trainable = [p for p in student.parameters() if p.requires_grad]
     optimizer = torch.optim.AdamW(trainable, lr=config.lr, weight_decay=config.weight_decay)
     scheduler = torch.optim.lr_scheduler.LambdaLR(
@@ -333,7 +319,6 @@ def distill(config: DistillConfig) -> Path:
             samples,
             trajectories,
             val_rows,
-            metadata.image,
             allowed,
             teacher.action_tokenizer,
         )
@@ -382,7 +367,7 @@ def distill(config: DistillConfig) -> Path:
         # the states are drawn for the whole global batch (the same on every process), then sliced
         states = draw_states(trajectories, rows, np.random.default_rng([config.seed, 13, step]))
         rows, states = rows[share], states[share]
-        batch = make_batch(samples, trajectories, rows, states, metadata.image)
+        batch = make_batch(samples, trajectories, rows, states)
         loss, uses_truth = distill_step(
             student,
             optimizer,
@@ -393,6 +378,7 @@ def distill(config: DistillConfig) -> Path:
             backward=accelerator.backward,
             clip_grad_norm=accelerator.clip_grad_norm_,
             frozen_vision=config.freeze_vision,
+            backend=teacher.backend,
         )
         scheduler.step()
         step += 1
@@ -488,6 +474,15 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--trajectories", type=Path, required=True, help="file from ceed-vla collect-trajectories")
     parser.add_argument(
         "--data", type=Path, nargs="+", required=True, help="the demonstration files of the trajectories, same order"
+    )
+    parser.add_argument(
+        "--lerobot-map",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="which LeRobot features to use: image=<feature> (default observation.image or the first camera), "
+        "state=observation.state, action=action, action_kind=absolute|delta, task=task_index|fixed:<text>, "
+        "image_size=64 (train only; later steps use the teacher's size)",
     )
     parser.add_argument("--out-name", default=_D.out_name, help="student checkpoint name (folder in --model-dir)")
     add_model_dir_argument(parser, "folder of the teacher checkpoint and of the student written")

@@ -102,6 +102,7 @@ class TeacherTrainingModule(nn.Module):
         aux_points: torch.Tensor,
         aux_mask: torch.Tensor,
         target_point: torch.Tensor,
+        target_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         vision_features: torch.Tensor | None = None,
         aux_count: torch.Tensor | None = None,
@@ -134,7 +135,11 @@ class TeacherTrainingModule(nn.Module):
         per_point = ((predicted - aux_points) ** 2).sum(-1)
         aux = (per_point * aux_mask).sum() / (aux_mask.sum() if aux_count is None else aux_count).clamp_min(1.0)
         hidden = out.hidden_states[-1][:, prompt_len - 1]
-        target = ((self.target_head(hidden) - target_point) ** 2).sum(-1).mean()
+        per_target = ((self.target_head(hidden) - target_point) ** 2).sum(-1)
+        if target_mask is None:
+            target = per_target.mean()
+        else:  # only where the dataset knows the named object's position (privileged, sim only)
+            target = (per_target * target_mask).sum() / target_mask.sum().clamp_min(1.0)
         return {"ce": ce, "aux": aux, "target_aux": target, "accuracy": accuracy}
 
 
@@ -229,15 +234,15 @@ def build_metadata(config: TeacherConfig, data: TeacherData) -> CheckpointMetada
     return CheckpointMetadata(
         name=config.name,
         action_space="joint_delta",
-        joint_names=list(JOINT_NAMES),
-        action_dims=len(JOINT_NAMES),
+        joint_names=list(data.joint_names or JOINT_NAMES),
+        action_dims=len(data.joint_names or JOINT_NAMES),
         chunk_len=config.chunk_len,
-        dt=0.1,
+        dt=data.dt,
         action_norm=data.action_stats(),
-        proprio_names=list(JOINT_NAMES),
+        proprio_names=list(data.joint_names or JOINT_NAMES),
         proprio_norm=data.proprio_stats(),
         n_bins=config.n_bins,
-        image=ImageSpec(height=data.image_size, width=data.image_size),
+        image=ImageSpec(height=data.image_size, width=data.image_size, crop=data.image_crop),
         provenance=Provenance(
             role="teacher",
             command=config.command,
@@ -265,19 +270,21 @@ def evaluate_batches(
     return {k: v / count for k, v in totals.items()}
 
 
-def _split(data_paths, chunk_len, max_episodes, val_episodes):
-    """Train data (all but the last ``val_episodes`` of each file) and validation data."""
-    from ceed_vla_ros.sim.recorder import DatasetReader
+def _split(data_paths, chunk_len, max_episodes, val_episodes, lerobot_map=()):
+    """Train data (all but the last ``val_episodes`` of each file or LeRobot dataset) and validation data."""
+    from ceed_vla_ros.datasets import FeatureMapping, open_dataset, source_crop, source_proprio_norm
     from ceed_vla_ros.training.dataset import build_teacher_data
 
+    mapping = FeatureMapping.parse(lerobot_map)
     train, val = [], []
     for path in data_paths:
-        with DatasetReader(path) as reader:
+        with open_dataset(path, mapping) as reader:
             count = len(reader) if max_episodes is None else min(len(reader), max_episodes)
             n_val = min(val_episodes, max(0, count - 1))
             for i in range(count):
                 (val if i >= count - n_val else train).append(reader[i])
-    return build_teacher_data(train, chunk_len), (build_teacher_data(val, chunk_len) if val else None)
+    extra = {"proprio_norm": source_proprio_norm(data_paths, mapping), "image_crop": source_crop(data_paths, mapping)}
+    return build_teacher_data(train, chunk_len, **extra), (build_teacher_data(val, chunk_len, **extra) if val else None)
 
 
 def train(config: TeacherConfig) -> Path:
@@ -292,7 +299,7 @@ def train(config: TeacherConfig) -> Path:
     final_path = config.model_dir / config.name
     accelerator.print(f"final checkpoint: {final_path}; run state and log: {config.run_dir}")
 
-    data, val_data = _split(config.data, config.chunk_len, config.max_episodes, config.val_episodes)
+    data, val_data = _split(config.data, config.chunk_len, config.max_episodes, config.val_episodes, config.lerobot_map)
     metadata = build_metadata(config, data)
     tokenizer = build_tokenizer(all_instructions() + data.instructions, metadata.n_bins, metadata.prompt_template)
     model_config = make_model_config(
@@ -484,7 +491,19 @@ _D = TeacherConfig  # the defaults of every option
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True,
+        help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)",
+    )
+    parser.add_argument(
+        "--lerobot-map",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="which LeRobot features to use: image=<feature> (default observation.image or the first camera), "
+        "state=observation.state, action=action, action_kind=absolute|delta, task=task_index|fixed:<text>, "
+        "image_size=64 (train only; later steps use the teacher's size)",
+    )
     parser.add_argument("--name", default=_D.name, help="checkpoint name (folder in --model-dir)")
     add_model_dir_argument(parser, "where the final checkpoint goes")
     parser.add_argument("--run-dir", type=Path, default=_D.run_dir, help="run state / logs (outside models/)")

@@ -70,8 +70,6 @@ from ceed_vla_ros import __version__
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
 from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens, jacobi_trajectories_batched
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
-from ceed_vla_ros.policy import preprocess_images
-from ceed_vla_ros.sim.recorder import DatasetReader
 from ceed_vla_ros.training.dataset import TeacherData, TrainingTensors, build_teacher_data, tokenize_teacher_data
 
 FORMAT_NAME = "ceed_vla_ros.distill.trajectories"  # the file format's name (kept: existing files carry it)
@@ -95,6 +93,7 @@ class SampleSet:
     step: np.ndarray  # (N,) int64
     prompt_lengths: torch.Tensor  # (P,) unpadded prompt length of each instruction
     data_episodes: list[int]  # episodes per file
+    checkpoint: Checkpoint  # whose backend turns images + proprio into model inputs
 
     def __len__(self) -> int:
         return len(self.tensors)
@@ -105,17 +104,19 @@ class SampleSet:
         length = int(self.prompt_lengths[instr])
         return self.tensors.prompt_ids[instr, -length:].reshape(1, -1)
 
-    def model_batch(self, rows: torch.Tensor, image_spec) -> dict[str, torch.Tensor]:
+    def model_batch(self, rows: torch.Tensor) -> dict[str, torch.Tensor]:
         """``input_ids`` / ``attention_mask`` (left-padded prompts, leading all-pad columns
-        trimmed), ``pixel_values`` and ``proprio`` of ``rows``."""
+        trimmed) and the model inputs of ``rows`` (the backend's, e.g. ``pixel_values`` and
+        ``proprio``), on CPU."""
         instr = self.tensors.instruction_index[rows]
         mask = self.tensors.prompt_mask[instr]
         width = int(self.prompt_lengths[instr].max())
+        proprio = self.tensors.proprio[rows] if self.tensors.proprio.shape[1] else None
+        inputs = self.checkpoint.model_inputs(self.tensors.images[rows], proprio)
         return {
             "input_ids": self.tensors.prompt_ids[instr][:, -width:],
             "attention_mask": mask[:, -width:],
-            "pixel_values": preprocess_images(self.tensors.images[rows], image_spec),
-            "proprio": self.tensors.proprio[rows],
+            **{key: value.cpu() for key, value in inputs.items()},
         }
 
 
@@ -150,6 +151,7 @@ def load_samples(
     seed: int = 0,
     holdout_last: int = 0,
     refs: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None,
+    lerobot_map: Sequence[str] = (),
 ) -> SampleSet:
     """Load, select and tokenise demonstration samples with ``checkpoint``'s tokenizers.
 
@@ -157,7 +159,11 @@ def load_samples(
     file, the teacher trainer's validation split), subsampled by :func:`select_rows`. With
     ``refs = (file_index, episode, step)``: exactly those samples, in that order.
     """
+    from ceed_vla_ros.datasets import FeatureMapping, open_dataset
+
     metadata = checkpoint.metadata
+    # LeRobot frames are resized to the checkpoint's image size (and cropped as it says)
+    mapping = dataclasses.replace(FeatureMapping.parse(lerobot_map), image_size=metadata.image.height)
     episodes, origin, counts = [], [], []
     wanted: dict[int, set[int]] | None = None
     if refs is not None:
@@ -165,7 +171,7 @@ def load_samples(
         for f, e in zip(refs[0].tolist(), refs[1].tolist()):
             wanted.setdefault(int(f), set()).add(int(e))
     for f, path in enumerate(paths):
-        with DatasetReader(path) as reader:
+        with open_dataset(path, mapping) as reader:
             counts.append(len(reader))
             last = len(reader) - (holdout_last if refs is None else 0)
             for e in range(max(0, last)):
@@ -175,7 +181,7 @@ def load_samples(
                 origin.append((f, e))
     if not episodes:
         raise ValueError(f"no episodes selected from {list(map(str, paths))}")
-    data = build_teacher_data(episodes, metadata.chunk_len)
+    data = build_teacher_data(episodes, metadata.chunk_len)  # proprio: normalised with the checkpoint's statistics
     origin_arr = np.asarray(origin, dtype=np.int64)
     file_index = origin_arr[data.episode_index, 0]
     episode = origin_arr[data.episode_index, 1]
@@ -195,7 +201,7 @@ def load_samples(
     data = _subset(data, rows)
     prompts = [checkpoint.prompt_ids(text) for text in data.instructions]
     tensors = tokenize_teacher_data(
-        data, prompts, checkpoint.action_tokenizer, metadata.proprio_norm, checkpoint.tokenizer.pad_token_id
+        data, prompts, checkpoint.action_tokenizer, metadata.proprio_norm, checkpoint.pad_token_id
     )
     truth = np.clip(metadata.action_norm.normalize(data.actions), -1.0, 1.0).astype(np.float32)
     return SampleSet(
@@ -206,6 +212,7 @@ def load_samples(
         step=step[rows],
         prompt_lengths=torch.tensor([len(p) for p in prompts]),
         data_episodes=counts,
+        checkpoint=checkpoint,
     )
 
 
@@ -336,6 +343,7 @@ def collect(
     allowed = TokenRange(*action_tokenizer.token_range)
     n = metadata.block_len
     model = checkpoint.model.eval()
+    device = next(model.parameters()).device
     selected = np.arange(len(samples)) if rows is None else np.asarray(rows, dtype=np.int64)
     if selected.size == 0:
         raise ValueError("no samples to collect")
@@ -345,8 +353,8 @@ def collect(
     with tqdm(total=selected.size, unit="sample", desc="collect", disable=not progress, mininterval=2.0) as bar:
         for begin in range(0, selected.size, batch_size):
             rows = torch.from_numpy(selected[begin : begin + batch_size])
-            batch = samples.model_batch(rows, metadata.image)
-            initial = torch.stack([initial_block(samples, int(r), n, seed, int(r)) for r in rows])
+            batch = {key: value.to(device) for key, value in samples.model_batch(rows).items()}
+            initial = torch.stack([initial_block(samples, int(r), n, seed, int(r)) for r in rows]).to(device)
             result = jacobi_trajectories_batched(
                 model, batch.pop("input_ids"), batch.pop("attention_mask"), batch, initial, allowed=allowed
             )
@@ -438,7 +446,19 @@ def summarize(trajectories: TrajectorySet) -> dict[str, float]:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint name in --model-dir (or a folder path)")
     add_model_dir_argument(parser, "folder of the teacher checkpoint")
-    parser.add_argument("--data", type=Path, nargs="+", required=True, help="HDF5 demonstration files")
+    parser.add_argument(
+        "--data", type=Path, nargs="+", required=True,
+        help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)",
+    )
+    parser.add_argument(
+        "--lerobot-map",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="which LeRobot features to use: image=<feature> (default observation.image or the first camera), "
+        "state=observation.state, action=action, action_kind=absolute|delta, task=task_index|fixed:<text>, "
+        "image_size=64 (train only; later steps use the teacher's size)",
+    )
     parser.add_argument("--out", type=Path, required=True, help="output trajectory file (.h5)")
     parser.add_argument("--stride", type=int, default=1, help="keep every stride-th sample (default 1: all)")
     parser.add_argument("--max-samples", type=int, default=None, help="then at most this many (seeded random subset)")
@@ -479,6 +499,7 @@ def cli_main(args: argparse.Namespace) -> int:
         max_samples=args.max_samples,
         seed=args.seed,
         holdout_last=args.holdout_last,
+        lerobot_map=args.lerobot_map,
     )
     say(f"loaded {len(samples)} samples from {len(args.data)} file(s) in {time.perf_counter() - t0:.1f} s")
     rows = shard_rows(len(samples), state.num_processes, state.process_index)
@@ -509,6 +530,7 @@ def cli_main(args: argparse.Namespace) -> int:
         "stride": args.stride,
         "max_samples": -1 if args.max_samples is None else args.max_samples,
         "holdout_last": args.holdout_last,
+        "lerobot_map": json.dumps(list(args.lerobot_map)),
         "command": command,
     }
     write_trajectories(args.out, trajectories)

@@ -205,7 +205,7 @@ def test_forward_position_command_moves_the_joints_and_bad_ones_are_ignored(sim,
     assert sim.process.poll() is None
 
 
-def test_joint_trajectory_uses_the_earliest_upcoming_point_by_joint_name(sim, wait_until):
+def test_joint_trajectory_is_executed_in_time_by_joint_name(sim, wait_until):
     assert sim.reset(wait_until, task="reach", seed=0).success
     home = np.array(HOME_QPOS)
     earliest = home + np.array([-0.3, 0.2, -0.25, 0.1])
@@ -217,10 +217,13 @@ def test_joint_trajectory_uses_the_earliest_upcoming_point_by_joint_name(sim, wa
             time_from_start=Duration(sec=int(np.floor(seconds)),
                                      nanosec=int(round((seconds - np.floor(seconds)) * 1e9))))
 
+    final = earliest + np.array([0.1, 0.0, 0.1, 0.0])
     sim.trajectory.publish(JointTrajectory(joint_names=names, points=[
-        point(home + 0.5, 1.0), point(earliest, 0.2), point(home - 0.5, -0.5)]))
-    assert sim.wait_for_positions(wait_until, earliest), (
-        f"joints at {sim.positions()}, expected {earliest}")
+        point(home - 0.5, -0.5), point(earliest, 0.4), point(final, 1.2)]))
+    assert sim.wait_for_positions(wait_until, earliest, atol=0.05), (
+        f"joints at {sim.positions()}, expected to pass {earliest}")
+    assert sim.wait_for_positions(wait_until, final), f"joints at {sim.positions()}, expected {final}"
+    earliest = final
 
     # An unknown joint name rejects the whole message (base_yaw must not move) ...
     sim.trajectory.publish(JointTrajectory(joint_names=["base_yaw", "gripper"], points=[

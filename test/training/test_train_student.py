@@ -45,7 +45,7 @@ def test_one_distillation_step_lowers_the_loss_on_the_batch(world):
     samples, trajectories = world["samples"], world["trajectories"]
     rows = np.arange(0, len(samples), 3)
     states = S.draw_states(trajectories, rows, np.random.default_rng(0))
-    batch = S.make_batch(samples, trajectories, rows, states, world["teacher"].metadata.image)
+    batch = S.make_batch(samples, trajectories, rows, states)
     torch.manual_seed(0)
     student = fresh_student(world)
     optimizer = torch.optim.AdamW(student.parameters(), lr=1e-3, weight_decay=0.0)
@@ -61,7 +61,7 @@ def test_frozen_vision_step_keeps_the_cnn_and_gives_the_same_loss(world):
     samples, trajectories = world["samples"], world["trajectories"]
     rows = np.arange(0, len(samples), 3)
     states = S.draw_states(trajectories, rows, np.random.default_rng(0))
-    batch = S.make_batch(samples, trajectories, rows, states, world["teacher"].metadata.image)
+    batch = S.make_batch(samples, trajectories, rows, states)
     student = fresh_student(world)
     with torch.no_grad():
         plain, _ = S.distill_loss(student, batch, allowed(world))
@@ -91,12 +91,11 @@ def test_consistency_term_is_zero_at_the_fixed_point_and_positive_elsewhere(worl
     samples, trajectories = world["samples"], world["trajectories"]
     rows = np.arange(len(samples))
     student = fresh_student(world)
-    image = world["teacher"].metadata.image
-    at_fixed_point = S.make_batch(samples, trajectories, rows, trajectories.fixed_point[rows], image)
+    at_fixed_point = S.make_batch(samples, trajectories, rows, trajectories.fixed_point[rows])
     with torch.no_grad():
         zero, _ = S.distill_loss(student, at_fixed_point, allowed(world))
         elsewhere, _ = S.distill_loss(
-            student, S.make_batch(samples, trajectories, rows, first_states(trajectories, rows), image), allowed(world)
+            student, S.make_batch(samples, trajectories, rows, first_states(trajectories, rows)), allowed(world)
         )
     assert zero.consistency == pytest.approx(0.0, abs=1e-6)
     assert elsewhere.consistency > 1e-3
@@ -108,8 +107,7 @@ def _gt_log_prob(model, batch, allowed_range, row=0) -> float:
         logits = model(
             input_ids=batch.input_ids,
             attention_mask=batch.attention_mask,
-            pixel_values=batch.pixel_values,
-            proprio=batch.proprio,
+            **batch.inputs,
         ).logits
     size = batch.fixed_point.shape[0]
     block = block_prediction_logits(logits, batch.prompt_len, batch.block_len)[
@@ -139,8 +137,7 @@ def test_mixed_labels_train_far_off_samples_toward_the_ground_truth(world):
     edited.ground_truth[1] = trajectories.fixed_point[1]
     edited.ground_truth_actions[1] = trajectories.teacher_actions[1]
     assert np.abs(edited.ground_truth_actions[0] - trajectories.teacher_actions[0]).mean() > 0.1
-    image = world["teacher"].metadata.image
-    batch = S.make_batch(samples, edited, rows, first_states(edited, rows), image)
+    batch = S.make_batch(samples, edited, rows, first_states(edited, rows))
     before = _gt_log_prob(world["teacher"].model, batch, action_range)
     results = {}
     for threshold in (S.DEFAULT_L1_THRESHOLD, 1e9):

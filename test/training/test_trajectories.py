@@ -25,7 +25,7 @@ def world(distill_world) -> dict:
 
 
 def _batch1(checkpoint, samples, row, initial, mode="jacobi"):
-    inputs = samples.model_batch(torch.tensor([row]), checkpoint.metadata.image)
+    inputs = samples.model_batch(torch.tensor([row]))
     return decode(
         HFCausalLMAdapter(checkpoint.model), samples.prompt(row),
         {"pixel_values": inputs["pixel_values"], "proprio": inputs["proprio"]}, mode=mode,
@@ -71,7 +71,7 @@ def test_last_state_is_a_fixed_point_equal_to_ar_decoding(world):
         fixed = torch.from_numpy(trajectories.fixed_point[row].astype(np.int64))
         np.testing.assert_array_equal(trajectories.trajectory(row)[-1], trajectories.fixed_point[row])
         # one more Jacobi iteration (full forward over [prompt + Y*]) does not change Y*
-        inputs = samples.model_batch(torch.tensor([row]), teacher.metadata.image)
+        inputs = samples.model_batch(torch.tensor([row]))
         prompt = samples.prompt(row)
         logits = teacher.model(
             input_ids=torch.cat((prompt, fixed[None]), 1),
