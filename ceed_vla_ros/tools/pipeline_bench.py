@@ -192,9 +192,19 @@ class Probe:
         self._probe.__exit__(None, None, None)
 
 
+def _normal_scheduling() -> None:
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def start_load(processes: int) -> list[subprocess.Popen]:
-    """Busy-spinning processes that keep the cores loaded."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    """Busy-spinning processes that keep the cores loaded, always with normal scheduling (a
+    SCHED_FIFO parent would otherwise hand its real-time priority to spinning children, which then
+    starve the whole machine)."""
+    return [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=_normal_scheduling)
+        for _ in range(processes)
+    ]
 
 
 def node_stats(suite: NodeSuite) -> dict[str, dict[str, float]]:
