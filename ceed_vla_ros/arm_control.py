@@ -94,7 +94,9 @@ class JointLimits:
         return self._max_velocity
 
     def clamp(self, positions: np.ndarray) -> np.ndarray:
-        return np.clip(positions, self._lower, self._upper)
+        # maximum/minimum: the same result as np.clip without its Python-level dispatch, which is
+        # most of the cost on 4-element arrays at 500 control periods per second
+        return np.minimum(np.maximum(positions, self._lower), self._upper)
 
 
 @dataclass(frozen=True)
@@ -159,7 +161,7 @@ def limit_command(desired: np.ndarray, previous: np.ndarray, limits: JointLimits
     """
     desired = np.where(np.isfinite(desired), desired, previous)
     max_step = limits.max_velocity_array * period_s
-    step = np.clip(desired - previous, -max_step, max_step)
+    step = np.minimum(np.maximum(desired - previous, -max_step), max_step)
     return limits.clamp(previous + step)
 
 

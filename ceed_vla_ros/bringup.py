@@ -115,6 +115,21 @@ _COMMON_ARGUMENTS = (
         "send joint commands to the arm (true | false)",
         parameters=(("arm_driver", "enable_actuation"),),
     ),
+    LaunchArgument(
+        "control_rate_hz",
+        "arm driver command rate (Hz; e.g. 200 or 500)",
+        parameters=(("arm_driver", "control_rate_hz"),),
+    ),
+    LaunchArgument(
+        "control_loop",
+        "thread (deadline thread) | rclpy_timer (the previous loop, for comparison)",
+        parameters=(("arm_driver", "control_loop"),),
+    ),
+    LaunchArgument(
+        "realtime_priority",
+        "SCHED_FIFO priority of the driver's control thread (0: normal scheduling)",
+        parameters=(("arm_driver", "realtime_priority"),),
+    ),
 )
 
 _RECORD_ARGUMENTS = (
@@ -299,6 +314,11 @@ def _yaml_value(value: str, setup: Setup, node: str, parameter: str, config_dir:
     declared = read_parameters(setup.params_path(config_dir)).get(node, {}).get(parameter)
     if isinstance(declared, str):
         return yaml.safe_dump(value, default_style='"').strip()
+    if isinstance(declared, float) and not isinstance(declared, bool):
+        try:
+            return repr(float(value))  # `500` stays a double parameter (ROS would read an integer)
+        except ValueError:
+            return value
     return value
 
 

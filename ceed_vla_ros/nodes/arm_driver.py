@@ -25,10 +25,18 @@ Publishes (``command_interface``)
     control period (a forward_command_controller of the gripper).
     ``~/holding`` (std_msgs/Bool): true while the driver holds the arm (no actions, watchdog,
     e-stop, chunk used up), published on change.
+
+Timing: the commands are computed and published by a dedicated thread
+(:class:`ceed_vla_ros.control_loop.DeadlineLoop`) woken at absolute deadlines on the monotonic
+clock, not by an rclpy timer; the executor (main thread) serves the subscriptions, services and
+diagnostics, and both share the core under one lock. The command messages are allocated once
+and refilled in place every period. ``realtime_priority`` > 0 asks for SCHED_FIFO for that
+thread (logged when the system does not permit it).
 """
 
 from __future__ import annotations
 
+import sys
 import threading
 import time
 from pathlib import Path
@@ -43,6 +51,7 @@ from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.arm_control import CHUNK_TRANSITIONS, ActionLayout, ArmDriverCore, GripperLimits, JointLimits
+from ceed_vla_ros.control_loop import DeadlineLoop
 from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
@@ -58,9 +67,11 @@ from ceed_vla_ros.nodes.interfaces import (
     stamp_to_seconds,
 )
 from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, parameter_values, run_node
+from ceed_vla_ros.nodes.rclpy_compat import low_overhead_executor
 from ceed_vla_ros.paths import resolve_model_dir, share_directory
 
 COMMAND_INTERFACES = ("forward_position", "joint_trajectory")
+CONTROL_LOOPS = ("thread", "rclpy_timer")
 GRIPPER_INTERFACES = ("none", "joint", "topic")
 WARN_PERIOD_S = 2.0
 
@@ -77,7 +88,14 @@ PARAMETERS = (
     Param("position_lower", [-1.0], "lower position limit per joint (rad)", read_only=True),
     Param("position_upper", [1.0], "upper position limit per joint (rad)", read_only=True),
     Param("max_velocity", [0.5], "velocity limit per joint (rad/s)", read_only=True),
-    Param("control_rate_hz", 200.0, "command rate", minimum=10.0, maximum=2000.0, read_only=True),
+    Param("control_rate_hz", 200.0, "command rate (a dedicated thread at absolute deadlines; 500 Hz is supported)",
+          minimum=10.0, maximum=2000.0, read_only=True),
+    Param("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99; 0: normal scheduling). "
+          "Needs CAP_SYS_NICE or an rtprio limit; without it the driver logs a warning and runs normally",
+          minimum=0, maximum=99, read_only=True),
+    Param("control_loop", "thread", "what runs the control periods: the deadline thread, or an rclpy timer on the "
+          "executor (the previous loop, kept for `ceed-vla bench-pipeline --compare-timer`)",
+          choices=CONTROL_LOOPS, read_only=True),
     Param("watchdog_timeout_s", 0.5, "hold the arm when no fresh action arrived for this long",
           minimum=0.02, maximum=10.0),
     Param("enable_actuation", False, "send commands at all (false: compute and log only)"),
@@ -202,17 +220,52 @@ class ArmDriverNode(Node):
         self.create_subscription(Bool, "~/estop", self._on_estop_topic, 10)
         self.create_service(Trigger, "~/estop", self._on_estop_service)
         self.create_service(Trigger, "~/reset_estop", self._on_reset_service)
-        self.create_timer(self.control_period_s, self._on_control_timer)
+        self._prepare_command_message()
         self.commands_sent = 0
         self.chunks_accepted = 0
         self._last_reason = "starting"
         DiagnosticsPublisher(self, self._health)
+        # The GIL: a waiting thread asks the running one to let go after this interval (default 5 ms,
+        # more than a 500 Hz period); the loop thread must not wait that long behind a callback.
+        sys.setswitchinterval(min(sys.getswitchinterval(), max(0.0005, self.control_period_s / 4)))
+        self.loop = DeadlineLoop(self.control_period_s, self._on_control_period, name="arm-driver-control",
+                                 realtime_priority=values["realtime_priority"], on_error=self._on_loop_error)
+        if values["control_loop"] == "thread":
+            self.loop.start()
+        else:  # the executor's timer (no deadline thread; its counters stay 0)
+            self.loop.realtime_status = ("rclpy timer on the executor (control_loop rclpy_timer; "
+                                         "realtime_priority unused)")
+            self.create_timer(self.control_period_s, lambda: self._on_control_period(0.0, 0.0))
+        log_scheduling = self.get_logger().warning if values["realtime_priority"] > 0 and not \
+            self.loop.realtime_status.startswith("SCHED_FIFO") else self.get_logger().info
+        log_scheduling(f"control thread: {self.loop.realtime_status}")
         self.get_logger().info(
             f"{len(self.joint_names)} joints at {values['control_rate_hz']:.0f} Hz via {self.command_interface}; "
             f"gripper {self.gripper_interface}; chunk transition {values['chunk_transition']}; "
             f"URDF {'loaded' if self._urdf else 'none (no end-effector actions)'}; "
             f"actuation {'ENABLED' if values['enable_actuation'] else 'disabled'}; "
             f"checkpoints known: {', '.join(sorted(self._metadata_by_id)) or 'none yet'}")
+
+    def _prepare_command_message(self) -> None:
+        """The per-period messages, allocated once and refilled in place through numpy views of the
+        arrays they hold (no per-period message, list or float objects). The views are taken from
+        the messages' own arrays: the generated constructors copy what they are given. The joint
+        positions (plus the gripper when it is a joint) are ``_command_positions``; trajectories
+        (``joint_trajectory``, one per chunk) are built when they are sent."""
+        width = len(self.joint_names) + (1 if self.gripper_interface == "joint" else 0)
+        self._command_message = Float64MultiArray(data=[0.0] * width)
+        self._command_positions = np.frombuffer(self._command_message.data, dtype=np.float64)  # writable view
+        self._gripper_message = Float64MultiArray(data=[0.0])
+        self._gripper_positions = np.frombuffer(self._gripper_message.data, dtype=np.float64)
+
+    def destroy_node(self) -> None:
+        loop = getattr(self, "loop", None)
+        if loop is not None:
+            loop.stop()  # no publishing from the control thread into a destroyed node
+        super().destroy_node()
+
+    def _on_loop_error(self, error: BaseException) -> None:
+        self.get_logger().fatal(f"control loop stopped by {type(error).__name__}: {error}; the arm is not commanded")
 
     def _health(self) -> Health:
         with self._lock:
@@ -225,11 +278,18 @@ class ArmDriverNode(Node):
             level, message = WARN, f"holding: {self._last_reason}"
         else:
             level, message = OK, "following actions"
+        loop = self.loop
+        values |= {"control_scheduling": loop.realtime_status,
+                   "control_max_lateness_ms": round(1000.0 * loop.max_lateness_s, 3)}
+        if loop.error is not None:
+            level, message = ERROR, f"control loop stopped: {loop.error}"
         return Health(level, message, values, counters={"commands_sent": self.commands_sent,
                                                         "trajectories_sent": self.trajectories_sent,
                                                         "chunks_accepted": self.chunks_accepted,
                                                         "chunks_refused": self.refused,
-                                                        "ik_refusals": self.core.ik_refusals})
+                                                        "ik_refusals": self.core.ik_refusals,
+                                                        "control_periods": loop.periods,
+                                                        "control_periods_missed": loop.missed})
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _kinematics_for(self, base_frame: str, tip_frame: str):
@@ -283,7 +343,13 @@ class ArmDriverNode(Node):
 
     # -- callbacks ---------------------------------------------------------------------------------
     def _now(self) -> float:
-        return self.get_clock().now().nanoseconds * 1e-9
+        """The ROS clock in seconds: the system clock (``time.time``, the same CLOCK_REALTIME rcl
+        reads, without building rclpy Time objects every control period) unless simulated time
+        is active."""
+        clock = self.get_clock()
+        if clock.ros_time_is_active:
+            return clock.now().nanoseconds * 1e-9
+        return time.time()
 
     def _refuse(self, reason: str) -> None:
         """Count and log a refusal (each kind of reason at most once per WARN_PERIOD_S)."""
@@ -373,7 +439,8 @@ class ArmDriverNode(Node):
                 elif parameter.name == "ensemble_decay":
                     self.core.ensemble_decay = float(parameter.value)
 
-    def _on_control_timer(self) -> None:
+    def _on_control_period(self, deadline_s: float, now_s: float) -> None:
+        """One control period, on the control thread (``deadline_s``, ``now_s``: monotonic clock)."""
         now = self._now()
         with self._lock:
             command = self.core.step(now)
@@ -388,16 +455,18 @@ class ArmDriverNode(Node):
         if command.positions is None:
             return
         self.commands_sent += 1
-        positions = command.positions.tolist()
+        self._command_positions[: len(self.joint_names)] = command.positions
         if self.gripper_interface == "joint":
-            positions.append(command.gripper)
+            self._command_positions[-1] = command.gripper
         elif self.gripper_publisher is not None:
-            self.gripper_publisher.publish(Float64MultiArray(data=[command.gripper]))
+            self._gripper_positions[0] = command.gripper
+            self.gripper_publisher.publish(self._gripper_message)
         if self.command_interface == "forward_position":
-            self.command_publisher.publish(Float64MultiArray(data=positions))
+            self.command_publisher.publish(self._command_message)
         elif started_holding:  # one trajectory per chunk; a hold replaces the rest of it with the pose in force
-            self._publish_trajectory(None, np.array([self.control_period_s]), np.array([positions]),
-                                     np.zeros((1, len(positions))))
+            positions = self._command_positions.copy()
+            self._publish_trajectory(None, np.array([self.control_period_s]), positions[None, :],
+                                     np.zeros((1, positions.size)))
 
     def _publish_trajectory(self, stamp, time_from_stamp: np.ndarray, positions: np.ndarray,
                             velocities: np.ndarray) -> None:
@@ -419,7 +488,9 @@ class ArmDriverNode(Node):
 
 
 def main(args: list[str] | None = None) -> int:
-    return run_node(ArmDriverNode, args, description=__doc__, params=PARAMETERS)
+    # the executor serves 100 Hz joint states besides the rest: the C++ events executor where rclpy has it
+    return run_node(ArmDriverNode, args, description=__doc__, params=PARAMETERS,
+                    executor_factory=low_overhead_executor)
 
 
 if __name__ == "__main__":

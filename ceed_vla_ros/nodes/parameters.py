@@ -147,6 +147,7 @@ def run_node(
     *,
     description: str = "",
     params: Sequence[Param] = (),
+    executor_factory: Callable[[], object] | None = None,
 ) -> int:
     """init rclpy, spin the node until Ctrl-C / SIGTERM, then destroy it and shut down cleanly.
 
@@ -155,7 +156,8 @@ def run_node(
     ``--ros-args`` prints :func:`usage` and exits. SIGINT and SIGTERM only ask the spin loop to stop,
     and the node is destroyed before rclpy shuts down: rclpy's own handlers shut the context down
     from another thread while callbacks may still publish, which ends in a traceback. One
-    single-threaded executor runs all callbacks, so they never overlap. ``rclpy.init`` is called
+    single-threaded executor runs all callbacks, so they never overlap (``executor_factory``: another
+    one-thread executor, e.g. :func:`~ceed_vla_ros.nodes.rclpy_compat.low_overhead_executor`). ``rclpy.init`` is called
     and shut down explicitly: it is a context manager only since 2024 (not on Humble or Jazzy).
     With ``args`` None (the program's own command line) the process exits right after the
     shutdown, without the interpreter's slow teardown.
@@ -178,7 +180,7 @@ def run_node(
         try:
             rclpy.init(args=argv, signal_handler_options=SignalHandlerOptions.NO)
             node = node_factory()
-            executor = SingleThreadedExecutor()
+            executor = executor_factory() if executor_factory is not None else SingleThreadedExecutor()
             executor.add_node(node)
             executor.spin_once(timeout_sec=0.1)  # run once even if stopped during start-up
             while not stop.is_set():

@@ -25,6 +25,10 @@ Missing somewhere (use the function here instead; each entry is also in :data:`D
   ``rclpy.try_shutdown`` explicitly (``parameters.run_node`` does).
 - ``with rclpy.Context():``: ``Context`` is a context manager since Iron (ros2/rclpy#1117,
   2023-05); not on Humble. Call ``rclpy.init(context=...)`` / ``rclpy.shutdown(context=...)``.
+- ``rclpy.experimental.EventsExecutor`` (the executor in C++: far less CPU per callback than the
+  Python ``SingleThreadedExecutor``): in the Kilted wheel (rclpy 9.1.2) and rolling; not in the
+  Jazzy wheel (rclpy 7.1.6, checked: no ``rclpy/experimental``) nor on Humble. Use
+  :func:`low_overhead_executor`, which falls back to ``SingleThreadedExecutor``.
 
 Present on all four, checked (no wrapper needed): ``rclpy.init(args=, context=,
 signal_handler_options=)``; ``rclpy.signals.SignalHandlerOptions`` (``.NO``); ``rclpy.try_shutdown``
@@ -98,6 +102,9 @@ DIFFERENCES: tuple[Difference, ...] = (
                "ros2/rclpy#1298 (Kilted)", "rclpy.init(...) then rclpy.try_shutdown() in a finally"),
     Difference("Context", "with_call", (HUMBLE,),
                "ros2/rclpy#1117 (Iron)", "rclpy.init(context=c) then rclpy.shutdown(context=c)"),
+    Difference("EventsExecutor", "attribute", (HUMBLE, JAZZY),
+               "rclpy.experimental (Kilted wheel 9.1.2; not the Jazzy wheel 7.1.6)",
+               "rclpy_compat.low_overhead_executor()"),
 )
 
 
@@ -236,3 +243,18 @@ class ParameterServicesClient:
 
     def describe_parameters(self, names: Sequence[str]):
         return self._clients["describe"].call_async(self._types["describe"].Request(names=list(names)))
+
+
+# -- rclpy.experimental.EventsExecutor (Humble, Jazzy: missing) ----------------------------------------
+
+
+def low_overhead_executor(context=None):
+    """``rclpy.experimental.EventsExecutor`` where this rclpy has it (Kilted, rolling), else a
+    ``SingleThreadedExecutor``; both run callbacks one at a time on the spinning thread."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        from rclpy.executors import SingleThreadedExecutor
+
+        return SingleThreadedExecutor(context=context)
+    return EventsExecutor(context=context)

@@ -9,13 +9,25 @@ for ``--seconds``, once on an otherwise idle machine and once with every core ke
   image and chunk, conversion, resize, preprocessing, waiting for the decoder);
 * /actions -> command: receive time of the first driver command after each chunk, minus the chunk's
   receive time (the driver's next control cycle plus transport);
-* the driver's command rate and its period error (``|period - 1/control_rate_hz|``) p50/p99, from
-  the command receive times in this process (so DDS delivery jitter is included);
+* the driver's command rate and its period error (``|period - 1/control_rate_hz|``) p50/p99/max
+  at the receiver: the DDS reception stamps of the commands in this process (rmw
+  ``received_timestamp``, taken by the middleware when the sample arrives, so the probe's own
+  executor does not add its jitter; DDS delivery jitter is included), and the same at the
+  driver (``source_timestamp``: when the driver published);
 * CPU share (% of one core) and RSS (MiB) of every node process at start and end.
 
 ``ceed-vla soak`` is the same measurement for a long run (default 10 minutes), comparing the first and
 the last minute and counting dropped frames and error lines: nothing may grow without bound.
 Episodes are reset every ``--episode-seconds`` so the arm keeps moving.
+
+``--rates 200,500,1000`` repeats the whole measurement (a fresh suite each) with the driver's
+``control_rate_hz`` set to each rate and prints one control-loop table side by side: achieved
+rate, period error p50/p99/max at the receiver (and p99 at the source), and the CPU share of the
+driver, idle and loaded. ``--realtime-priority N`` starts the driver with ``realtime_priority:=N``;
+``--probe-realtime-priority N`` runs the receiving probe's threads SCHED_FIFO (a real controller
+receives in a real-time thread; a normal-priority probe on a busy machine measures its own
+scheduling delays); ``--compare-timer`` measures every rate also with the previous loop
+(``control_loop:=rclpy_timer``).
 """
 
 from __future__ import annotations
@@ -34,6 +46,7 @@ from pathlib import Path
 import numpy as np
 
 from ceed_vla_ros.bringup import get_setup
+from ceed_vla_ros.control_loop import set_realtime_priority
 from ceed_vla_ros.tools.launcher import NodeSuite
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -64,11 +77,14 @@ class Window:
     decode_ms: list[float] = field(default_factory=list)
     iterations: list[int] = field(default_factory=list)
     action_to_command_ms: list[float] = field(default_factory=list)
-    command_times: list[float] = field(default_factory=list)
+    command_times: list[float] = field(default_factory=list)  # DDS reception stamps (s)
+    command_source_times: list[float] = field(default_factory=list)  # the driver's publication stamps (s)
 
     def summary(self, control_rate_hz: float) -> dict[str, float]:
         periods = np.diff(self.command_times) if len(self.command_times) > 1 else np.array([])
         errors_ms = np.abs(periods - 1.0 / control_rate_hz) * 1000.0
+        source_periods = np.diff(self.command_source_times) if len(self.command_source_times) > 1 else np.array([])
+        source_errors_ms = np.abs(source_periods - 1.0 / control_rate_hz) * 1000.0
         duration = self.command_times[-1] - self.command_times[0] if len(self.command_times) > 1 else float("nan")
         other = [t - d for t, d in zip(self.latency_ms, self.decode_ms)]
         return {
@@ -87,13 +103,22 @@ class Window:
             else 0.0,
             "command_period_error_p50_ms": percentile(errors_ms, 50),
             "command_period_error_p99_ms": percentile(errors_ms, 99),
+            "command_period_error_max_ms": float(errors_ms.max()) if errors_ms.size else float("nan"),
+            "command_period_error_source_p50_ms": percentile(source_errors_ms, 50),
+            "command_period_error_source_p99_ms": percentile(source_errors_ms, 99),
+            "command_period_error_source_max_ms": float(source_errors_ms.max()) if source_errors_ms.size
+            else float("nan"),
         }
 
 
 class Probe:
     """A node in this process recording /actions, driver commands and diagnostics."""
 
-    def __init__(self) -> None:
+    def __init__(self, realtime_priority: int = 0) -> None:
+        """``realtime_priority`` > 0: the probe's threads (its DDS receive threads and executor) run
+        SCHED_FIFO, like a real-time controller receiving the commands; set on this thread only
+        while they are created (they inherit it), so the node and load processes started from
+        here keep normal scheduling."""
         from diagnostic_msgs.msg import DiagnosticArray
         from std_msgs.msg import Float64MultiArray
 
@@ -119,7 +144,12 @@ class Probe:
             node.create_subscription(DiagnosticArray, "/diagnostics", self._on_diagnostics, 10)
 
         self._probe = probe_node("ceed_vla_pipeline_probe", setup=subscribe)
-        self.node = self._probe.__enter__()
+        self.scheduling = set_realtime_priority(realtime_priority)
+        try:
+            self.node = self._probe.__enter__()
+        finally:
+            if realtime_priority > 0 and hasattr(os, "sched_setscheduler"):
+                os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
         self.reset_client = self.node.create_client(ResetEpisode, SIM_RESET_SERVICE)
         self.ResetEpisode = ResetEpisode
 
@@ -133,10 +163,12 @@ class Probe:
             self.window.iterations.append(msg.iterations)
             self._pending_actions.append(now)
 
-    def _on_command(self, msg) -> None:
+    def _on_command(self, msg, info) -> None:
+        """(message, rmw message info: rclpy >= Iron calls a two-argument callback with it)."""
         now = time.time()
         with self.lock:
-            self.window.command_times.append(now)
+            self.window.command_times.append(info["received_timestamp"] * 1e-9)
+            self.window.command_source_times.append(info["source_timestamp"] * 1e-9)
             for received in self._pending_actions:
                 self.window.action_to_command_ms.append((now - received) * 1000.0)
             self._pending_actions.clear()
@@ -160,9 +192,19 @@ class Probe:
         self._probe.__exit__(None, None, None)
 
 
+def _normal_scheduling() -> None:
+    if hasattr(os, "sched_setscheduler"):
+        os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+
+
 def start_load(processes: int) -> list[subprocess.Popen]:
-    """Busy-spinning processes that keep the cores loaded."""
-    return [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(processes)]
+    """Busy-spinning processes that keep the cores loaded, always with normal scheduling (a
+    SCHED_FIFO parent would otherwise hand its real-time priority to spinning children, which then
+    starve the whole machine)."""
+    return [
+        subprocess.Popen([sys.executable, "-c", "while True: pass"], preexec_fn=_normal_scheduling)
+        for _ in range(processes)
+    ]
 
 
 def node_stats(suite: NodeSuite) -> dict[str, dict[str, float]]:
@@ -243,13 +285,15 @@ def wait_for_chunks(probe: Probe, timeout_s: float) -> None:
     raise RuntimeError(f"no /actions within {timeout_s:.0f} s: is the checkpoint there? see the node log")
 
 
-def run_suite(values: dict[str, str], body) -> tuple[object, str]:
+def run_suite(values: dict[str, str], body, probe_realtime_priority: int = 0) -> tuple[object, str]:
     """Start the sim suite, wait for chunks, run ``body(suite, probe)``; return its result and the log."""
     log = io.StringIO()
     probe = None
     with NodeSuite(get_setup("sim_arm"), values, output=log) as suite:
         try:
-            probe = Probe()
+            probe = Probe(probe_realtime_priority)
+            if probe_realtime_priority > 0:
+                print(f"probe (receiver) threads: {probe.scheduling}", flush=True)
             wait_for_chunks(probe, 120.0)
             result = body(suite, probe)
         finally:
@@ -304,8 +348,61 @@ def sim_suite_settings(assignments: list[str]) -> tuple[dict[str, str], float]:
     return values, control_rate
 
 
+CONTROL_KEYS = (
+    ("command_rate_hz", "achieved Hz", "{:.1f}"),
+    ("command_period_error_p50_ms", "period error p50 ms", "{:.3f}"),
+    ("command_period_error_p99_ms", "p99 ms", "{:.3f}"),
+    ("command_period_error_max_ms", "max ms", "{:.2f}"),
+    ("command_period_error_source_p99_ms", "p99 at the driver ms", "{:.3f}"),
+)
+
+
+def control_loop_table(results: dict[str, dict[str, dict]]) -> str:
+    """One row per (rate [and loop], condition): the driver's timing at the receiver and every node's CPU."""
+    nodes = sorted({n for runs in results.values() for run in runs.values() for n in run["nodes"]})
+    header = ["rate Hz (loop)", "condition", *(label for _, label, _ in CONTROL_KEYS), *(f"CPU % {n}" for n in nodes)]
+    lines = ["| " + " | ".join(header) + " |", "|---|---|" + "---:|" * (len(header) - 2)]
+    for rate, runs in results.items():
+        for condition, run in runs.items():
+            cells = [rate, condition, *(fmt.format(run[key]) for key, _, fmt in CONTROL_KEYS)]
+            cells += [f"{run['nodes'].get(n, {}).get('cpu_percent', float('nan')):.1f}" for n in nodes]
+            lines.append("| " + " | ".join(cells) + " |")
+    return "\n".join(lines)
+
+
+def parse_rates(text: str) -> list[float]:
+    try:
+        rates = [float(item) for item in text.split(",") if item.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"--rates: comma-separated Hz values, got {text!r}") from None
+    if not rates or any(not 10.0 <= r <= 2000.0 for r in rates):
+        raise argparse.ArgumentTypeError(f"--rates: each within 10-2000 Hz (the driver's range), got {text!r}")
+    return rates
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per condition")
+    parser.add_argument(
+        "--rates",
+        type=parse_rates,
+        default=None,
+        help="comma-separated driver control rates (e.g. 200,500,1000): the measurement once per rate, "
+        "and a control-loop table side by side (default: the parameter file's rate only)",
+    )
+    parser.add_argument(
+        "--realtime-priority", type=int, default=None, help="start the driver with realtime_priority:=N (SCHED_FIFO)"
+    )
+    parser.add_argument(
+        "--probe-realtime-priority",
+        type=int,
+        default=0,
+        help="SCHED_FIFO priority of the measuring probe's threads (the receiver of the commands; 0: normal)",
+    )
+    parser.add_argument(
+        "--compare-timer",
+        action="store_true",
+        help="also measure every rate with the driver's previous loop (control_loop:=rclpy_timer), side by side",
+    )
     parser.add_argument(
         "--load-processes",
         type=int,
@@ -320,20 +417,37 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
 
 def cli_main(args: argparse.Namespace) -> int:
     values, control_rate = sim_suite_settings(args.assignments)
-
-    runs, log = run_suite(
-        values,
-        lambda suite, probe: measure_idle_and_loaded(
-            suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, control_rate
-        ),
-    )
-    table = pipeline_table(runs)
-    print(table)
+    if args.realtime_priority is not None:
+        values["realtime_priority"] = str(args.realtime_priority)
+    if "control_rate_hz" in values:
+        control_rate = float(values["control_rate_hz"])
+    rates = args.rates or [control_rate]
+    loops = ("thread", "rclpy_timer") if args.compare_timer else (values.get("control_loop", "thread"),)
+    results: dict[str, dict] = {}
+    logs: list[str] = []
+    for rate in rates:
+        for control_loop in loops:
+            key = f"{rate:g}" if len(loops) == 1 else f"{rate:g} {control_loop}"
+            print(f"== driver at {rate:g} Hz, control_loop {control_loop}", flush=True)
+            runs, log = run_suite(
+                {**values, "control_rate_hz": repr(float(rate)), "control_loop": control_loop},
+                lambda suite, probe, rate=rate: measure_idle_and_loaded(
+                    suite, probe, args.seconds, args.load_processes, args.episode_seconds, args.seed, rate
+                ),
+                args.probe_realtime_priority,
+            )
+            results[key] = runs
+            logs.append(f"== {key}\n{log}")
+            print(pipeline_table(runs), flush=True)
+    control = control_loop_table(results)
+    print("\ncontrol loop (period error = |command interval - 1/rate| at the receiver):\n" + control)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "pipeline.json").write_text(json.dumps(runs, indent=2))
-        (args.out / "pipeline.md").write_text(table + "\n")
-        (args.out / "pipeline_nodes.log").write_text(log)
+        payload = next(iter(results.values())) if len(results) == 1 else results
+        (args.out / "pipeline.json").write_text(json.dumps(payload, indent=2))
+        tables = "\n\n".join(f"### {key} Hz\n\n{pipeline_table(runs)}" for key, runs in results.items())
+        (args.out / "pipeline.md").write_text(tables + "\n\n### control loop\n\n" + control + "\n")
+        (args.out / "pipeline_nodes.log").write_text("\n".join(logs))
     return 0
 
 

@@ -288,12 +288,15 @@ def tokenize_teacher_data(
     )
 
 
-def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+def random_shift(
+    images: torch.Tensor, max_shift: int, generator: torch.Generator | None, offsets: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Shift each uint8 image (B, H, W, 3) by a random integer offset in [-max_shift, max_shift]
     (edge pixels replicated). Returns the shifted images and the offsets (B, 2) as (dx, dy) pixels,
-    so that a point at (u, v) moves to (u + dx, v + dy)."""
+    so that a point at (u, v) moves to (u + dx, v + dy). ``offsets`` given: those, not drawn."""
     batch, height, width, _ = images.shape
-    offsets = torch.randint(-max_shift, max_shift + 1, (batch, 2), generator=generator)
+    if offsets is None:
+        offsets = torch.randint(-max_shift, max_shift + 1, (batch, 2), generator=generator)
     if max_shift == 0:
         return images, offsets
     rows = (torch.arange(height)[None, :] - offsets[:, 1:2]).clamp(0, height - 1)  # (B, H)

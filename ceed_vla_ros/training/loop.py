@@ -2,6 +2,7 @@
 
 * :class:`TrainingRun`: the run folder, the ``accelerate`` set-up, the wall clock and
   ``--time-limit-min``, ``--resume``, the JSONL log and the saved run state;
+* :func:`process_slice`: which part of every global batch this process trains on;
 * :func:`lr_factor`: linear warmup, then cosine decay;
 * :func:`batch_indices`: the stateless, seeded batch order (hence exactly resumable);
 * :func:`export`: a loadable checkpoint from the model being trained.
@@ -11,6 +12,17 @@ safetensors; optimizer, scheduler and RNG as torch files: run folders only, neve
 checkpoint); ``<run-dir>/trainer_state.json`` holds at least ``step`` and ``train_seconds``;
 ``<run-dir>/log.jsonl`` one JSON record per logged step; ``<run-dir>/config.yaml`` the run's
 configuration (:mod:`ceed_vla_ros.training.config`).
+
+Several processes (``torchrun --nproc_per_node N -m ceed_vla_ros.tools.cli train ...`` or
+``accelerate launch --num_processes N ...``): the ``Accelerator`` joins the process group the
+launcher describes (NCCL on GPUs; gloo on CPU, where it is created with ``cpu=True``: without it
+accelerate 1.15 sees no distributed CPU run and every process trains alone). Every process draws
+the same global batch (a function of seed and step), trains on its ``1/N`` slice and DDP averages
+the gradients, so N processes compute the step of one process on the whole batch; random draws
+(augmentation, Jacobi states) are made for the whole global batch and sliced, so they do not depend
+on N either, and a run can be resumed with another process count. Only the main process writes
+the run folder (config, log, checkpoints, ``trainer_state.json``; accelerate writes each process's
+RNG state file into ``state/``); the others wait at a barrier.
 """
 
 from __future__ import annotations
@@ -18,6 +30,7 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import os
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -108,19 +121,61 @@ def export(model, tokenizer, metadata: CheckpointMetadata, path: Path) -> Checkp
     return saved
 
 
+def process_slice(batch_size: int, num_processes: int, process_index: int) -> slice:
+    """The part of a global batch of ``batch_size`` that process ``process_index`` trains on.
+
+    Raises:
+        SystemExit: ``batch_size`` is not a multiple of ``num_processes`` (the slices would differ
+            in size and DDP's gradient average would no longer be the global batch's).
+    """
+    if batch_size % num_processes:
+        raise SystemExit(f"--batch-size {batch_size} must be a multiple of the {num_processes} processes")
+    per_process = batch_size // num_processes
+    return slice(process_index * per_process, (process_index + 1) * per_process)
+
+
+def _env_true(name: str) -> bool:
+    return os.environ.get(name, "").strip().lower() in ("1", "true", "yes")
+
+
+def make_accelerator(device: str = "auto", mixed_precision: str = "no"):
+    """The ``Accelerator`` of a training run, on GPUs or (``device`` cpu, or no CUDA) on CPU with gloo.
+
+    ``step_scheduler_with_optimizer=False``: accelerate otherwise steps a prepared LR scheduler
+    once per PROCESS at every ``scheduler.step()`` (it assumes the schedule counts per-process
+    batches), which made a 2-process run decay twice as fast as a 1-process one; our schedules
+    count optimizer steps of the global batch.
+
+    Raises:
+        SystemExit: FSDP was asked for (``accelerate launch --use_fsdp`` or an accelerate config
+            with ``distributed_type: FSDP``) on a machine without CUDA: accelerate 1.15 only
+            builds FSDP on accelerators (on CPU it falls back to a MULTI_CPU/DDP state and would
+            silently train without sharding).
+    """
+    from accelerate import Accelerator
+
+    cpu = device == "cpu" or not torch.cuda.is_available()
+    if cpu and _env_true("ACCELERATE_USE_FSDP"):
+        raise SystemExit(
+            "FSDP needs CUDA devices: accelerate builds FSDP only on accelerators, not on CPU processes "
+            "(run the same command without --use_fsdp on CPU: DDP over gloo)"
+        )
+    return Accelerator(cpu=cpu, mixed_precision=mixed_precision, step_scheduler_with_optimizer=False)
+
+
 class TrainingRun:
     """One resumable training run: accelerator, clock, log and saved state in ``run_dir``.
 
     Creating it refuses a ``run_dir`` inside ``model_dir``, sets the torch CPU threads, starts the
-    ``accelerate`` ``Accelerator``, seeds every RNG (``accelerate.utils.set_seed``), starts the
-    clock and creates ``run_dir``.
+    ``accelerate`` ``Accelerator`` (:func:`make_accelerator`), seeds every RNG
+    (``accelerate.utils.set_seed``), starts the clock and creates ``run_dir`` (main process; the
+    others wait for it).
     """
 
     def __init__(
         self, run_dir: Path, model_dir: Path, *, seed: int, threads: int, time_limit_min: float | None,
         device: str = "auto", mixed_precision: str = "no",
     ) -> None:
-        from accelerate import Accelerator
         from accelerate.utils import set_seed
 
         check_run_dir(run_dir, model_dir)
@@ -132,11 +187,19 @@ class TrainingRun:
                 parse_device(device)
             except PrecisionError as error:
                 raise SystemExit(f"error: {error}") from None
-        self.accelerator = Accelerator(cpu=device == "cpu", mixed_precision=mixed_precision)
+        self.accelerator = make_accelerator(device=device, mixed_precision=mixed_precision)
         set_seed(seed)
         self.start_time = time.perf_counter()
         self.run_dir = Path(run_dir)
-        self.run_dir.mkdir(parents=True, exist_ok=True)
+        if self.accelerator.is_main_process:
+            self.run_dir.mkdir(parents=True, exist_ok=True)
+        self.accelerator.wait_for_everyone()
+        if self.accelerator.num_processes > 1:
+            self.print(
+                f"{self.accelerator.num_processes} processes ({self.accelerator.distributed_type.value}, "
+                f"{torch.distributed.get_backend()}); each trains on 1/{self.accelerator.num_processes} "
+                "of every global batch"
+            )
         self.time_limit_s = 60 * time_limit_min if time_limit_min is not None else None
         self._log_file = None
 
@@ -169,11 +232,27 @@ class TrainingRun:
         self.start_time -= float(saved.get("train_seconds", 0.0))
         return saved
 
+    @property
+    def num_processes(self) -> int:
+        return self.accelerator.num_processes
+
+    def process_slice(self, batch_size: int) -> slice:
+        """This process's part of a global batch (:func:`process_slice`)."""
+        return process_slice(batch_size, self.accelerator.num_processes, self.accelerator.process_index)
+
     def process_share(self, indices, batch_size: int):
         """This process's part of a global batch (the global ``batch_size`` split evenly)."""
-        per_process = batch_size // self.accelerator.num_processes
-        rank = self.accelerator.process_index
-        return indices[rank * per_process : (rank + 1) * per_process]
+        return indices[self.process_slice(batch_size)]
+
+    def mean_over_processes(self, values: dict[str, float]) -> dict[str, float]:
+        """``values`` averaged over the processes (each holds the mean over its slice; equal
+        slices, so this is the global batch's mean). One process: ``values`` unchanged."""
+        if self.accelerator.num_processes == 1 or not values:
+            return values
+        keys = sorted(values)
+        local = torch.tensor([float(values[k]) for k in keys], dtype=torch.float64, device=self.accelerator.device)
+        reduced = self.accelerator.reduce(local, reduction="mean")
+        return dict(zip(keys, reduced.tolist()))
 
     def log(self, record: dict) -> None:
         """Append ``record`` as one line to ``<run-dir>/log.jsonl`` (main process)."""
@@ -194,10 +273,13 @@ class TrainingRun:
         self.accelerator.save_state(str(self.run_dir / STATE_DIR), safe_serialization=True)
         if self.is_main_process:
             export_checkpoint()
-            state = {"step": step, "train_seconds": self.elapsed(), **(extra() if extra else {})}
+            state = {"step": step, "train_seconds": self.elapsed(), "processes": self.num_processes,
+                     **(extra() if extra else {})}
             (self.run_dir / TRAINER_STATE).write_text(json.dumps(state))
 
     def close(self) -> None:
+        """Close the log; every process waits here until the main one has written everything."""
         if self._log_file is not None:
             self._log_file.close()
             self._log_file = None
+        self.accelerator.wait_for_everyone()

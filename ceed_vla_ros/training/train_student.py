@@ -26,11 +26,13 @@ teacher's outliers (wrong cube, mode errors), where the paper's mixed labels swi
 ground truth.
 
 Runs through Hugging Face ``accelerate``: the same command works on one CPU and, with
-``accelerate launch --num_processes N -m ceed_vla_ros.tools.cli distill ...``, on N GPUs (the global
-``--batch-size`` is split over the processes). Resumable: every ``--save-every`` steps the
-accelerate state (model weights as safetensors; optimizer / scheduler / RNG as torch files, in the
-run dir only) and ``trainer_state.json`` go to ``--run-dir``; ``--resume`` continues from there
-with the same batches (the sample order and the drawn states are functions of seed and step).
+``accelerate launch --num_processes N -m ceed_vla_ros.tools.cli distill ...`` (or ``torchrun``), on
+N GPUs or N CPU processes (gloo); the global ``--batch-size`` is split over the processes and the
+result is that of one process on the whole batch (see :mod:`ceed_vla_ros.training.loop`).
+Resumable: every ``--save-every`` steps the accelerate state (model weights as safetensors;
+optimizer / scheduler / RNG as torch files, in the run dir only) and ``trainer_state.json`` go to
+``--run-dir``; ``--resume`` continues from there with the same batches (the sample order and the
+drawn states are functions of seed and step), also with another process count.
 The final student is written with :func:`~ceed_vla_ros.checkpoint.save_checkpoint` to
 ``<model-dir>/<out-name>`` with ``Provenance(role="student", parent=<teacher checkpoint_id>)``.
 
@@ -375,17 +377,16 @@ def distill(config: DistillConfig) -> Path:
     running = {"consistency": 0.0, "ar": 0.0, "total": 0.0, "gt_labels": 0.0}
     count = 0
     last: dict = {}
-    rank = accelerator.process_index
+    share = run.process_slice(config.batch_size)
     student.train()
     while step < config.steps:
         if run.out_of_time(step):
             break
-        rows = run.process_share(
-            train_rows[batch_indices(train_rows.size, config.batch_size, config.seed, step, BATCH_STREAM)],
-            config.batch_size,
-        )
-        rng = np.random.default_rng([config.seed, 13, step, rank])
-        batch = make_batch(samples, trajectories, rows, draw_states(trajectories, rows, rng))
+        rows = train_rows[batch_indices(train_rows.size, config.batch_size, config.seed, step, BATCH_STREAM)]
+        # the states are drawn for the whole global batch (the same on every process), then sliced
+        states = draw_states(trajectories, rows, np.random.default_rng([config.seed, 13, step]))
+        rows, states = rows[share], states[share]
+        batch = make_batch(samples, trajectories, rows, states)
         loss, uses_truth = distill_step(
             student,
             optimizer,
@@ -408,7 +409,7 @@ def distill(config: DistillConfig) -> Path:
         bar.update(1)
         bar.set_postfix(cons=f"{loss.consistency:.4f}", ar=f"{loss.ar:.4f}", refresh=False)
         if step % config.log_every == 0 or step == config.steps:
-            last = {k: round(v / count, 5) for k, v in running.items()}
+            last = _rounded_mean(run, running, count)
             run.log({"step": step, "lr": scheduler.get_last_lr()[0], "seconds": round(run.elapsed(), 1), **last})
             running = dict.fromkeys(running, 0.0)
             count = 0
@@ -418,7 +419,7 @@ def distill(config: DistillConfig) -> Path:
             save_state()
     bar.close()
     if count:
-        last = {k: round(v / count, 5) for k, v in running.items()}
+        last = _rounded_mean(run, running, count)
     validate()
     save_state()
     if accelerator.is_main_process:
@@ -428,6 +429,11 @@ def distill(config: DistillConfig) -> Path:
         )
     run.close()
     return final_path
+
+
+def _rounded_mean(run: TrainingRun, running: dict[str, float], count: int) -> dict[str, float]:
+    """The running sums over ``count`` steps as means over the steps and the processes."""
+    return {k: round(v, 5) for k, v in run.mean_over_processes({k: v / count for k, v in running.items()}).items()}
 
 
 def student_provenance(

@@ -105,7 +105,11 @@ class TeacherTrainingModule(nn.Module):
         target_mask: torch.Tensor | None = None,
         pixel_values: torch.Tensor | None = None,
         vision_features: torch.Tensor | None = None,
+        aux_count: torch.Tensor | None = None,
     ) -> dict[str, torch.Tensor]:
+        """The losses of one batch. ``aux_count``: the denominator of the masked keypoint loss
+        (default: this batch's mask count; several processes pass the global batch's count over
+        the process count, so that DDP's gradient average is the global batch's masked mean)."""
         n = action_tokens.shape[1]
         prompt_len = input_ids.shape[1] - n
         out = self.vla(
@@ -129,7 +133,7 @@ class TeacherTrainingModule(nn.Module):
         keypoints = out.keypoints.flatten(1)
         predicted = self.keypoint_head(keypoints).reshape(-1, len(AUX_POINT_NAMES), 2)
         per_point = ((predicted - aux_points) ** 2).sum(-1)
-        aux = (per_point * aux_mask).sum() / aux_mask.sum().clamp_min(1.0)
+        aux = (per_point * aux_mask).sum() / (aux_mask.sum() if aux_count is None else aux_count).clamp_min(1.0)
         hidden = out.hidden_states[-1][:, prompt_len - 1]
         per_target = ((self.target_head(hidden) - target_point) ** 2).sum(-1)
         if target_mask is None:
@@ -147,16 +151,24 @@ def make_batch(
     generator: torch.Generator,
     device: torch.device,
     proprio_noise: float = 0.0,
+    part: tuple[slice, int] | None = None,
 ) -> dict[str, torch.Tensor]:
     """One training batch on ``device``: shifted + preprocessed images, tokens, aux targets;
-    Gaussian noise of std ``proprio_noise`` (normalised units) on the proprio input."""
+    Gaussian noise of std ``proprio_noise`` (normalised units) on the proprio input.
+
+    ``part = (rows, global_size)``: ``index`` is the slice ``rows`` of a global batch of
+    ``global_size`` samples (one process's share); the noise and the shifts are drawn for the whole
+    global batch and sliced, so each sample gets the same draw whatever the process count."""
+    rows, size = part if part is not None else (slice(None), len(index))
     batch = tensors.batch(index)
     if proprio_noise > 0:
-        batch["proprio"] = batch["proprio"] + proprio_noise * torch.randn(batch["proprio"].shape, generator=generator)
+        noise = torch.randn((size, *batch["proprio"].shape[1:]), generator=generator)[rows]
+        batch["proprio"] = batch["proprio"] + proprio_noise * noise
     batch.pop("task_index")
     if "vision_features" in batch:  # frozen CNN: features cached from unshifted images
         return {k: v.to(device) for k, v in batch.items()}
-    images, offsets = random_shift(batch.pop("images"), shift, generator)
+    offsets = torch.randint(-shift, shift + 1, (size, 2), generator=generator)[rows]
+    images, offsets = random_shift(batch.pop("images"), shift, None, offsets)
     size = images.shape[1]
     delta = offsets.float() * (2.0 / (size - 1))  # pixels -> [-1, 1] grid units
     batch["aux_points"] = batch["aux_points"] + delta[:, None, :] * batch["aux_mask"][..., None]
@@ -381,7 +393,8 @@ def train(config: TeacherConfig) -> Path:
     def save_state() -> None:
         run.save_state(step, lambda: export_checkpoint(config.run_dir / RUN_CHECKPOINTS / config.name, final=False))
 
-    rank = accelerator.process_index
+    plain = accelerator.unwrap_model(module)  # evaluation on the main process only: no DDP collectives
+    share = run.process_slice(config.batch_size)
     bar = tqdm(
         total=config.steps,
         initial=step,
@@ -394,15 +407,15 @@ def train(config: TeacherConfig) -> Path:
     while step < config.steps:
         if run.out_of_time(step):
             break
-        index = pool[
-            torch.from_numpy(
-                run.process_share(batch_indices(len(pool), config.batch_size, config.seed, step), config.batch_size)
-            )
-        ]
-        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 31 + rank)
+        index = pool[torch.from_numpy(batch_indices(len(pool), config.batch_size, config.seed, step)[share])]
+        # one generator per global batch, the same on every process (draws are sliced per process)
+        generator = torch.Generator().manual_seed(config.seed * 1_000_003 + step * 31)
         batch = make_batch(
-            tensors, index, metadata.image, config.shift, generator, accelerator.device, config.proprio_noise
+            tensors, index, metadata.image, config.shift, generator, accelerator.device, config.proprio_noise,
+            part=(share, config.batch_size),
         )
+        if run.num_processes > 1:
+            batch["aux_count"] = accelerator.reduce(batch["aux_mask"].sum(), reduction="sum") / run.num_processes
         lr = config.lr * lr_factor(step, config.warmup, config.steps, run.elapsed(), run.time_limit_s)
         for group in optimizer.param_groups:
             group["lr"] = lr
@@ -418,12 +431,13 @@ def train(config: TeacherConfig) -> Path:
         if step % config.log_every == 0 or step == config.steps:
             count = config.log_every if step % config.log_every == 0 else step % config.log_every
             record = {"step": step, "lr": lr, "seconds": round(run.elapsed(), 1)}
-            record |= {k: round(v / count, 4) for k, v in running.items()}
+            local = {k: v / count for k, v in running.items()}
             running = {}
-            if val_tensors is not None and step % (config.log_every * 4) == 0:
+            record |= {k: round(v, 4) for k, v in run.mean_over_processes(local).items()}
+            if val_tensors is not None and step % (config.log_every * 4) == 0 and accelerator.is_main_process:
                 record |= {
                     f"val_{k}": round(v, 4)
-                    for k, v in evaluate_batches(module, val_tensors, metadata.image, accelerator.device).items()
+                    for k, v in evaluate_batches(plain, val_tensors, metadata.image, accelerator.device).items()
                 }
             run.log(record)
             if accelerator.is_main_process:
@@ -435,7 +449,7 @@ def train(config: TeacherConfig) -> Path:
     save_state()
     if accelerator.is_main_process:
         val = (
-            evaluate_batches(module, val_tensors, metadata.image, accelerator.device) if val_tensors is not None else {}
+            evaluate_batches(plain, val_tensors, metadata.image, accelerator.device) if val_tensors is not None else {}
         )
         saved = export_checkpoint(final_path, final=True, extra=val)
         accelerator.print(

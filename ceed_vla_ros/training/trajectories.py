@@ -332,8 +332,11 @@ def collect(
     batch_size: int = 64,
     seed: int = 0,
     progress: bool = True,
+    rows: np.ndarray | None = None,
 ) -> TrajectorySet:
-    """Run the teacher's batched Jacobi decoding over ``samples``; return the trajectories."""
+    """Run the teacher's batched Jacobi decoding over ``samples`` (or only their ``rows``, in that
+    order: one process's shard); return the trajectories. A sample's initial block depends on its
+    row only, so shards collected apart and merged (:func:`merge_trajectories`) equal one run."""
     from tqdm import tqdm
 
     metadata = checkpoint.metadata
@@ -342,12 +345,15 @@ def collect(
     n = metadata.block_len
     model = checkpoint.model.eval()
     device = next(model.parameters()).device
+    selected = np.arange(len(samples)) if rows is None else np.asarray(rows, dtype=np.int64)
+    if selected.size == 0:
+        raise ValueError("no samples to collect")
     all_states, num_states, converged, fixed = [], [], [], []
     start = time.perf_counter()
     total_forwards = 0
-    with tqdm(total=len(samples), unit="sample", desc="collect", disable=not progress, mininterval=2.0) as bar:
-        for begin in range(0, len(samples), batch_size):
-            rows = torch.arange(begin, min(len(samples), begin + batch_size))
+    with tqdm(total=selected.size, unit="sample", desc="collect", disable=not progress, mininterval=2.0) as bar:
+        for begin in range(0, selected.size, batch_size):
+            rows = torch.from_numpy(selected[begin : begin + batch_size])
             batch = {key: value.to(device) for key, value in samples.model_batch(rows).items()}
             initial = torch.stack([initial_block(samples, int(r), n, seed, int(r)) for r in rows]).to(device)
             result = jacobi_trajectories_batched(
@@ -364,7 +370,7 @@ def collect(
     seconds = time.perf_counter() - start
     fixed_point = np.stack(fixed).astype(np.int64)
     teacher_actions = action_tokenizer.normalized_actions(fixed_point)
-    truth_actions = samples.ground_truth_actions.numpy()
+    truth_actions = samples.ground_truth_actions.numpy()[selected]
     num_states_arr = np.asarray(num_states, dtype=np.int64)
     attrs = {
         "teacher_name": metadata.name,
@@ -378,7 +384,7 @@ def collect(
         "init": "random_prompt_tokens",
         "seed": seed,
         "max_iterations": n,
-        "num_samples": len(samples),
+        "num_samples": int(selected.size),
         "num_states": int(num_states_arr.sum()),
         "collection_seconds": float(seconds),
         "created": datetime.datetime.now(datetime.timezone.utc).replace(microsecond=0).isoformat(),
@@ -386,19 +392,40 @@ def collect(
     }
     return TrajectorySet(
         attrs=attrs,
-        file_index=samples.file_index,
-        episode=samples.episode,
-        step=samples.step,
+        file_index=samples.file_index[selected],
+        episode=samples.episode[selected],
+        step=samples.step[selected],
         state_offset=np.r_[0, np.cumsum(num_states_arr)[:-1]],
         num_states=num_states_arr,
         converged=np.asarray(converged),
         fixed_point=fixed_point,
-        ground_truth=samples.tensors.action_tokens.numpy(),
+        ground_truth=samples.tensors.action_tokens.numpy()[selected],
         teacher_actions=teacher_actions.astype(np.float32),
         ground_truth_actions=truth_actions,
-        l1=np.abs(teacher_actions - truth_actions).reshape(len(samples), -1).mean(axis=1).astype(np.float32),
+        l1=np.abs(teacher_actions - truth_actions).reshape(selected.size, -1).mean(axis=1).astype(np.float32),
         states=np.concatenate(all_states),
     )
+
+
+def shard_rows(num_samples: int, num_shards: int, index: int) -> np.ndarray:
+    """The contiguous rows of shard ``index`` of ``num_shards`` (sizes differ by at most one)."""
+    return np.array_split(np.arange(num_samples), num_shards)[index]
+
+
+def merge_trajectories(parts: Sequence[TrajectorySet]) -> TrajectorySet:
+    """One trajectory set from shards in order (state offsets renumbered); the attributes are the
+    first shard's with the counts summed and ``collection_seconds`` the slowest shard's."""
+    parts = [p for p in parts if len(p)]
+    if not parts:
+        raise ValueError("no trajectories to merge")
+    fields = {name: np.concatenate([getattr(p, name) for p in parts]) for name in TrajectorySet.SAMPLE_FIELDS}
+    fields["state_offset"] = np.r_[0, np.cumsum(fields["num_states"].astype(np.int64))[:-1]]
+    attrs = dict(parts[0].attrs)
+    attrs["num_samples"] = int(sum(len(p) for p in parts))
+    attrs["num_states"] = int(fields["num_states"].sum())
+    attrs["collection_seconds"] = float(max(float(p.attrs["collection_seconds"]) for p in parts))
+    attrs["processes"] = len(parts)
+    return TrajectorySet(attrs=attrs, states=np.concatenate([p.states for p in parts]), **fields)
 
 
 def summarize(trajectories: TrajectorySet) -> dict[str, float]:
@@ -449,15 +476,27 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-progress", action="store_true")
 
 
+def _process_state():
+    """accelerate's ``PartialState``: the process group of ``torchrun`` / ``accelerate launch`` (gloo
+    without CUDA), or a single process."""
+    from accelerate import PartialState
+
+    return PartialState(cpu=not torch.cuda.is_available())
+
+
 def cli_main(args: argparse.Namespace) -> int:
+    """Collect (each of N processes one contiguous shard of the samples; the main process gathers,
+    merges in order and writes the one output file)."""
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
     torch.set_num_threads(args.threads)
     command = getattr(args, "command", None) or getattr(args, "command_line", "ceed-vla collect-trajectories")
+    state = _process_state()
+    say = state.print
     precision = precision_from_args(args)
     checkpoint = load_checkpoint_arg(
         model_dir_argument(args.model_dir), args.teacher, device=precision.device, dtype=precision.dtype
     )
-    print(f"teacher {checkpoint.metadata.checkpoint_id} on {precision.label}", flush=True)
+    say(f"teacher {checkpoint.metadata.checkpoint_id} on {precision.label}")
     t0 = time.perf_counter()
     samples = load_samples(
         args.data,
@@ -468,12 +507,29 @@ def cli_main(args: argparse.Namespace) -> int:
         holdout_last=args.holdout_last,
         lerobot_map=args.lerobot_map,
     )
-    print(
-        f"loaded {len(samples)} samples from {len(args.data)} file(s) in {time.perf_counter() - t0:.1f} s", flush=True
+    say(f"loaded {len(samples)} samples from {len(args.data)} file(s) in {time.perf_counter() - t0:.1f} s")
+    rows = shard_rows(len(samples), state.num_processes, state.process_index)
+    if state.num_processes > 1:
+        say(f"{state.num_processes} processes: {rows.size} samples each (process 0), merged by the main process")
+    shard = collect(
+        checkpoint,
+        samples,
+        batch_size=args.batch_size,
+        seed=args.seed,
+        progress=not args.no_progress and state.is_main_process,
+        rows=rows,
     )
-    trajectories = collect(
-        checkpoint, samples, batch_size=args.batch_size, seed=args.seed, progress=not args.no_progress
-    )
+    if state.num_processes > 1:
+        import torch.distributed as dist
+
+        parts = [None] * state.num_processes if state.is_main_process else None
+        dist.gather_object(shard, parts, dst=0)
+        if not state.is_main_process:
+            state.wait_for_everyone()
+            return 0
+        trajectories = merge_trajectories(parts)
+    else:
+        trajectories = shard
     trajectories.attrs |= {
         "data_files": json.dumps([str(p) for p in args.data]),
         "data_episodes": json.dumps(samples.data_episodes),
@@ -486,4 +542,6 @@ def cli_main(args: argparse.Namespace) -> int:
     write_trajectories(args.out, trajectories)
     summary = summarize(trajectories)
     print(f"wrote {args.out} ({args.out.stat().st_size / 1e6:.1f} MB): " + json.dumps(summary), flush=True)
+    if state.num_processes > 1:
+        state.wait_for_everyone()
     return 0
