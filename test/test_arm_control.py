@@ -281,31 +281,46 @@ event = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(events=st.lists(event, max_size=40), start=st.lists(st.floats(-3, 3), min_size=2, max_size=2))
-def test_every_command_respects_position_and_velocity_limits(events, start):
-    driver = ArmDriverCore(limits=LIMITS, control_period_s=PERIOD, watchdog_timeout_s=0.3, enable_actuation=True)
+@given(events=st.lists(event, max_size=40), start=st.lists(st.floats(-3, 3), min_size=2, max_size=2),
+       transition=st.sampled_from(["replace", "temporal_ensemble"]),
+       estop_stop=st.sampled_from(["decelerate", "decelerate", "immediate"]))
+def test_every_command_respects_position_velocity_and_acceleration_limits(events, start, transition, estop_stop):
+    """Whatever arrives (chunks good or bad, joint states, e-stops and resets, silences that fire the
+    watchdog or use chunks up), consecutive commands respect the position, velocity AND acceleration
+    limits; only an ``immediate`` e-stop may stop at once (its first command is exempt from the
+    acceleration check), and every chunk's trajectory respects them too."""
+    driver = ArmDriverCore(limits=LIMITS, control_period_s=PERIOD, watchdog_timeout_s=0.3, enable_actuation=True,
+                           chunk_transition=transition, estop_stop=estop_stop)
     now = 0.0
     driver.on_joint_state(now, np.array(start))
-    previous = None
+    commands, exempt, latched = [], set(), False
     for item in events:
         kind = item[0]
         if kind == "joints":
             driver.on_joint_state(now, np.array(item[1]))
         elif kind == "chunk":
             _, actions, space, offset, dt = item
-            driver.on_chunk(now + offset, np.array(actions), space, dt, now=now)
+            before, before_v = driver.current_command(), driver.command_velocity()
+            accepted, _ = driver.on_chunk(now + offset, np.array(actions), space, dt, now=now)
+            if accepted:
+                assert_trajectory_within(driver.last_trajectory, before,
+                                         np.zeros(2) if before_v is None else before_v, now, LIMITS)
         elif kind == "estop":
-            driver.trigger_estop() if item[1] else driver.reset_estop()
+            if item[1]:
+                if estop_stop == "immediate" and not latched:
+                    exempt.add(len(commands))  # the first command after the latch
+                driver.trigger_estop()
+            else:
+                driver.reset_estop()
+            latched = driver.estopped
         else:
             for _ in range(int(item[1] / PERIOD)):
                 now += PERIOD
                 command = driver.step(now).positions
                 assert command is not None
-                assert np.all(command >= np.array(LIMITS.lower) - 1e-12)
-                assert np.all(command <= np.array(LIMITS.upper) + 1e-12)
-                if previous is not None:
-                    assert np.all(np.abs(command - previous) <= np.array(LIMITS.max_velocity) * PERIOD + 1e-12)
-                previous = command
+                commands.append(command)
+    if commands:
+        assert_stream_within(commands, LIMITS, skip_acceleration=exempt)
 
 
 # -- end-effector actions, the gripper, transitions, one trajectory per chunk ---------------------
@@ -482,29 +497,29 @@ def test_ee_delta_and_gripper_commands_respect_every_limit(events, start, transi
                            gripper=gripper, chunk_transition=transition)
     now = 0.0
     driver.on_joint_state(now, np.array(start))
-    previous = previous_gripper = None
+    with_gripper = JointLimits(LIMITS.names + ("gripper",), LIMITS.lower + (0.0,), LIMITS.upper + (0.04,),
+                               LIMITS.max_velocity + (gripper.max_velocity,),
+                               LIMITS.max_acceleration + (gripper.max_acceleration,))
+    commands = []
     for item in events:
         if item[0] == "joints":
             driver.on_joint_state(now, np.array(item[1]))
         elif item[0] == "chunk":
             _, actions, offset, dt = item
-            driver.on_chunk(now + offset, np.array(actions), layout, dt, now=now)
-            trajectory = driver.last_trajectory
-            if trajectory is not None:
-                assert np.all(trajectory.positions[:, :2] >= np.array(LIMITS.lower) - 1e-12)
-                assert np.all(trajectory.positions[:, :2] <= np.array(LIMITS.upper) + 1e-12)
-                assert np.all((trajectory.positions[:, 2] >= 0.0) & (trajectory.positions[:, 2] <= 0.04))
+            before = driver.current_command()
+            if before is not None:
+                before = np.append(before, driver.current_gripper())
+            before_v = driver.command_velocity()
+            accepted, _ = driver.on_chunk(now + offset, np.array(actions), layout, dt, now=now)
+            if accepted:  # IK refusals (unreachable or non-finite targets) stop the arm instead
+                assert_trajectory_within(driver.last_trajectory, before,
+                                         np.zeros(3) if before_v is None else before_v, now, with_gripper)
         elif item[0] == "estop":
             driver.trigger_estop() if item[1] else driver.reset_estop()
         else:
             for _ in range(int(item[1] / PERIOD)):
                 now += PERIOD
                 command = driver.step(now)
-                assert np.all(command.positions >= np.array(LIMITS.lower) - 1e-12)
-                assert np.all(command.positions <= np.array(LIMITS.upper) + 1e-12)
-                assert 0.0 <= command.gripper <= 0.04
-                if previous is not None:
-                    assert np.all(np.abs(command.positions - previous) <= np.array(LIMITS.max_velocity) * PERIOD
-                                  + 1e-12)
-                    assert abs(command.gripper - previous_gripper) <= gripper.max_velocity * PERIOD + 1e-12
-                previous, previous_gripper = command.positions, command.gripper
+                commands.append(np.append(command.positions, command.gripper))
+    if commands:
+        assert_stream_within(commands, with_gripper)
