@@ -1,7 +1,8 @@
 """Arm driver node: /actions -> joint commands for a ros2_control controller, at a high rate, safely.
 
 Thin wiring over :class:`ceed_vla_ros.arm_control.ArmDriverCore` (chunk scheduling, cubic
-interpolation, watchdog, e-stop, position / velocity / acceleration limits, decelerating stops) and the checkpoints' metadata (action tokenizer, action space).
+interpolation, watchdog, e-stop, position / velocity / acceleration limits, decelerating stops) and
+the checkpoints' metadata (action tokenizer, action space).
 
 Subscribes
     ``/actions`` (ceed_vla_ros/ActionTokens): decoded chunks. Refused, with a throttled warning:
