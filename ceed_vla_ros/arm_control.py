@@ -3,11 +3,15 @@
 Times are seconds on one clock (the ROS clock the image and joint-state stamps use).
 
 Chunk timing. A chunk decoded from the image stamped ``s`` holds ``k`` actions ``a_0 .. a_{k-1}``
-``dt`` apart. Step ``i`` is active during ``[s + i*dt, s + (i+1)*dt)``: the command ramps linearly
-from the previous target to the step's target and reaches it at the end of that window (in the
-demonstrations a target set at step ``t`` is reached one ``dt`` later). Steps whose window has
-passed when the chunk arrives are dropped; a newer chunk replaces the rest of an older one,
-starting from the command in force, so the command never jumps.
+``dt`` apart. Step ``i`` is active during ``[s + i*dt, s + (i+1)*dt)``: its target is reached at the
+end of that window (in the demonstrations a target set at step ``t`` is reached one ``dt`` later).
+Between the steps the target follows a cubic Hermite curve (:class:`ceed_vla_ros.motion.CubicChunk`,
+Catmull-Rom tangents) that starts at the command in force WITH its velocity and ends at rest on the
+last step, so a chunk boundary or a re-plan never steps the commanded velocity. Steps whose window
+has passed when the chunk arrives are dropped; a newer chunk replaces the rest of an older one,
+starting from the command in force, so the command never jumps. (``motion="linear"``: the former
+straight lines between the steps and position + velocity limits only, holds freezing at once; kept
+for ``ceed-vla bench-transitions --motion linear``, not a node parameter.)
 
 Action spaces (``CheckpointMetadata.action_space``, :class:`ActionLayout`):
 
@@ -27,9 +31,11 @@ target is the weighted average of every prediction made for that time, the k-th 
 time weighted ``exp(-ensemble_decay * k)``, the oldest k = 0; the gripper is not averaged).
 
 Joint trajectories: every accepted chunk also gives a :class:`ChunkTrajectory` (stamped with the
-image stamp, one point per remaining step with ``time_from_start`` = end of its window, velocities
-from cubic Hermite tangents, every point within the position limits and reachable from the one
-before within the velocity limits), for a joint_trajectory_controller: one message per chunk.
+image stamp, one point per remaining step): the limited stream the driver would send for it, at the
+control tick nearest each step's end, with its velocities, ending where it comes to rest (see
+:meth:`ArmDriverCore._planned_trajectory`), so the points keep the position, velocity AND
+acceleration limits; for a joint_trajectory_controller: one message per chunk.
+:meth:`ArmDriverCore.stop_trajectory` gives the braking as a trajectory for a hold.
 
 Safety, applied to every command whatever its source, in this order:
 
@@ -38,10 +44,13 @@ Safety, applied to every command whatever its source, in this order:
 2. Watchdog: no accepted chunk for ``watchdog_timeout_s``, or the newest chunk used up: hold.
    After a hold only a chunk that arrives later restarts motion.
 3. ``enable_actuation`` false: the driver computes everything but emits no command.
-4. Limits: every command lies within the joint position limits and moves each joint by at most
-   ``max_velocity * control_period_s`` from the previous command (:func:`limit_command`).
+4. Limits: every command goes through one :class:`ceed_vla_ros.motion.MotionLimiter`: within the
+   position limits (with room to brake before them), velocity at most ``max_velocity``, velocity
+   change per period at most ``max_acceleration * control_period_s`` (joints and gripper).
 
-Holding = commanding the previous command again (a position controller then keeps the arm still).
+Holding = braking to rest within the acceleration limits (at rest within ``max_velocity /
+max_acceleration`` + one period), then commanding the same command again (a position controller
+keeps the arm still). ``estop_stop="immediate"``: the e-stop freezes the command at once instead.
 """
 
 from __future__ import annotations
