@@ -291,6 +291,7 @@ class ScheduledChunk:
     weights: np.ndarray | None = None  # (m,) temporal ensemble: summed weights of the predictions
     counts: np.ndarray | None = None  # (m,) and how many predictions were averaged
     curve: CubicChunk | None = None
+    _tail_start: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def sample_with_velocity(self, now: float) -> tuple[np.ndarray, np.ndarray | None]:
         """(target, its velocity) at ``now``; the velocity is None on straight lines."""
@@ -299,8 +300,21 @@ class ScheduledChunk:
         return self.sample(now), None
 
     def stop_at(self, now: float) -> np.ndarray | None:
-        """The last target on the curve's last segment (where the motion comes to rest), else None."""
-        return self.positions[-1] if len(self.times) < 2 or now >= self.times[-2] else None
+        """Where the motion comes to rest (the last target), per joint once the targets left run
+        monotonically to it (NaN before: a chunk that passes the last target on the way and comes
+        back is followed as it is); None on straight lines."""
+        if self.curve is None:
+            return None
+        if self._tail_start is None:  # per joint: the first knot of the monotone run to the end
+            steps = np.diff(self.positions, axis=0)
+            start = np.zeros(self.positions.shape[1])
+            for j in range(self.positions.shape[1]):
+                k = len(steps)
+                while k > 0 and (np.all(steps[k - 1:, j] >= 0) or np.all(steps[k - 1:, j] <= 0)):
+                    k -= 1
+                start[j] = self.times[k]
+            self._tail_start = start
+        return np.where(now >= self._tail_start, self.positions[-1], np.nan)
 
     def sample(self, now: float) -> np.ndarray:
         if self.curve is not None:

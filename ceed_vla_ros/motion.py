@@ -66,9 +66,9 @@ class MotionLimiter:
              stop_at: np.ndarray | None = None) -> np.ndarray:
         """The next command toward ``target`` (None: brake to rest where the arm is).
 
-        ``stop_at``: where the motion ends at rest (the chunk's last target, given on the curve's
-        last segment): the speed toward it is capped so that braking at A stops on it, so a curve
-        that stops more sharply than A allows is not overshot (the goal only, feasibility is kept)."""
+        ``stop_at``: where the motion ends at rest (the chunk's last target; NaN for a joint: no
+        cap): the speed toward it is capped so that braking at A stops on it, so a curve that stops
+        more sharply than A allows is not overshot (the goal only, feasibility is kept)."""
         if self.position is None:
             raise RuntimeError("MotionLimiter.step before reset")
         p, v, period = self.position, self.velocity, self.period_s
@@ -83,9 +83,11 @@ class MotionLimiter:
             error = target - p - feed_forward * period
             goal = feed_forward + np.sign(error) * self._stopping_bound(np.abs(error))
             if stop_at is not None:
-                room = np.clip(np.asarray(stop_at, dtype=np.float64), self.lower, self.upper) - p
-                goal = np.where(room >= 0, np.minimum(goal, self._stopping_bound(room)),
-                                np.maximum(goal, -self._stopping_bound(-room)))
+                stop_at = np.asarray(stop_at, dtype=np.float64)
+                room = np.clip(stop_at, self.lower, self.upper) - p
+                capped = np.where(room >= 0, np.minimum(goal, self._stopping_bound(room)),
+                                  np.maximum(goal, -self._stopping_bound(-room)))
+                goal = np.where(np.isfinite(stop_at), capped, goal)
         a_t = self.max_acceleration * period
         new_v = np.clip(goal, v - a_t, v + a_t)
         new_v = np.clip(new_v, -self.max_velocity, self.max_velocity)
