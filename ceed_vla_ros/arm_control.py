@@ -3,11 +3,15 @@
 Times are seconds on one clock (the ROS clock the image and joint-state stamps use).
 
 Chunk timing. A chunk decoded from the image stamped ``s`` holds ``k`` actions ``a_0 .. a_{k-1}``
-``dt`` apart. Step ``i`` is active during ``[s + i*dt, s + (i+1)*dt)``: the command ramps linearly
-from the previous target to the step's target and reaches it at the end of that window (in the
-demonstrations a target set at step ``t`` is reached one ``dt`` later). Steps whose window has
-passed when the chunk arrives are dropped; a newer chunk replaces the rest of an older one,
-starting from the command in force, so the command never jumps.
+``dt`` apart. Step ``i`` is active during ``[s + i*dt, s + (i+1)*dt)``: its target is reached at the
+end of that window (in the demonstrations a target set at step ``t`` is reached one ``dt`` later).
+Between the steps the target follows a cubic Hermite curve (:class:`ceed_vla_ros.motion.CubicChunk`,
+Catmull-Rom tangents) that starts at the command in force WITH its velocity and ends at rest on the
+last step, so a chunk boundary or a re-plan never steps the commanded velocity. Steps whose window
+has passed when the chunk arrives are dropped; a newer chunk replaces the rest of an older one,
+starting from the command in force, so the command never jumps. (``motion="linear"``: the former
+straight lines between the steps and position + velocity limits only, holds freezing at once; kept
+for ``ceed-vla bench-transitions --motion linear``, not a node parameter.)
 
 Action spaces (``CheckpointMetadata.action_space``, :class:`ActionLayout`):
 
@@ -27,9 +31,11 @@ target is the weighted average of every prediction made for that time, the k-th 
 time weighted ``exp(-ensemble_decay * k)``, the oldest k = 0; the gripper is not averaged).
 
 Joint trajectories: every accepted chunk also gives a :class:`ChunkTrajectory` (stamped with the
-image stamp, one point per remaining step with ``time_from_start`` = end of its window, velocities
-from cubic Hermite tangents, every point within the position limits and reachable from the one
-before within the velocity limits), for a joint_trajectory_controller: one message per chunk.
+image stamp, one point per remaining step): the limited stream the driver would send for it, at the
+control tick nearest each step's end, with its velocities, ending where it comes to rest (see
+:meth:`ArmDriverCore._planned_trajectory`), so the points keep the position, velocity AND
+acceleration limits; for a joint_trajectory_controller: one message per chunk.
+:meth:`ArmDriverCore.stop_trajectory` gives the braking as a trajectory for a hold.
 
 Safety, applied to every command whatever its source, in this order:
 
@@ -38,10 +44,13 @@ Safety, applied to every command whatever its source, in this order:
 2. Watchdog: no accepted chunk for ``watchdog_timeout_s``, or the newest chunk used up: hold.
    After a hold only a chunk that arrives later restarts motion.
 3. ``enable_actuation`` false: the driver computes everything but emits no command.
-4. Limits: every command lies within the joint position limits and moves each joint by at most
-   ``max_velocity * control_period_s`` from the previous command (:func:`limit_command`).
+4. Limits: every command goes through one :class:`ceed_vla_ros.motion.MotionLimiter`: within the
+   position limits (with room to brake before them), velocity at most ``max_velocity``, velocity
+   change per period at most ``max_acceleration * control_period_s`` (joints and gripper).
 
-Holding = commanding the previous command again (a position controller then keeps the arm still).
+Holding = braking to rest within the acceleration limits (at rest within ``max_velocity /
+max_acceleration`` + one period), then commanding the same command again (a position controller
+keeps the arm still). ``estop_stop="immediate"``: the e-stop freezes the command at once instead.
 """
 
 from __future__ import annotations
@@ -54,35 +63,49 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from ceed_vla_ros.metadata import ACTION_SPACES, CheckpointMetadata, EndEffectorSpec, GripperSpec
-from ceed_vla_ros.motion import CubicChunk
+from ceed_vla_ros.motion import CubicChunk, MotionLimiter
 
 CHUNK_TRANSITIONS = ("replace", "temporal_ensemble")
+MOTION_PROFILES = ("cubic", "linear")
+ESTOP_STOPS = ("decelerate", "immediate")
+
+
+# without an explicit acceleration limit a joint may reach its velocity limit in 0.1 s
+DEFAULT_ACCELERATION_PER_VELOCITY = 10.0  # 1/s: max_acceleration = 10/s * max_velocity
 
 
 @dataclass(frozen=True)
 class JointLimits:
-    """Position limits (rad) and velocity limits (rad/s), one entry per joint."""
+    """Position limits (rad), velocity limits (rad/s) and acceleration limits (rad/s^2), one entry
+    per joint. ``max_acceleration`` None (or empty): ``10/s * max_velocity`` (full speed in 0.1 s)."""
 
     names: tuple[str, ...]
     lower: tuple[float, ...]
     upper: tuple[float, ...]
     max_velocity: tuple[float, ...]
+    max_acceleration: tuple[float, ...] | None = None
 
     def __post_init__(self) -> None:
         n = len(self.names)
-        if n == 0 or not (len(self.lower) == len(self.upper) == len(self.max_velocity) == n):
+        if not self.max_acceleration:
+            object.__setattr__(self, "max_acceleration",
+                               tuple(DEFAULT_ACCELERATION_PER_VELOCITY * float(v) for v in self.max_velocity))
+        if n == 0 or not (len(self.lower) == len(self.upper) == len(self.max_velocity) == len(self.max_acceleration)
+                          == n):
             raise ValueError(
-                f"joint limits need one lower, upper and max_velocity per joint ({n} joints); got "
-                f"{len(self.lower)}, {len(self.upper)}, {len(self.max_velocity)}"
+                f"joint limits need one lower, upper, max_velocity and max_acceleration per joint ({n} joints); "
+                f"got {len(self.lower)}, {len(self.upper)}, {len(self.max_velocity)}, {len(self.max_acceleration)}"
             )
-        for name, lo, hi, v in zip(self.names, self.lower, self.upper, self.max_velocity):
+        for name, lo, hi, v, a in zip(self.names, self.lower, self.upper, self.max_velocity, self.max_acceleration):
             if not (np.isfinite(lo) and np.isfinite(hi) and lo < hi):
                 raise ValueError(f"joint {name}: need finite lower < upper, got [{lo}, {hi}]")
             if not (np.isfinite(v) and v > 0):
                 raise ValueError(f"joint {name}: max_velocity must be finite and > 0, got {v}")
+            if not (np.isfinite(a) and a > 0):
+                raise ValueError(f"joint {name}: max_acceleration must be finite and > 0, got {a}")
 
         # arrays once, not per control period (the dataclass is frozen: set them past __setattr__)
-        for name in ("lower", "upper", "max_velocity"):
+        for name in ("lower", "upper", "max_velocity", "max_acceleration"):
             object.__setattr__(self, f"_{name}", np.asarray(getattr(self, name), dtype=np.float64))
 
     @property
@@ -93,6 +116,13 @@ class JointLimits:
     def max_velocity_array(self) -> np.ndarray:
         return self._max_velocity
 
+    @property
+    def max_acceleration_array(self) -> np.ndarray:
+        return self._max_acceleration
+
+    def limiter(self, period_s: float) -> MotionLimiter:
+        return MotionLimiter(self._lower, self._upper, self._max_velocity, self._max_acceleration, period_s)
+
     def clamp(self, positions: np.ndarray) -> np.ndarray:
         # maximum/minimum: the same result as np.clip without its Python-level dispatch, which is
         # most of the cost on 4-element arrays at 500 control periods per second
@@ -101,11 +131,13 @@ class JointLimits:
 
 @dataclass(frozen=True)
 class GripperLimits:
-    """The driver's gripper: positions of fully closed / open (either order) and a velocity limit."""
+    """The driver's gripper: positions of fully closed / open (either order), a velocity limit and an
+    acceleration limit (None: ``10/s * max_velocity``)."""
 
     closed_position: float
     open_position: float
     max_velocity: float
+    max_acceleration: float | None = None
 
     def __post_init__(self) -> None:
         if not (np.isfinite(self.closed_position) and np.isfinite(self.open_position)
@@ -114,6 +146,10 @@ class GripperLimits:
                              f"{self.closed_position}, {self.open_position}")
         if not (np.isfinite(self.max_velocity) and self.max_velocity > 0):
             raise ValueError(f"gripper max_velocity must be finite and > 0, got {self.max_velocity}")
+        if self.max_acceleration is None:
+            object.__setattr__(self, "max_acceleration", DEFAULT_ACCELERATION_PER_VELOCITY * self.max_velocity)
+        if not (np.isfinite(self.max_acceleration) and self.max_acceleration > 0):
+            raise ValueError(f"gripper max_acceleration must be finite and > 0, got {self.max_acceleration}")
 
     def position(self, open_fraction: np.ndarray) -> np.ndarray:
         return self.closed_position + np.asarray(open_fraction) * (self.open_position - self.closed_position)
@@ -150,6 +186,7 @@ class ChunkTrajectory:
     time_from_stamp: np.ndarray  # (m,)
     positions: np.ndarray  # (m, d) (+ the gripper column when the driver has a gripper)
     velocities: np.ndarray  # (m, d)
+    targets: np.ndarray | None = None  # (m, d) the chunk's steps the points aim at (after ensembling)
 
 
 def limit_command(desired: np.ndarray, previous: np.ndarray, limits: JointLimits, period_s: float) -> np.ndarray:
@@ -246,15 +283,44 @@ class JointStateHistory:
 
 @dataclass
 class ScheduledChunk:
-    """Knots of the piecewise-linear target trajectory: ``positions[j]`` is reached at ``times[j]``."""
+    """Knots of the target trajectory: ``positions[j]`` is reached at ``times[j]``; the first knot is
+    the command in force when the chunk arrived. Between knots: the cubic ``curve`` (which starts
+    with the command's velocity), or straight lines without one (the ``linear`` motion profile)."""
 
     times: np.ndarray  # (m,) increasing
     positions: np.ndarray  # (m, d)
     received_at: float
     weights: np.ndarray | None = None  # (m,) temporal ensemble: summed weights of the predictions
     counts: np.ndarray | None = None  # (m,) and how many predictions were averaged
+    curve: CubicChunk | None = None
+    _tail_start: np.ndarray | None = field(default=None, init=False, repr=False)
+
+    def sample_with_velocity(self, now: float) -> tuple[np.ndarray, np.ndarray | None]:
+        """(target, its velocity) at ``now``; the velocity is None on straight lines."""
+        if self.curve is not None:
+            return self.curve.sample(now)
+        return self.sample(now), None
+
+    def stop_at(self, now: float) -> np.ndarray | None:
+        """Where the motion comes to rest (the last target), per joint once the targets left run
+        monotonically to it (NaN before: a chunk that passes the last target on the way and comes
+        back is followed as it is); None on straight lines."""
+        if self.curve is None:
+            return None
+        if self._tail_start is None:  # per joint: the first knot of the monotone run to the end
+            steps = np.diff(self.positions, axis=0)
+            start = np.zeros(self.positions.shape[1])
+            for j in range(self.positions.shape[1]):
+                k = len(steps)
+                while k > 0 and (np.all(steps[k - 1:, j] >= 0) or np.all(steps[k - 1:, j] <= 0)):
+                    k -= 1
+                start[j] = self.times[k]
+            self._tail_start = start
+        return np.where(now >= self._tail_start, self.positions[-1], np.nan)
 
     def sample(self, now: float) -> np.ndarray:
+        if self.curve is not None:
+            return self.curve.sample(now)[0]
         if now >= self.times[-1]:
             return self.positions[-1].copy()
         index = int(np.searchsorted(self.times, now, side="right"))
@@ -289,12 +355,13 @@ class ArmDriverCore:
     gripper: GripperLimits | None = None
     chunk_transition: str = "replace"
     ensemble_decay: float = 0.5
+    motion: str = "cubic"  # "linear": the former interpolation and limits, kept for bench-transitions
+    estop_stop: str = "decelerate"  # or "immediate": freeze the command at once (a velocity step)
+    plan_trajectories: bool = True  # compute last_trajectory per chunk (joint_trajectory interface)
     _chunk: ScheduledChunk | None = field(default=None, init=False)
-    _previous_command: np.ndarray | None = field(default=None, init=False)
     _gripper_measured: float | None = field(default=None, init=False)
     last_trajectory: ChunkTrajectory | None = field(default=None, init=False)
     ik_refusals: int = field(default=0, init=False)
-    _last_command: np.ndarray | None = field(default=None, init=False)
     _chunk_stamp: float = field(default=-np.inf, init=False)
     _estopped: bool = field(default=False, init=False)
     _idle_reason: str = field(default="no actions yet", init=False)  # why there is no chunk in force
@@ -309,6 +376,10 @@ class ArmDriverCore:
             raise ValueError(f"chunk_transition must be one of {CHUNK_TRANSITIONS}, got {self.chunk_transition!r}")
         if not (np.isfinite(self.ensemble_decay) and self.ensemble_decay >= 0):
             raise ValueError(f"ensemble_decay must be finite and >= 0, got {self.ensemble_decay}")
+        if self.motion not in MOTION_PROFILES:
+            raise ValueError(f"motion must be one of {MOTION_PROFILES}, got {self.motion!r}")
+        if self.estop_stop not in ESTOP_STOPS:
+            raise ValueError(f"estop_stop must be one of {ESTOP_STOPS}, got {self.estop_stop!r}")
         self._limits = self.limits
         if self.gripper is not None:
             g = self.gripper
@@ -316,7 +387,10 @@ class ArmDriverCore:
                 names=self.limits.names + ("<gripper>",),
                 lower=self.limits.lower + (min(g.closed_position, g.open_position),),
                 upper=self.limits.upper + (max(g.closed_position, g.open_position),),
-                max_velocity=self.limits.max_velocity + (g.max_velocity,))
+                max_velocity=self.limits.max_velocity + (g.max_velocity,),
+                max_acceleration=self.limits.max_acceleration + (g.max_acceleration,))
+        # the command stream: its last command and velocity (position None until the first command)
+        self._motion = self._limits.limiter(self.control_period_s)
 
     # -- inputs ---------------------------------------------------------------------------------
     def on_joint_state(self, stamp: float, positions: np.ndarray) -> None:
@@ -397,12 +471,22 @@ class ArmDriverCore:
             targets, weights, counts = self._ensemble(old, times, targets)
         # the stream follows the targets through the per-period limiter (it catches up after the last
         # step); the trajectory's points are limited themselves, as a controller executes them as given
-        positions, velocities = self._limited_knots(now, start, times, targets)
-        self._chunk = ScheduledChunk(times=np.concatenate(([now], times)), positions=np.vstack((start, targets)),
-                                     received_at=now, weights=np.concatenate(([1.0], weights)),
-                                     counts=np.concatenate(([1.0], counts)))
+        curve = None
+        if self.motion == "cubic":  # from the command in force WITH its velocity: no velocity step
+            curve = CubicChunk.through(now, start, self._command_velocity(), times, targets)
+        chunk = ScheduledChunk(times=np.concatenate(([now], times)), positions=np.vstack((start, targets)),
+                               received_at=now, weights=np.concatenate(([1.0], weights)),
+                               counts=np.concatenate(([1.0], counts)), curve=curve)
+        self._chunk = chunk
         self._chunk_stamp = image_stamp
-        self.last_trajectory = ChunkTrajectory(image_stamp, times - image_stamp, positions, velocities)
+        if self.plan_trajectories:
+            if self.motion == "cubic":
+                self.last_trajectory = self._planned_trajectory(image_stamp, now, chunk, times)
+                self.last_trajectory.targets = targets
+            else:
+                positions, velocities = self._limited_knots(now, start, times, targets)
+                self.last_trajectory = ChunkTrajectory(image_stamp, times - image_stamp, positions, velocities,
+                                                       targets)
         return True, f"scheduled {int(keep.sum())} of {len(keep)} steps"
 
     def _ensemble(self, old: ScheduledChunk, times: np.ndarray, targets: np.ndarray):
@@ -421,9 +505,70 @@ class ArmDriverCore:
             weights[j], counts[j] = w_old + w_new, n_old + 1
         return targets, weights, counts
 
+    def _planned_trajectory(self, stamp: float, now: float, chunk: ScheduledChunk, times: np.ndarray
+                            ) -> ChunkTrajectory:
+        """The chunk's trajectory as the stream would run it if no other chunk came: a copy of the
+        limiter follows the curve from the command in force, and point j is that stream's (position,
+        velocity) at the control tick nearest step j's end (re-timed by at most half a period; a step
+        shorter than a period moves to the next tick). The last point is where the stream comes to
+        rest on the last target: later than the last step's end when the limits make it arrive late.
+        So consecutive points differ in velocity by at most ``max_acceleration`` x their time apart,
+        and lie within the position and velocity limits, like the stream."""
+        period = self.control_period_s
+        twin = self._motion.copy()
+        if twin.position is None:
+            twin.reset(chunk.positions[0])
+        ticks = np.maximum(1, np.rint((times - now) / period).astype(np.int64))
+        for j in range(1, len(ticks)):
+            ticks[j] = max(ticks[j], ticks[j - 1] + 1)
+        positions, velocities = np.empty((len(ticks), self._limits.dims)), np.empty((len(ticks), self._limits.dims))
+        tick = 0
+        for j, until in enumerate(ticks):
+            while tick < until:
+                tick += 1
+                t = now + tick * period
+                twin.step(*chunk.sample_with_velocity(t), chunk.stop_at(t))
+            positions[j], velocities[j] = twin.position, twin.velocity
+        # run on to rest at the last target (bounded: a full stroke at the velocity limit and a stop)
+        last = chunk.sample(np.inf)
+        goal = np.clip(last, twin.lower, twin.upper)
+        limit = tick + int(np.ceil(self._stroke_time_bound() / period)) + 2
+        while tick < limit and not (twin.at_rest(1e-9) and np.allclose(twin.position, goal, rtol=0, atol=1e-9)):
+            tick += 1
+            twin.step(last, None, last)
+        if tick > ticks[-1]:
+            ticks[-1] = tick
+        positions[-1], velocities[-1] = twin.position, 0.0
+        return ChunkTrajectory(stamp, now + ticks * period - stamp, positions, velocities)
+
+    def _stroke_time_bound(self) -> float:
+        span = self._limits._upper - self._limits._lower
+        return float(np.max(span / self._limits.max_velocity_array)) + 2 * self._motion.braking_time_bound()
+
+    def stop_trajectory(self) -> ChunkTrajectory:
+        """The stop from the command in force, as the stream brakes (one point per control period
+        until at rest, times from now; one point a period ahead when already at rest or for an
+        immediate e-stop), for a joint_trajectory_controller when the driver starts holding."""
+        period = self.control_period_s
+        command = self._command_in_force()
+        if command is None:
+            raise RuntimeError("stop_trajectory before any joint state")
+        twin = self._motion.copy()
+        if twin.position is None or self.motion == "linear" or (self._estopped and self.estop_stop == "immediate"):
+            return ChunkTrajectory(0.0, np.array([period]), command[None, :], np.zeros((1, len(command))))
+        positions, velocities = [], []
+        limit = int(np.ceil(twin.braking_time_bound() / period)) + 2
+        while len(positions) < limit and not (positions and twin.at_rest(1e-9)):
+            positions.append(twin.step(None))
+            velocities.append(twin.velocity.copy())
+        velocities[-1] = np.zeros(len(command))
+        return ChunkTrajectory(0.0, period * np.arange(1, len(positions) + 1), np.array(positions),
+                               np.array(velocities))
+
     def _limited_knots(self, now: float, start: np.ndarray, times: np.ndarray, targets: np.ndarray):
-        """Knots within the limits (each reachable from the one before at max velocity) and their
-        velocities: cubic Hermite (Catmull-Rom) tangents from the command's velocity, capped, 0 at the end."""
+        """(The linear motion profile's trajectory) knots within the limits (each reachable from the
+        one before at max velocity) and their velocities: cubic Hermite (Catmull-Rom) tangents from
+        the command's velocity, capped, 0 at the end; no acceleration limit."""
         positions = np.empty_like(targets)
         previous, previous_time = start, now
         for j, (t, target) in enumerate(zip(times, targets)):
@@ -436,13 +581,24 @@ class ArmDriverCore:
         return positions, velocities
 
     def _command_velocity(self) -> np.ndarray:
-        if self._last_command is None or self._previous_command is None:
+        if self._motion.velocity is None:
             return np.zeros(self._limits.dims)
-        return (self._last_command - self._previous_command) / self.control_period_s
+        return self._motion.velocity.copy()
+
+    def command_velocity(self) -> np.ndarray | None:
+        """The velocity of the command in force (joints + gripper), None before any command."""
+        return None if self._motion.velocity is None else self._motion.velocity.copy()
+
+    def braking_time_bound(self) -> float:
+        """Longest a decelerating stop takes: max over joints (and gripper) of max_velocity /
+        max_acceleration, plus one period."""
+        return self._motion.braking_time_bound()
 
     def trigger_estop(self) -> None:
         self._estopped = True
         self._chunk = None
+        if self.estop_stop == "immediate" and self._motion.position is not None:
+            self._motion.hold()
 
     def reset_estop(self) -> None:
         """Clear the latch; motion resumes only with a chunk received after the reset."""
@@ -467,8 +623,8 @@ class ArmDriverCore:
     def _command_in_force(self) -> np.ndarray | None:
         """Joints (+ gripper) in force: the last command, else the measured state clamped into the limits
         (the gripper at its measured position, else open)."""
-        if self._last_command is not None:
-            return self._last_command.copy()
+        if self._motion.position is not None:
+            return self._motion.position.copy()
         latest = self.joint_states.latest()
         if latest is None:
             return None
@@ -482,22 +638,34 @@ class ArmDriverCore:
         previous = self._command_in_force()
         if previous is None:
             return DriverCommand(None, True, "waiting for joint states")
+        velocity = None  # the target's velocity (feed-forward); desired None: brake to rest
         if self._estopped:
-            desired, holding, reason = previous, True, "e-stop latched"
+            desired, holding, reason = None, True, "e-stop latched"
         elif self._chunk is None:
-            desired, holding, reason = previous, True, self._idle_reason
+            desired, holding, reason = None, True, self._idle_reason
         elif now - self._chunk.received_at > self.watchdog_timeout_s:
             self._chunk = None
             self._idle_reason = f"watchdog: no fresh actions for {self.watchdog_timeout_s:g} s"
-            desired, holding, reason = previous, True, self._idle_reason
+            desired, holding, reason = None, True, self._idle_reason
         elif self._chunk.finished(now):
             desired, holding, reason = self._chunk.sample(now), True, "chunk used up"
         else:
-            desired, holding, reason = self._chunk.sample(now), False, "following actions"
-        command = limit_command(desired, previous, self._limits, self.control_period_s)
+            (desired, velocity), holding, reason = self._chunk.sample_with_velocity(now), False, "following actions"
         if not self.enable_actuation:
+            if self._motion.position is not None:  # nothing is sent: a later start begins at rest
+                self._motion.velocity = np.zeros_like(self._motion.position)
             return DriverCommand(None, holding, reason + " (actuation disabled)")
-        self._previous_command = previous
-        self._last_command = command
+        if self._motion.position is None:
+            self._motion.reset(previous)
+        if self.motion == "linear":  # the former profile: position + velocity limits, holds freeze
+            command = limit_command(previous if desired is None else desired, previous, self._limits,
+                                    self.control_period_s)
+            self._motion.set_state(command, (command - previous) / self.control_period_s)
+        elif self._estopped and self.estop_stop == "immediate":
+            command = self._motion.hold()
+        else:
+            if desired is not None:
+                desired = np.where(np.isfinite(desired), desired, previous)
+            command = self._motion.step(desired, velocity, self._chunk.stop_at(now) if desired is not None else None)
         gripper = float(command[-1]) if self.gripper is not None else None
         return DriverCommand(command[: self.limits.dims].copy(), holding, reason, gripper)

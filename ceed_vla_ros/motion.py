@@ -16,7 +16,8 @@ next velocity ``v'`` and commands ``p' = p + v' T``, with, per joint:
 
 The velocity it aims for tracks a target ``x`` moving at ``x_dot`` (feed-forward) and closes the
 error ``e = x - p`` as fast as it can while still able to stop on the target:
-``v_goal = x_dot + sign(e) (sqrt((A T)^2 + 2 A |e|) - A T)`` (for small ``e`` this is ``e / T``).
+``v_goal = x_dot + sign(e) (sqrt((A T)^2 + 2 A |e|) - A T)`` with ``e = x - p - x_dot T`` the error
+relative to the moving target (for small ``e`` this is ``x_dot + e / T``: on track, ``p' = x``).
 
 :class:`CubicChunk` gives ``x`` and ``x_dot``: a piecewise cubic Hermite curve that starts at the
 command in force WITH its velocity (so a re-plan never steps the velocity), passes through the
@@ -61,8 +62,13 @@ class MotionLimiter:
         a_t = self.max_acceleration * self.period_s
         return np.sqrt(a_t * a_t + 2.0 * self.max_acceleration * np.maximum(room, 0.0)) - a_t
 
-    def step(self, target: np.ndarray | None, target_velocity: np.ndarray | None = None) -> np.ndarray:
-        """The next command toward ``target`` (None: brake to rest where the arm is)."""
+    def step(self, target: np.ndarray | None, target_velocity: np.ndarray | None = None,
+             stop_at: np.ndarray | None = None) -> np.ndarray:
+        """The next command toward ``target`` (None: brake to rest where the arm is).
+
+        ``stop_at``: where the motion ends at rest (the chunk's last target; NaN for a joint: no
+        cap): the speed toward it is capped so that braking at A stops on it, so a curve that stops
+        more sharply than A allows is not overshot (the goal only, feasibility is kept)."""
         if self.position is None:
             raise RuntimeError("MotionLimiter.step before reset")
         p, v, period = self.position, self.velocity, self.period_s
@@ -70,17 +76,54 @@ class MotionLimiter:
             goal = np.zeros_like(v)
         else:
             target = np.clip(np.asarray(target, dtype=np.float64), self.lower, self.upper)
-            error = target - p
             feed_forward = np.zeros_like(v) if target_velocity is None else np.asarray(target_velocity, float)
+            # the target is where the command should be at the end of this period, moving on at
+            # target_velocity: close the error relative to the moving target (on track: v' = x_dot
+            # and p' = target exactly, no lead of one period)
+            error = target - p - feed_forward * period
             goal = feed_forward + np.sign(error) * self._stopping_bound(np.abs(error))
+            if stop_at is not None:
+                stop_at = np.asarray(stop_at, dtype=np.float64)
+                room = np.clip(stop_at, self.lower, self.upper) - p
+                capped = np.where(room >= 0, np.minimum(goal, self._stopping_bound(room)),
+                                  np.maximum(goal, -self._stopping_bound(-room)))
+                goal = np.where(np.isfinite(stop_at), capped, goal)
         a_t = self.max_acceleration * period
         new_v = np.clip(goal, v - a_t, v + a_t)
         new_v = np.clip(new_v, -self.max_velocity, self.max_velocity)
         new_v = np.minimum(new_v, self._stopping_bound(self.upper - p))
         new_v = np.maximum(new_v, -self._stopping_bound(p - self.lower))
-        self.position = np.clip(p + new_v * period, self.lower, self.upper)  # a no-op but for rounding
+        position = np.clip(p + new_v * period, self.lower, self.upper)  # a no-op but for rounding
+        if target is not None:  # on the target but for rounding: exactly on it (an exact hold, no dither)
+            position = np.where(np.abs(position - target) <= 1e-12 * np.maximum(1.0, np.abs(target)),
+                                target, position)
+        self.position = position
         self.velocity = (self.position - p) / period
         return self.position.copy()
+
+    def hold(self) -> np.ndarray:
+        """Freeze where the command is (an immediate stop: the velocity drops to 0 in one period,
+        which breaks the acceleration limit on purpose)."""
+        if self.position is None:
+            raise RuntimeError("MotionLimiter.hold before reset")
+        self.velocity = np.zeros_like(self.position)
+        return self.position.copy()
+
+    def set_state(self, position: np.ndarray, velocity: np.ndarray) -> None:
+        """Take over a command stream made elsewhere (its last position and velocity)."""
+        self.position = np.asarray(position, dtype=np.float64).copy()
+        self.velocity = np.asarray(velocity, dtype=np.float64).copy()
+
+    def copy(self) -> MotionLimiter:
+        """An independent limiter in the same state (to plan ahead without moving this one)."""
+        twin = MotionLimiter(self.lower, self.upper, self.max_velocity, self.max_acceleration, self.period_s)
+        if self.position is not None:
+            twin.set_state(self.position, self.velocity)
+        return twin
+
+    def braking_time_bound(self) -> float:
+        """Longest time braking from any allowed speed takes: max over joints of V / A (+ one period)."""
+        return float(np.max(self.max_velocity / self.max_acceleration)) + self.period_s
 
     def at_rest(self, tolerance: float = 1e-9) -> bool:
         return self.velocity is not None and bool(np.all(np.abs(self.velocity) <= tolerance))

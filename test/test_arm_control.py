@@ -16,9 +16,34 @@ from ceed_vla_ros.arm_control import (
 )
 
 LIMITS = JointLimits(
-    names=("j1", "j2"), lower=(-1.0, -0.5), upper=(1.0, 0.5), max_velocity=(2.0, 1.0)
+    names=("j1", "j2"), lower=(-1.0, -0.5), upper=(1.0, 0.5), max_velocity=(2.0, 1.0), max_acceleration=(20.0, 5.0)
 )
 PERIOD = 0.005  # 200 Hz
+FAST = JointLimits(("j1", "j2"), (-9, -9), (9, 9), (100, 100), (1e5, 1e5))  # limits that hardly bind
+
+
+def run(driver: ArmDriverCore, start: float, end: float) -> list:
+    """Step the driver every control period from ``start`` (inclusive) to ``end`` (exclusive)."""
+    return [driver.step(start + i * PERIOD) for i in range(int(round((end - start) / PERIOD)))]
+
+
+def assert_stream_within(commands, limits: JointLimits, period: float = PERIOD, skip_acceleration=()) -> None:
+    """Position, velocity AND acceleration limits hold between consecutive commands (float rounding
+    only: 1e-9 relative + 1e-9 absolute on positions, scaled by the period for the derivatives).
+    ``skip_acceleration``: indices i whose acceleration (commands i-2, i-1, i) is not checked."""
+    commands = np.asarray(commands, dtype=np.float64)
+    lower, upper = np.array(limits.lower), np.array(limits.upper)
+    assert np.all(commands >= lower - 1e-12) and np.all(commands <= upper + 1e-12)
+    velocity = np.diff(commands, axis=0) / period
+    assert np.all(np.abs(velocity) <= np.array(limits.max_velocity) * (1 + 1e-9) + 1e-9 / period), \
+        np.abs(velocity).max(axis=0)
+    acceleration = np.diff(velocity, axis=0) / period
+    checked = np.ones(len(acceleration), dtype=bool)
+    for i in skip_acceleration:
+        if 2 <= i < len(commands):
+            checked[i - 2] = False
+    assert np.all(np.abs(acceleration[checked]) <= np.array(limits.max_acceleration) * (1 + 1e-9)
+                  + 1e-9 / period**2), np.abs(acceleration[checked]).max(axis=0)
 
 
 def make_driver(**overrides) -> ArmDriverCore:
@@ -36,6 +61,14 @@ def test_joint_limits_reject_nonsense():
         JointLimits(names=("a",), lower=(0.0,), upper=(1.0,), max_velocity=(0.0,))
     with pytest.raises(ValueError, match="one lower"):
         JointLimits(names=("a", "b"), lower=(0.0,), upper=(1.0,), max_velocity=(1.0,))
+    with pytest.raises(ValueError, match="max_acceleration"):
+        JointLimits(names=("a",), lower=(0.0,), upper=(1.0,), max_velocity=(1.0,), max_acceleration=(np.inf,))
+    with pytest.raises(ValueError, match="one lower"):
+        JointLimits(names=("a",), lower=(0.0,), upper=(1.0,), max_velocity=(1.0,), max_acceleration=(1.0, 2.0))
+    # the default: full speed within 0.1 s
+    assert JointLimits(names=("a",), lower=(0.0,), upper=(1.0,), max_velocity=(1.5,)).max_acceleration == (15.0,)
+    with pytest.raises(ValueError, match="estop_stop"):
+        ArmDriverCore(limits=LIMITS, control_period_s=PERIOD, watchdog_timeout_s=0.3, estop_stop="freeze")
 
 
 def test_limit_command_bounds_position_and_velocity():
@@ -133,20 +166,32 @@ def test_joint_state_history_is_safe_to_read_while_another_thread_writes():
 
 
 def test_chunk_steps_are_reached_at_the_end_of_their_window_and_past_steps_dropped():
-    driver = make_driver(limits=JointLimits(("j1", "j2"), (-9, -9), (9, 9), (100, 100)))
+    driver = make_driver(limits=FAST)
     dt = 0.1
     actions = np.array([[0.1, 0.0], [0.2, 0.0], [0.3, 0.0]])
     # decoded from an image stamped 0.0, arriving at 0.15: step 0 (window 0..0.1) is dropped
     accepted, reason = driver.on_chunk(0.0, actions, "joint_delta", dt, now=0.15)
     assert accepted, reason
     assert "2 of 3" in reason
-    assert np.allclose(driver.step(0.2).positions, [0.2, 0.0])  # step 1 reached at 0.2
-    assert np.allclose(driver.step(0.25).positions, [0.25, 0.0])  # halfway through step 2
-    final = driver.step(0.3)
-    assert np.allclose(final.positions, [0.3, 0.0]) and not final.holding
-    after = driver.step(0.35)
+    commands = {round(0.155 + i * PERIOD, 3): c for i, c in enumerate(run(driver, 0.155, 0.355))}
+    assert np.allclose(commands[0.2].positions, [0.2, 0.0], atol=1e-6)  # step 1 reached at 0.2
+    # the cubic through the steps: at 0.2 it moves at the Catmull-Rom slope (0.3 - 0) / 0.15 = 2 rad/s
+    assert (commands[0.205].positions[0] - commands[0.2].positions[0]) / PERIOD == pytest.approx(2.0, rel=0.05)
+    assert 0.25 < commands[0.25].positions[0] < 0.3  # the cubic passes above the straight line
+    final = commands[0.3]
+    assert np.allclose(final.positions, [0.3, 0.0], atol=1e-6) and not final.holding
+    after = commands[0.35]
     assert after.holding and after.reason == "chunk used up"
-    assert np.allclose(after.positions, [0.3, 0.0])
+    assert np.allclose(after.positions, [0.3, 0.0], atol=1e-9)
+    assert np.array_equal(commands[0.345].positions, after.positions)  # at rest on the last step
+
+
+def test_linear_motion_profile_keeps_the_former_behaviour():
+    driver = make_driver(limits=FAST, motion="linear")
+    actions = np.array([[0.1, 0.0], [0.2, 0.0], [0.3, 0.0]])
+    assert driver.on_chunk(0.0, actions, "joint_delta", 0.1, now=0.15)[0]
+    assert np.allclose(driver.step(0.2).positions, [0.2, 0.0])  # one step there: no acceleration limit
+    assert np.allclose(driver.step(0.25).positions, [0.25, 0.0])  # the straight line
 
 
 def test_stale_duplicate_and_future_chunks_are_rejected():
@@ -163,32 +208,53 @@ def test_stale_duplicate_and_future_chunks_are_rejected():
     assert not accepted and "shape" in reason
 
 
-def test_watchdog_holds_when_actions_stop():
-    driver = make_driver(limits=JointLimits(("j1", "j2"), (-9, -9), (9, 9), (100, 100)))
+def assert_decelerates_then_holds(stream, limits: JointLimits, bound_s: float) -> np.ndarray:
+    """``stream``: the commands from the last one in motion on, a period apart. The arm was moving,
+    slows down within the acceleration limit (no instant freeze), and from ``bound_s`` + 2 periods
+    on every command is exactly the same. Returns the held command."""
+    positions = np.array([c.positions for c in stream])
+    assert np.max(np.abs(positions[1] - positions[0])) > 0, "froze at once instead of decelerating"
+    assert_stream_within(positions, limits)
+    speed = np.max(np.abs(np.diff(positions, axis=0)), axis=1)
+    assert np.all(np.diff(speed) <= 1e-12), "the stop sped up again"
+    settled = int(np.ceil(bound_s / PERIOD)) + 2
+    assert len(positions) > settled + 5
+    assert all(np.array_equal(p, positions[settled]) for p in positions[settled:]), "kept moving after the bound"
+    return positions[settled]
+
+
+def test_watchdog_decelerates_within_the_limits_then_holds_exactly():
+    driver = make_driver(limits=JointLimits(("j1", "j2"), (-9, -9), (9, 9), (2.0, 2.0), (20.0, 20.0)))
     driver.on_chunk(0.0, np.array([[1.0, 0.0]] * 10), "joint_delta", 0.1, now=0.01)
-    moving = driver.step(0.2)
-    assert not moving.holding
-    held = driver.step(0.32)  # 0.31 s after the chunk arrived > 0.3 s timeout
-    assert held.holding and held.reason.startswith("watchdog")
-    assert np.array_equal(held.positions, moving.positions)
-    later = driver.step(0.4)
-    assert np.array_equal(later.positions, moving.positions) and later.reason.startswith("watchdog")
+    moving = run(driver, 0.015, 0.31)  # 0.31 s: the watchdog (0.3 s after the chunk arrived) has not fired
+    assert not moving[-1].holding and abs(moving[-1].positions[0] - moving[-2].positions[0]) > 0.5 * PERIOD
+    held = run(driver, 0.315, 0.6)
+    assert all(c.holding and c.reason.startswith("watchdog") for c in held)
+    assert_decelerates_then_holds([moving[-2], moving[-1]] + held, driver.limits, driver.braking_time_bound())
+    assert driver.braking_time_bound() == pytest.approx(2.0 / 20.0 + PERIOD)
 
 
-def test_estop_latches_until_reset_and_reset_alone_does_not_move():
-    driver = make_driver()
+@pytest.mark.parametrize("estop_stop", ["decelerate", "immediate"])
+def test_estop_latches_until_reset_and_reset_alone_does_not_move(estop_stop):
+    driver = make_driver(estop_stop=estop_stop)
     driver.on_chunk(0.0, np.array([[0.5, 0.0]] * 5), "joint_delta", 0.1, now=0.01)
-    before = driver.step(0.05).positions
+    moving = run(driver, 0.015, 0.055)
+    before = moving[-1].positions
     driver.trigger_estop()
     assert driver.on_chunk(0.06, np.array([[0.5, 0.0]] * 5), "joint_delta", 0.1, now=0.07) == (
         False, "e-stop latched")
-    for t in (0.08, 0.1, 0.2):
-        command = driver.step(t)
-        assert command.holding and np.array_equal(command.positions, before)
+    stopping = run(driver, 0.055, 0.3)
+    assert all(c.holding and c.reason == "e-stop latched" for c in stopping)
+    if estop_stop == "immediate":  # freezes where it is: every command is the last one in motion
+        assert all(np.array_equal(c.positions, before) for c in stopping)
+        held = before
+    else:
+        held = assert_decelerates_then_holds([moving[-2], moving[-1]] + stopping, LIMITS,
+                                             driver.braking_time_bound())
     driver.reset_estop()
-    assert np.array_equal(driver.step(0.21).positions, before)  # no new chunk: still holding
-    assert driver.on_chunk(0.21, np.array([[0.5, 0.0]] * 5), "joint_delta", 0.1, now=0.22)[0]
-    assert not driver.step(0.25).holding
+    assert np.array_equal(driver.step(0.3).positions, held)  # no new chunk: still holding
+    assert driver.on_chunk(0.3, np.array([[0.5, 0.0]] * 5), "joint_delta", 0.1, now=0.3)[0]
+    assert not driver.step(0.305).holding
 
 
 def test_disabled_actuation_sends_nothing():
@@ -215,31 +281,46 @@ event = st.one_of(
 
 
 @settings(max_examples=300, deadline=None)
-@given(events=st.lists(event, max_size=40), start=st.lists(st.floats(-3, 3), min_size=2, max_size=2))
-def test_every_command_respects_position_and_velocity_limits(events, start):
-    driver = ArmDriverCore(limits=LIMITS, control_period_s=PERIOD, watchdog_timeout_s=0.3, enable_actuation=True)
+@given(events=st.lists(event, max_size=40), start=st.lists(st.floats(-3, 3), min_size=2, max_size=2),
+       transition=st.sampled_from(["replace", "temporal_ensemble"]),
+       estop_stop=st.sampled_from(["decelerate", "decelerate", "immediate"]))
+def test_every_command_respects_position_velocity_and_acceleration_limits(events, start, transition, estop_stop):
+    """Whatever arrives (chunks good or bad, joint states, e-stops and resets, silences that fire the
+    watchdog or use chunks up), consecutive commands respect the position, velocity AND acceleration
+    limits; only an ``immediate`` e-stop may stop at once (its first command is exempt from the
+    acceleration check), and every chunk's trajectory respects them too."""
+    driver = ArmDriverCore(limits=LIMITS, control_period_s=PERIOD, watchdog_timeout_s=0.3, enable_actuation=True,
+                           chunk_transition=transition, estop_stop=estop_stop)
     now = 0.0
     driver.on_joint_state(now, np.array(start))
-    previous = None
+    commands, exempt, latched = [], set(), False
     for item in events:
         kind = item[0]
         if kind == "joints":
             driver.on_joint_state(now, np.array(item[1]))
         elif kind == "chunk":
             _, actions, space, offset, dt = item
-            driver.on_chunk(now + offset, np.array(actions), space, dt, now=now)
+            before, before_v = driver.current_command(), driver.command_velocity()
+            accepted, _ = driver.on_chunk(now + offset, np.array(actions), space, dt, now=now)
+            if accepted:
+                assert_trajectory_within(driver.last_trajectory, before,
+                                         np.zeros(2) if before_v is None else before_v, now, LIMITS)
         elif kind == "estop":
-            driver.trigger_estop() if item[1] else driver.reset_estop()
+            if item[1]:
+                if estop_stop == "immediate" and not latched:
+                    exempt.add(len(commands))  # the first command after the latch
+                driver.trigger_estop()
+            else:
+                driver.reset_estop()
+            latched = driver.estopped
         else:
             for _ in range(int(item[1] / PERIOD)):
                 now += PERIOD
                 command = driver.step(now).positions
                 assert command is not None
-                assert np.all(command >= np.array(LIMITS.lower) - 1e-12)
-                assert np.all(command <= np.array(LIMITS.upper) + 1e-12)
-                if previous is not None:
-                    assert np.all(np.abs(command - previous) <= np.array(LIMITS.max_velocity) * PERIOD + 1e-12)
-                previous = command
+                commands.append(command)
+    if commands:
+        assert_stream_within(commands, LIMITS, skip_acceleration=exempt)
 
 
 # -- end-effector actions, the gripper, transitions, one trajectory per chunk ---------------------
@@ -299,8 +380,12 @@ def test_ee_delta_chunk_is_solved_by_ik_and_the_gripper_follows():
     np.testing.assert_allclose(tip, start_tip + goals[1], atol=1.5e-3)
     assert command.gripper == pytest.approx(0.0)  # closed: 0.04 m at 0.1 m/s took 0.4 s
     trajectory = driver.last_trajectory
-    np.testing.assert_allclose(trajectory.time_from_stamp, [0.2, 0.4])
+    # step 1 at the end of its window; the last point where the stream comes to rest: later than 0.4 s,
+    # as the gripper needs 0.4 s at 0.1 m/s plus its acceleration (re-timed, not a jump)
+    assert trajectory.time_from_stamp[0] == pytest.approx(0.2) and 0.4 < trajectory.time_from_stamp[1] < 0.6
     assert trajectory.positions.shape == (2, 3) and np.all(trajectory.velocities[-1] == 0.0)
+    np.testing.assert_allclose(trajectory.positions[-1, :2], command.positions, atol=1e-9)
+    np.testing.assert_allclose(trajectory.targets[-1, 2], 0.0)
 
 
 def test_unreachable_ee_target_is_refused_and_the_arm_holds():
@@ -310,30 +395,67 @@ def test_unreachable_ee_target_is_refused_and_the_arm_holds():
     move = layout.kinematics.forward(BENT + [0.2, 0.0])[0] - layout.kinematics.forward(BENT)[0]
     assert driver.on_chunk(0.0, np.array([move] * 3), layout, 0.2, now=0.0)[0]
     for i in range(1, 21):
-        driver.step(i * PERIOD)
+        previous = driver.step(i * PERIOD)
     moving = driver.step(21 * PERIOD)
     assert not moving.holding
-    accepted, reason = driver.on_chunk(0.1, np.array([[2.0, 0.0, 0.0]] * 3), layout, 0.2, now=0.11)
+    accepted, reason = driver.on_chunk(0.11, np.array([[2.0, 0.0, 0.0]] * 3), layout, 0.2, now=0.11)
     assert not accepted and "unreachable" in reason
-    held = [driver.step(0.11 + i * PERIOD) for i in range(1, 5)]
+    held = [driver.step(0.11 + i * PERIOD) for i in range(1, 80)]
     assert all(c.holding and "IK refused" in c.reason for c in held)
-    assert all(np.array_equal(c.positions, moving.positions) for c in held)
+    assert_decelerates_then_holds([previous, moving] + held, LIMITS, driver.braking_time_bound())
+
+
+def assert_trajectory_within(trajectory, start, start_velocity, start_time, limits: JointLimits) -> None:
+    """Every point within the position and velocity limits, each reachable from the one before
+    (from the command in force at ``start_time``) within the velocity limit, and consecutive
+    velocities differ by at most max_acceleration x their time apart; it ends at rest."""
+    lower, upper = np.array(limits.lower), np.array(limits.upper)
+    v_max, a_max = np.array(limits.max_velocity), np.array(limits.max_acceleration)
+    previous, previous_v, previous_t = start, start_velocity, start_time
+    for t, point, velocity in zip(trajectory.time_from_stamp + trajectory.stamp, trajectory.positions,
+                                  trajectory.velocities):
+        assert t > previous_t
+        assert np.all(point >= lower - 1e-12) and np.all(point <= upper + 1e-12)
+        assert np.all(np.abs(point - previous) <= v_max * (t - previous_t) * (1 + 1e-9) + 1e-12)
+        assert np.all(np.abs(velocity) <= v_max * (1 + 1e-9))
+        assert np.all(np.abs(velocity - previous_v) <= a_max * (t - previous_t) * (1 + 1e-9) + 1e-9), (
+            t, velocity, previous_v)
+        previous, previous_v, previous_t = point, velocity, t
+    assert np.all(trajectory.velocities[-1] == 0.0)
 
 
 def test_trajectory_per_chunk_is_stamped_with_the_image_and_within_limits():
-    driver = make_driver()
-    driver.step(PERIOD)
-    targets = np.array([[0.02, 0.01], [0.5, 0.5], [0.9, -0.9]])
+    driver = make_driver(watchdog_timeout_s=5.0)
+    run(driver, PERIOD, 0.15)
+    targets = np.array([[0.02, 0.01], [0.5, 0.5], [0.9, -0.9]])  # the last one beyond j1's reach in 0.1 s
+    start, start_velocity = driver.current_command(), driver.command_velocity()
     assert driver.on_chunk(0.0, targets, "joint_absolute", 0.1, now=0.15)[0]
     trajectory = driver.last_trajectory
     assert trajectory.stamp == 0.0
-    np.testing.assert_allclose(trajectory.time_from_stamp, [0.2, 0.3])  # step 0 already past
-    previous, previous_t = driver.current_command(), 0.15
-    for t, point, velocity in zip(trajectory.time_from_stamp, trajectory.positions, trajectory.velocities):
-        assert np.all(point >= np.array(LIMITS.lower)) and np.all(point <= np.array(LIMITS.upper))
-        assert np.all(np.abs(point - previous) <= np.array(LIMITS.max_velocity) * (t - previous_t) + 1e-12)
-        assert np.all(np.abs(velocity) <= np.array(LIMITS.max_velocity))
-        previous, previous_t = point, t
+    assert trajectory.time_from_stamp[0] == pytest.approx(0.2)  # step 0 already past; step 1 at its end
+    # the last point: where the limited stream comes to rest on the last target (clamped into the
+    # limits), re-timed later than the step's end as the limits do not let the arm get there by 0.3 s
+    assert trajectory.time_from_stamp[-1] > 0.3
+    np.testing.assert_allclose(trajectory.positions[-1], [0.9, -0.5], atol=1e-9)
+    assert_trajectory_within(trajectory, start, start_velocity, 0.15, LIMITS)
+    # ... and the points are the stream the driver sends when no other chunk comes
+    stream = {round(0.15 + i * PERIOD, 3): c.positions for i, c in enumerate(run(driver, 0.155, 1.2), start=1)}
+    for t, point in zip(trajectory.time_from_stamp, trajectory.positions):
+        np.testing.assert_allclose(stream[round(t, 3)], point, atol=1e-12)
+
+
+def test_a_hold_sends_the_braking_as_a_trajectory():
+    driver = make_driver()
+    driver.on_chunk(0.0, np.array([[0.5, -0.3]] * 5), "joint_delta", 0.1, now=0.01)
+    run(driver, 0.015, 0.1)
+    driver.trigger_estop()
+    start, start_velocity = driver.current_command(), driver.command_velocity()
+    brake = driver.stop_trajectory()
+    assert len(brake.positions) > 2 and brake.time_from_stamp[-1] <= driver.braking_time_bound() + PERIOD
+    assert_trajectory_within(brake, start, start_velocity, 0.0, LIMITS)
+    stream = [c.positions for c in run(driver, 0.1, 0.1 + len(brake.positions) * PERIOD)]
+    np.testing.assert_allclose(stream, brake.positions, atol=1e-12)
+    assert len(driver.stop_trajectory().positions) == 1  # at rest: one point, where it is
 
 
 def test_temporal_ensemble_averages_the_overlapping_steps():
@@ -343,7 +465,7 @@ def test_temporal_ensemble_averages_the_overlapping_steps():
         driver.step(PERIOD)
         assert driver.on_chunk(0.0, np.full((4, 2), 0.05), "joint_absolute", 0.1, now=0.01)[0]
         assert driver.on_chunk(0.1, np.full((4, 2), -0.05), "joint_absolute", 0.1, now=0.11)[0]
-        results[transition] = driver.last_trajectory.positions[:, 0]
+        results[transition] = driver.last_trajectory.targets[:, 0]
     np.testing.assert_allclose(results["replace"], -0.05)
     # steps ending at 0.2, 0.3, 0.4 overlap the first chunk: equal weights (decay 0) average them
     np.testing.assert_allclose(results["temporal_ensemble"][:3], 0.0, atol=1e-12)
@@ -375,29 +497,29 @@ def test_ee_delta_and_gripper_commands_respect_every_limit(events, start, transi
                            gripper=gripper, chunk_transition=transition)
     now = 0.0
     driver.on_joint_state(now, np.array(start))
-    previous = previous_gripper = None
+    with_gripper = JointLimits(LIMITS.names + ("gripper",), LIMITS.lower + (0.0,), LIMITS.upper + (0.04,),
+                               LIMITS.max_velocity + (gripper.max_velocity,),
+                               LIMITS.max_acceleration + (gripper.max_acceleration,))
+    commands = []
     for item in events:
         if item[0] == "joints":
             driver.on_joint_state(now, np.array(item[1]))
         elif item[0] == "chunk":
             _, actions, offset, dt = item
-            driver.on_chunk(now + offset, np.array(actions), layout, dt, now=now)
-            trajectory = driver.last_trajectory
-            if trajectory is not None:
-                assert np.all(trajectory.positions[:, :2] >= np.array(LIMITS.lower) - 1e-12)
-                assert np.all(trajectory.positions[:, :2] <= np.array(LIMITS.upper) + 1e-12)
-                assert np.all((trajectory.positions[:, 2] >= 0.0) & (trajectory.positions[:, 2] <= 0.04))
+            before = driver.current_command()
+            if before is not None:
+                before = np.append(before, driver.current_gripper())
+            before_v = driver.command_velocity()
+            accepted, _ = driver.on_chunk(now + offset, np.array(actions), layout, dt, now=now)
+            if accepted:  # IK refusals (unreachable or non-finite targets) stop the arm instead
+                assert_trajectory_within(driver.last_trajectory, before,
+                                         np.zeros(3) if before_v is None else before_v, now, with_gripper)
         elif item[0] == "estop":
             driver.trigger_estop() if item[1] else driver.reset_estop()
         else:
             for _ in range(int(item[1] / PERIOD)):
                 now += PERIOD
                 command = driver.step(now)
-                assert np.all(command.positions >= np.array(LIMITS.lower) - 1e-12)
-                assert np.all(command.positions <= np.array(LIMITS.upper) + 1e-12)
-                assert 0.0 <= command.gripper <= 0.04
-                if previous is not None:
-                    assert np.all(np.abs(command.positions - previous) <= np.array(LIMITS.max_velocity) * PERIOD
-                                  + 1e-12)
-                    assert abs(command.gripper - previous_gripper) <= gripper.max_velocity * PERIOD + 1e-12
-                previous, previous_gripper = command.positions, command.gripper
+                commands.append(np.append(command.positions, command.gripper))
+    if commands:
+        assert_stream_within(commands, with_gripper)

@@ -127,3 +127,25 @@ def test_bad_limits_are_refused():
         MotionLimiter(LOWER, UPPER, V, np.array([1.0]), T)
     with pytest.raises(RuntimeError):
         limiter().step(np.zeros(3))
+
+
+def test_a_curve_that_stops_harder_than_the_limit_allows_is_not_overshot():
+    """On the last segment the speed toward the last target is capped so braking at A stops on it."""
+    # the last segment arrives at about 1.5 x the joints' speed per 0.1 s and stops dead: -60 rad/s^2 on joint 0
+    end = np.array([0.35, 0.2, 0.5])
+    curve = CubicChunk.through(0.0, np.zeros(3), np.zeros(3), np.array([0.1, 0.2, 0.3]),
+                               np.array([end * 0.15, end * 0.6, end]))
+    results = {}
+    for capped in (False, True):
+        motion = limiter()
+        motion.reset(np.zeros(3))
+        stream, now = [], 0.0
+        for _ in range(400):
+            now += T
+            stop = curve.positions[-1] if capped else None  # the targets run monotonically to the end
+            stream.append(motion.step(*curve.sample(now), stop))
+        assert_stream_within_limits(np.array(stream))
+        assert np.allclose(stream[-1], end, atol=1e-9)
+        results[capped] = np.max(np.array(stream), axis=0)
+    assert np.any(results[False] > end + 1e-3)  # this curve is overshot without the cap
+    assert np.all(results[True] <= end + 1e-9)

@@ -1,7 +1,8 @@
 """Arm driver node: /actions -> joint commands for a ros2_control controller, at a high rate, safely.
 
-Thin wiring over :class:`ceed_vla_ros.arm_control.ArmDriverCore` (chunk scheduling, interpolation,
-watchdog, e-stop, limits) and the checkpoints' metadata (action tokenizer, action space).
+Thin wiring over :class:`ceed_vla_ros.arm_control.ArmDriverCore` (chunk scheduling, cubic
+interpolation, watchdog, e-stop, position / velocity / acceleration limits, decelerating stops) and
+the checkpoints' metadata (action tokenizer, action space).
 
 Subscribes
     ``/actions`` (ceed_vla_ros/ActionTokens): decoded chunks. Refused, with a throttled warning:
@@ -19,7 +20,8 @@ Publishes (``command_interface``)
     joint_trajectory_controller's ``~/joint_trajectory``): ONE message per accepted chunk, header
     stamp = the chunk's image stamp, one point per remaining step at the end of its window, with
     velocities; when the driver starts holding (watchdog, e-stop, IK refusal; not when a chunk is
-    used up) one single-point trajectory at the command in force.
+    used up) the stop: the decelerating command stream, one point per control period until at rest
+    (one point at the command in force for an ``immediate`` e-stop).
     Gripper (``gripper_interface``): ``joint``: one more joint (``gripper_joint``) in those
     commands; ``topic``: std_msgs/Float64MultiArray [position] on ``gripper_command_topic`` every
     control period (a forward_command_controller of the gripper).
@@ -50,7 +52,14 @@ from std_srvs.srv import Trigger
 from trajectory_msgs.msg import JointTrajectory, JointTrajectoryPoint
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
-from ceed_vla_ros.arm_control import CHUNK_TRANSITIONS, ActionLayout, ArmDriverCore, GripperLimits, JointLimits
+from ceed_vla_ros.arm_control import (
+    CHUNK_TRANSITIONS,
+    ESTOP_STOPS,
+    ActionLayout,
+    ArmDriverCore,
+    GripperLimits,
+    JointLimits,
+)
 from ceed_vla_ros.control_loop import DeadlineLoop
 from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
@@ -88,6 +97,8 @@ PARAMETERS = (
     Param("position_lower", [-1.0], "lower position limit per joint (rad)", read_only=True),
     Param("position_upper", [1.0], "upper position limit per joint (rad)", read_only=True),
     Param("max_velocity", [0.5], "velocity limit per joint (rad/s)", read_only=True),
+    Param("max_acceleration", [2.0], "acceleration limit per joint (rad/s^2), kept by every command and "
+          "trajectory point; stops take at most max_velocity / max_acceleration", read_only=True),
     Param("control_rate_hz", 200.0, "command rate (a dedicated thread at absolute deadlines; 500 Hz is supported)",
           minimum=10.0, maximum=2000.0, read_only=True),
     Param("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99; 0: normal scheduling). "
@@ -131,6 +142,11 @@ PARAMETERS = (
     Param("gripper_open_position", 0.04, "gripper position when fully open (m or rad)", read_only=True),
     Param("gripper_max_velocity", 0.1, "gripper velocity limit (per s)", minimum=1e-6, maximum=100.0,
           read_only=True),
+    Param("gripper_max_acceleration", 1.0, "gripper acceleration limit (per s^2)", minimum=1e-6, maximum=1e4,
+          read_only=True),
+    Param("estop_stop", "decelerate", "what the e-stop does to the command: decelerate (brake within the "
+          "acceleration limits, then hold) or immediate (freeze at once: a velocity step)", choices=ESTOP_STOPS,
+          read_only=True),
 )
 
 
@@ -159,6 +175,7 @@ class ArmDriverNode(Node):
                 lower=tuple(values["position_lower"]),
                 upper=tuple(values["position_upper"]),
                 max_velocity=tuple(values["max_velocity"]),
+                max_acceleration=tuple(values["max_acceleration"]),
             )
         except ValueError as error:
             raise StartupError(f"joint limits: {error}") from error
@@ -172,7 +189,7 @@ class ArmDriverNode(Node):
         if self.gripper_interface != "none":
             try:
                 gripper = GripperLimits(values["gripper_closed_position"], values["gripper_open_position"],
-                                        values["gripper_max_velocity"])
+                                        values["gripper_max_velocity"], values["gripper_max_acceleration"])
             except ValueError as error:
                 raise StartupError(str(error)) from error
             if self.gripper_joint in self.joint_names:
@@ -181,7 +198,8 @@ class ArmDriverNode(Node):
                                   watchdog_timeout_s=values["watchdog_timeout_s"],
                                   enable_actuation=values["enable_actuation"], gripper=gripper,
                                   chunk_transition=values["chunk_transition"],
-                                  ensemble_decay=values["ensemble_decay"])
+                                  ensemble_decay=values["ensemble_decay"], estop_stop=values["estop_stop"],
+                                  plan_trajectories=values["command_interface"] == "joint_trajectory")
         self._urdf = load_urdf(values["urdf_file"], values["robot_description"])
         self._ik_options = dict(damping=values["ik_damping"], max_iterations=values["ik_max_iterations"],
                                 position_tolerance=values["ik_position_tolerance"],
@@ -463,10 +481,10 @@ class ArmDriverNode(Node):
             self.gripper_publisher.publish(self._gripper_message)
         if self.command_interface == "forward_position":
             self.command_publisher.publish(self._command_message)
-        elif started_holding:  # one trajectory per chunk; a hold replaces the rest of it with the pose in force
-            positions = self._command_positions.copy()
-            self._publish_trajectory(None, np.array([self.control_period_s]), positions[None, :],
-                                     np.zeros((1, positions.size)))
+        elif started_holding:  # one trajectory per chunk; a hold replaces the rest of it with the stop
+            with self._lock:
+                stop = self.core.stop_trajectory()
+            self._publish_trajectory(None, stop.time_from_stamp, stop.positions, stop.velocities)
 
     def _publish_trajectory(self, stamp, time_from_stamp: np.ndarray, positions: np.ndarray,
                             velocities: np.ndarray) -> None:

@@ -182,8 +182,12 @@ def run_realtime_episode(
         raise ValueError("query period, control period and step_dt must be > 0")
     obs = env.reset(seed=seed)
     instruction = obs["instruction"]
+    # the former linear profile (straight ramps, position + velocity limits): the latency figures in
+    # results/latency were measured with it and its tests check the ramps exactly; the current cubic +
+    # acceleration-limited driver is compared with it in `ceed-vla bench-transitions --motion`
     driver = ArmDriverCore(
-        env_joint_limits(env), control_period_s, watchdog_timeout_s, enable_actuation=True
+        env_joint_limits(env), control_period_s, watchdog_timeout_s, enable_actuation=True, motion="linear",
+        plan_trajectories=False,
     )
     horizon_s = env.horizon * env.dt if horizon_s is None else horizon_s
     total_ticks = int(round(horizon_s / control_period_s))

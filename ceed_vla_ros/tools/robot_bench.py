@@ -18,10 +18,16 @@ position actuators. Strategies (``--strategies``):
 * ``pin``: prefix pinning in the decoder: the steps executing by the time the chunk arrives
   (``ceil(latency / step_dt)``) are pinned to the previous chunk's tokens, the rest warm-started.
 
-Per strategy: success with its 95 % Wilson interval, Jacobi iterations per chunk, RMS jerk of the
-commanded joint positions (third difference / period^3), and at the chunk boundaries the step in
-the commanded velocity (max over joints of |v after - v before|) and in the target (max over joints
-of |new schedule - old schedule| one step ahead).
+Motion profiles of the driver (``--motion``, each strategy runs with each): ``cubic`` (the driver's
+default: cubic Hermite through the chunk's steps from the command's position and velocity, position,
+velocity AND acceleration limits ``--max-acceleration``, decelerating stops) and ``linear`` (the
+former driver: straight lines between the steps, position and velocity limits only).
+
+Per strategy and profile: success with its 95 % Wilson interval, Jacobi iterations per chunk, the
+peak |acceleration| and |jerk| of the commanded joint positions (second / third difference per
+period^2 / period^3; the largest over all episodes and the mean of the episodes' peaks), RMS jerk,
+and at the chunk boundaries the step in the commanded velocity (max over joints of |v after - v
+before|) and in the target (max over joints of |new schedule - old schedule| one step ahead).
 """
 
 from __future__ import annotations
@@ -39,6 +45,7 @@ import numpy as np
 from ceed_vla_ros.tools.statistics import format_rate
 
 STRATEGIES = ("replace", "warm_start", "temporal_ensemble", "pin")
+MOTIONS = ("linear", "cubic")
 DEFAULT_SEED = 5_000_000  # far from every recorded training seed
 
 
@@ -122,13 +129,19 @@ def add_transitions_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--latency-ms", type=float, default=50.0, help="image -> chunk at the driver")
     parser.add_argument("--control-hz", type=float, default=100.0)
     parser.add_argument("--ensemble-decay", type=float, default=0.5)
+    parser.add_argument("--motion", nargs="+", choices=MOTIONS, default=["cubic"],
+                        help="driver motion profiles to run (each strategy with each): cubic (the driver's: "
+                        "acceleration limits, cubic interpolation) and/or linear (the former driver)")
+    parser.add_argument("--max-acceleration", type=float, default=20.0,
+                        help="cubic: joint acceleration limit, rad/s^2 (config/sim_arm.yaml's)")
     parser.add_argument("--threads", type=int, default=1)
-    parser.add_argument("--out", type=Path, default=None, help="write results.json and results.md here")
+    parser.add_argument("--out", type=Path, default=None, help="write <name>.json and <name>.md here")
+    parser.add_argument("--name", default="results", help="file name stem of the results in --out")
     add_model_dir_argument(parser)
 
 
 def run_transition_episode(env, policy, strategy: str, seed: int, decode, latency_s: float, control_hz: float,
-                           ensemble_decay: float) -> dict:
+                           ensemble_decay: float, motion: str = "cubic", max_acceleration: float = 20.0) -> dict:
     """One closed-loop episode with the driver core between the policy and the simulated arm."""
     from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
     from ceed_vla_ros.decoding import DecodeSettings
@@ -140,10 +153,10 @@ def run_transition_episode(env, policy, strategy: str, seed: int, decode, latenc
     period = 1.0 / control_hz
     max_velocity = env.max_joint_step / env.dt
     limits = JointLimits(tuple(env.joint_names), tuple(env.joint_limits[:, 0]), tuple(env.joint_limits[:, 1]),
-                         (max_velocity,) * len(env.joint_names))
+                         (max_velocity,) * len(env.joint_names), (max_acceleration,) * len(env.joint_names))
     driver = ArmDriverCore(limits=limits, control_period_s=period, watchdog_timeout_s=0.5, enable_actuation=True,
                            chunk_transition="temporal_ensemble" if strategy == "temporal_ensemble" else "replace",
-                           ensemble_decay=ensemble_decay)
+                           ensemble_decay=ensemble_decay, motion=motion, plan_trajectories=False)
     settings = DecodeSettings(decode.mode, decode.early_exit_steps,
                               "warm_start" if strategy in ("warm_start", "pin") else "random_prompt_tokens")
     pin_steps = max(1, math.ceil(latency_s / dt - 1e-9)) if strategy == "pin" else 0
@@ -182,10 +195,13 @@ def run_transition_episode(env, policy, strategy: str, seed: int, decode, latenc
             break
     commands = np.array(commands)
     velocity = np.diff(commands, axis=0) / period
+    acceleration = np.diff(commands, n=2, axis=0) / period**2
     jerk = np.diff(commands, n=3, axis=0) / period**3
     steps = [float(np.max(np.abs(velocity[i] - velocity[i - 1]))) for i in velocity_steps if 1 <= i < len(velocity)]
     return dict(success=success, iterations=iterations, velocity_steps=steps, target_steps=target_steps,
-                jerk_sq=float(np.sum(jerk**2)), jerk_n=int(jerk.size))
+                jerk_sq=float(np.sum(jerk**2)), jerk_n=int(jerk.size),
+                peak_acceleration=float(np.abs(acceleration).max(initial=0.0)),
+                peak_jerk=float(np.abs(jerk).max(initial=0.0)))
 
 
 def transitions_main(args: argparse.Namespace) -> int:
@@ -204,45 +220,60 @@ def transitions_main(args: argparse.Namespace) -> int:
     rows = []
     start = time.perf_counter()
     with TabletopArmEnv(task=args.task, image_size=checkpoint.metadata.image.height) as env:
-        for strategy in args.strategies:
+        for strategy, motion in ((s, m) for s in args.strategies for m in args.motion):
             policy = CeedVlaPolicy(checkpoint, decode, seed=args.seed)
             episodes = []
             for i in range(args.episodes):
                 episodes.append(run_transition_episode(env, policy, strategy, args.seed + i, decode,
                                                        args.latency_ms / 1000.0, args.control_hz,
-                                                       args.ensemble_decay))
+                                                       args.ensemble_decay, motion, args.max_acceleration))
                 ok = sum(e["success"] for e in episodes)
-                print(f"\r{strategy}: {i + 1}/{args.episodes} episodes, {ok} successes", end="", flush=True)
+                print(f"\r{strategy} {motion}: {i + 1}/{args.episodes} episodes, {ok} successes", end="", flush=True)
             print()
             successes = sum(e["success"] for e in episodes)
             iterations = [n for e in episodes for n in e["iterations"]]
             velocity_steps = [s for e in episodes for s in e["velocity_steps"]]
             target_steps = [s for e in episodes for s in e["target_steps"]]
             jerk_rms = math.sqrt(sum(e["jerk_sq"] for e in episodes) / max(1, sum(e["jerk_n"] for e in episodes)))
-            rows.append(dict(strategy=strategy, successes=successes, episodes=len(episodes),
+            rows.append(dict(strategy=strategy, motion=motion, successes=successes, episodes=len(episodes),
                              iterations_mean=statistics.fmean(iterations), jerk_rms=jerk_rms,
+                             peak_acceleration=max(e["peak_acceleration"] for e in episodes),
+                             peak_acceleration_mean=statistics.fmean(e["peak_acceleration"] for e in episodes),
+                             peak_jerk=max(e["peak_jerk"] for e in episodes),
+                             peak_jerk_mean=statistics.fmean(e["peak_jerk"] for e in episodes),
                              velocity_step_mean=statistics.fmean(velocity_steps) if velocity_steps else 0.0,
                              velocity_step_p95=float(np.percentile(velocity_steps, 95)) if velocity_steps else 0.0,
                              target_step_mean=statistics.fmean(target_steps) if target_steps else 0.0,
                              boundaries=len(velocity_steps)))
     header = (f"{args.checkpoint} {args.mode}{f' k={args.early_exit_steps}' if args.mode == 'early_exit' else ''}, "
               f"{args.task}, seeds {args.seed}-{args.seed + args.episodes - 1}, latency {args.latency_ms:g} ms, "
-              f"control {args.control_hz:g} Hz, ensemble decay {args.ensemble_decay:g}, "
+              f"control {args.control_hz:g} Hz, ensemble decay {args.ensemble_decay:g}, max velocity 2 rad/s, "
+              f"cubic: max acceleration {args.max_acceleration:g} rad/s^2, "
               f"{time.perf_counter() - start:.0f} s")
     table = [header, "",
-             "| strategy | success | Jacobi iterations / chunk | RMS jerk rad/s^3 | boundary velocity step rad/s "
-             "mean / p95 | boundary target step rad mean |",
-             "|---|---|---:|---:|---:|---:|"]
+             "| strategy | motion | success | Jacobi iterations / chunk | peak acceleration rad/s^2 max / mean | "
+             "peak jerk rad/s^3 max / mean | RMS jerk rad/s^3 | boundary velocity step rad/s mean / p95 | "
+             "boundary target step rad mean |",
+             "|---|---|---|---:|---:|---:|---:|---:|---:|"]
     for r in rows:
-        table.append(f"| {r['strategy']} | {format_rate(r['successes'], r['episodes'])} | {r['iterations_mean']:.2f} | "
-                     f"{r['jerk_rms']:.0f} | {r['velocity_step_mean']:.3f} / {r['velocity_step_p95']:.3f} | "
-                     f"{r['target_step_mean']:.4f} |")
+        table.append(f"| {r['strategy']} | {r['motion']} | {format_rate(r['successes'], r['episodes'])} | "
+                     f"{r['iterations_mean']:.2f} | {r['peak_acceleration']:.0f} / {r['peak_acceleration_mean']:.0f} | "
+                     f"{r['peak_jerk']:.0f} / {r['peak_jerk_mean']:.0f} | {r['jerk_rms']:.0f} | "
+                     f"{r['velocity_step_mean']:.3f} / {r['velocity_step_p95']:.3f} | {r['target_step_mean']:.4f} |")
+    by = {(r["strategy"], r["motion"]): r for r in rows}
+    for strategy in args.strategies:
+        if (strategy, "linear") in by and (strategy, "cubic") in by:
+            lin, cub = by[(strategy, "linear")], by[(strategy, "cubic")]
+            ratios = {key: cub[key] / lin[key] if lin[key] else float("nan")
+                      for key in ("peak_acceleration", "peak_jerk", "jerk_rms")}
+            table.append(f"\n{strategy}, cubic / linear: peak acceleration x{ratios['peak_acceleration']:.3f}, "
+                         f"peak jerk x{ratios['peak_jerk']:.3f}, RMS jerk x{ratios['jerk_rms']:.3f}")
     text = "\n".join(table) + "\n"
     print(text, end="")
     if args.out is not None:
         args.out.mkdir(parents=True, exist_ok=True)
-        (args.out / "results.md").write_text(f"`{getattr(args, 'command_line', 'ceed-vla bench-transitions')}`\n\n"
-                                             + text)
-        (args.out / "results.json").write_text(json.dumps(dict(meta=header, rows=rows), indent=2))
+        (args.out / f"{args.name}.md").write_text(
+            f"`{getattr(args, 'command_line', 'ceed-vla bench-transitions')}`\n\n" + text)
+        (args.out / f"{args.name}.json").write_text(json.dumps(dict(meta=header, rows=rows), indent=2))
         print(f"results in {args.out}")
     return 0

@@ -22,6 +22,7 @@ JOINTS = ["base_yaw", "shoulder_pitch", "elbow_pitch", "wrist_pitch"]
 LOWER = np.array([-2.0, -1.9, -0.2, -2.4])
 UPPER = np.array([2.0, 0.6, 2.6, 1.2])
 MAX_STEP = 2.0 / 200.0  # max_velocity / control_rate_hz in config/sim_arm.yaml
+MAX_STEP_CHANGE = 20.0 / 200.0**2  # max_acceleration * period^2: the change of the step per period
 
 
 class Probe:
@@ -85,6 +86,7 @@ def assert_within_limits(commands: np.ndarray) -> None:
     assert np.all(commands >= LOWER - 1e-9) and np.all(commands <= UPPER + 1e-9)
     steps = np.abs(np.diff(commands, axis=0))
     assert steps.max(initial=0.0) <= MAX_STEP + 1e-9
+    assert np.abs(np.diff(commands, n=2, axis=0)).max(initial=0.0) <= MAX_STEP_CHANGE + 1e-9
 
 
 def test_actions_move_the_arm_within_limits_and_the_watchdog_holds(driver, wait_until):

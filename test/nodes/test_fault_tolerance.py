@@ -27,6 +27,7 @@ from ceed_vla_ros.tools.launcher import NodeSuite
 
 WATCHDOG_S = 0.5  # config/sim_arm.yaml
 CONTROL_PERIOD_S = 1.0 / 200.0
+BRAKING_S = 2.0 / 20.0  # the longest stop: max_velocity / max_acceleration in config/sim_arm.yaml
 
 
 class Recorder:
@@ -111,12 +112,14 @@ def wait_for_following(recorder, since: float, wait_until, timeout: float = 60.0
 
 
 def assert_held(recorder, last_action: float, until: float) -> None:
-    """The driver holds from the watchdog deadline + two control periods on: every command is the same."""
+    """The driver starts holding at the watchdog deadline (+ two control periods), brakes within its
+    acceleration limits, and from the deadline + the braking time bound (max_velocity /
+    max_acceleration) + two periods on every command is exactly the same."""
     deadline = last_action + WATCHDOG_S + 2 * CONTROL_PERIOD_S
     hold = recorder.hold_started_after(last_action)
     assert hold is not None and hold <= deadline + 0.05, (  # 0.05 s: DDS delivery to this probe
         f"hold reported {None if hold is None else round(hold - last_action, 3)} s after the last action")
-    held = [c for t, c in recorder.commands_after(deadline + 0.05) if t < until]
+    held = [c for t, c in recorder.commands_after(deadline + BRAKING_S + 0.05) if t < until]
     assert len(held) > 50, "the driver stopped sending commands instead of holding"
     assert all(np.array_equal(c, held[0]) for c in held), "commands kept changing after the watchdog deadline"
 

@@ -126,8 +126,14 @@ def test_ee_delta_checkpoint_drives_the_sim_arm_through_ik_one_trajectory_per_ch
     assert trajectory.joint_names == JOINTS
     assert trajectory.header.stamp.sec * 10**9 + trajectory.header.stamp.nanosec == stamp
     times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in trajectory.points]
-    np.testing.assert_allclose(times, [0.1, 0.2, 0.3, 0.4][4 - len(times):], atol=1e-6)  # step_dt is float32
+    # at the ends of the steps' windows (on the control period's grid: step_dt is float32), the last
+    # one where the limited stream comes to rest (later if the acceleration limits make it arrive late)
+    np.testing.assert_allclose(times[:-1], [0.1, 0.2, 0.3, 0.4][4 - len(times):-1], atol=0.0025 + 1e-6)
+    assert times[-1] >= 0.4 - 0.0025 - 1e-6
     assert len(times) >= 3 and all(len(p.velocities) == 4 for p in trajectory.points)
+    velocities = np.array([p.velocities for p in trajectory.points])
+    assert np.all(velocities[-1] == 0.0)
+    assert np.all(np.abs(np.diff(velocities, axis=0)) <= 20.0 * np.diff(times)[:, None] + 1e-9)  # max_acceleration
     last = np.array(trajectory.points[-1].positions)
     decoded = metadata.action_tokenizer().decode(metadata.action_tokenizer().encode(actions))
     np.testing.assert_allclose(kinematics.forward(last)[0], start_tip + decoded[-1, :3], atol=0.0025)
@@ -151,7 +157,8 @@ def test_chunk_transition_changes_the_boundary_and_the_gripper_joint_is_in_the_t
     driver = start_node("arm_driver", driver_args(
         robot_model_dir, "-p", f"chunk_transition:={transition}", "-p", "ensemble_decay:=0.0",
         "-p", "gripper_interface:=joint", "-p", "max_velocity:=[5.0, 5.0, 5.0, 5.0]",
-        "-p", "gripper_max_velocity:=10.0"))
+        "-p", "gripper_max_velocity:=10.0", "-p", "max_acceleration:=[1e6, 1e6, 1e6, 1e6]",
+        "-p", "gripper_max_acceleration:=1e4"))  # limits that hardly bind: the points are the targets
     probe = Probe(ros_node, publish_joint_states=True)
     metadata = load_metadata(robot_model_dir, "tiny_joint")
     assert wait_until(lambda: probe.actions.get_subscription_count() > 0 and "joints at" in driver.output(),
@@ -180,13 +187,15 @@ def test_chunk_transition_changes_the_boundary_and_the_gripper_joint_is_in_the_t
     decoded_second = metadata.action_tokenizer().decode(metadata.action_tokenizer().encode(second))[0, 0]
     times = [p.time_from_start.sec + p.time_from_start.nanosec * 1e-9 for p in trajectory.points]
     # relative to the second image: steps end 0.1 .. 0.4 s later; those ending by 0.3 s overlap the first chunk
-    overlapping = np.array(times) <= 0.3 + 1e-6
+    overlapping = np.array(times) <= 0.3 + 0.0025 + 1e-6  # points on the control period's grid (200 Hz)
     assert overlapping.sum() >= 1 and not overlapping[-1]
+    # the points are the limited stream at the control ticks nearest the steps' ends (half a period off
+    # at most): within 1e-3 rad of the targets here, where replace and the ensemble differ by 0.05 rad
     if transition == "replace":
-        np.testing.assert_allclose(joints, decoded_second, atol=1e-9)
+        np.testing.assert_allclose(joints, decoded_second, atol=1e-3)
     else:  # equal weights: halfway between the two chunks where they overlap
-        np.testing.assert_allclose(joints[overlapping], (decoded_first + decoded_second) / 2, atol=1e-9)
-        np.testing.assert_allclose(joints[~overlapping], decoded_second, atol=1e-9)
+        np.testing.assert_allclose(joints[overlapping], (decoded_first + decoded_second) / 2, atol=1e-3)
+        np.testing.assert_allclose(joints[~overlapping], decoded_second, atol=1e-3)
     decoded_gripper = metadata.action_tokenizer().decode(metadata.action_tokenizer().encode(second))[0, 4]
-    np.testing.assert_allclose(gripper, 0.04 * decoded_gripper, atol=1e-9)  # continuous; never averaged
+    np.testing.assert_allclose(gripper, 0.04 * decoded_gripper, atol=1e-4)  # continuous; never averaged
     assert driver.alive()
