@@ -252,3 +252,22 @@ def count_episodes(path: str | Path) -> int:
 
     with DatasetReader(path) as reader:
         return len(reader)
+
+
+def add_data_arguments(parser, *, data: bool = True) -> None:
+    """``--data`` (HDF5 files or LeRobot folders) and ``--lerobot-map``, as train, collect-trajectories
+    and distill take them (``data=False``: only ``--lerobot-map``, where ``--data`` means more)."""
+    if data:
+        parser.add_argument(
+            "--data", type=Path, nargs="+", required=True,
+            help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)",
+        )
+    parser.add_argument(
+        "--lerobot-map",
+        nargs="+",
+        default=[],
+        metavar="KEY=VALUE",
+        help="which LeRobot features to use: image=<feature> (default observation.image or the first camera), "
+        "state=observation.state, action=action, action_kind=absolute|delta, task=task_index|fixed:<text>, "
+        "image_size=64 (train only; later steps use the teacher's size)",
+    )

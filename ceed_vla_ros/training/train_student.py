@@ -61,6 +61,7 @@ import torch
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.backends import ModelBackend, get_backend
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
+from ceed_vla_ros.datasets import add_data_arguments
 from ceed_vla_ros.decoding import TokenRange, jacobi_trajectories_batched
 from ceed_vla_ros.metadata import Provenance
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
@@ -494,15 +495,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--data", type=Path, nargs="+", required=True, help="the demonstration files of the trajectories, same order"
     )
-    parser.add_argument(
-        "--lerobot-map",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="which LeRobot features to use: image=<feature> (default observation.image or the first camera), "
-        "state=observation.state, action=action, action_kind=absolute|delta, task=task_index|fixed:<text>, "
-        "image_size=64 (train only; later steps use the teacher's size)",
-    )
+    add_data_arguments(parser, data=False)
     parser.add_argument("--out-name", default=_D.out_name, help="student checkpoint name (folder in --model-dir)")
     add_model_dir_argument(parser, "folder of the teacher checkpoint and of the student written")
     parser.add_argument("--run-dir", type=Path, default=_D.run_dir, help="run state / logs (outside --model-dir)")

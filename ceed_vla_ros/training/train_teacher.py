@@ -48,6 +48,7 @@ from torch import nn
 from transformers import GenerationConfig
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
+from ceed_vla_ros.datasets import add_data_arguments
 from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec, Provenance
 from ceed_vla_ros.model import CeedVlaForActionPrediction, build_tokenizer, encode_prompt, make_model_config, new_model
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
@@ -491,19 +492,7 @@ _D = TeacherConfig  # the defaults of every option
 
 
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument(
-        "--data", type=Path, nargs="+", required=True,
-        help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)",
-    )
-    parser.add_argument(
-        "--lerobot-map",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="which LeRobot features to use: image=<feature> (default observation.image or the first camera), "
-        "state=observation.state, action=action, action_kind=absolute|delta, task=task_index|fixed:<text>, "
-        "image_size=64 (train only; later steps use the teacher's size)",
-    )
+    add_data_arguments(parser)
     parser.add_argument("--name", default=_D.name, help="checkpoint name (folder in --model-dir)")
     add_model_dir_argument(parser, "where the final checkpoint goes")
     parser.add_argument("--run-dir", type=Path, default=_D.run_dir, help="run state / logs (outside models/)")

@@ -68,6 +68,7 @@ import torch
 
 from ceed_vla_ros import __version__
 from ceed_vla_ros.checkpoint import Checkpoint, load_checkpoint_arg
+from ceed_vla_ros.datasets import add_data_arguments
 from ceed_vla_ros.decoding import TokenRange, init_random_prompt_tokens, jacobi_trajectories_batched
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
@@ -447,19 +448,7 @@ def summarize(trajectories: TrajectorySet) -> dict[str, float]:
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--teacher", required=True, help="teacher checkpoint name in --model-dir (or a folder path)")
     add_model_dir_argument(parser, "folder of the teacher checkpoint")
-    parser.add_argument(
-        "--data", type=Path, nargs="+", required=True,
-        help="HDF5 demonstration files or LeRobot dataset folders (v3.0, v2.1)",
-    )
-    parser.add_argument(
-        "--lerobot-map",
-        nargs="+",
-        default=[],
-        metavar="KEY=VALUE",
-        help="which LeRobot features to use: image=<feature> (default observation.image or the first camera), "
-        "state=observation.state, action=action, action_kind=absolute|delta, task=task_index|fixed:<text>, "
-        "image_size=64 (train only; later steps use the teacher's size)",
-    )
+    add_data_arguments(parser)
     parser.add_argument("--out", type=Path, required=True, help="output trajectory file (.h5)")
     parser.add_argument("--stride", type=int, default=1, help="keep every stride-th sample (default 1: all)")
     parser.add_argument("--max-samples", type=int, default=None, help="then at most this many (seeded random subset)")
