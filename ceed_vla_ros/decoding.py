@@ -100,9 +100,13 @@ class DecodeSettings:
             raise ValueError(f"only early_exit takes early_exit_steps (mode {self.mode!r})")
 
     @classmethod
-    def from_parameters(cls, mode: str, early_exit_steps: int, init: str) -> DecodeSettings:
-        """From node parameters, which always hold an ``early_exit_steps`` (used only by early_exit)."""
-        return cls(mode, early_exit_steps if mode == "early_exit" else None, init)
+    def from_parameters(cls, mode: str, early_exit_steps: int, init: str, fused_prefill: bool = False,
+                        keep_final_prefix: bool = False) -> DecodeSettings:
+        """From node parameters, which always hold every option: ``early_exit_steps`` is used only by
+        early_exit, ``fused_prefill`` / ``keep_final_prefix`` only by jacobi and early_exit (AR ignores them)."""
+        jacobi = mode != "ar"
+        return cls(mode, early_exit_steps if mode == "early_exit" else None, init,
+                   fused_prefill=bool(fused_prefill) and jacobi, keep_final_prefix=bool(keep_final_prefix) and jacobi)
 
 
 class BlockLM(Protocol):

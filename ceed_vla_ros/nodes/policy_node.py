@@ -12,9 +12,9 @@ Subscribes
 Publishes
     ``/actions`` (ceed_vla_ros/ActionTokens), stamped with the image's stamp and frame.
 Parameters (``ros2 param set /policy <name> <value>``)
-    see :data:`PARAMETERS`; ``decoding_mode``, ``early_exit_steps``, ``init_strategy``, ``prefix_pin_steps``,
-    ``instruction`` and ``max_image_age_s`` apply from the next chunk. A new ``checkpoint`` is loaded
-    and warmed up in the background and swapped in atomically; one that fails to load is reverted
+    see :data:`PARAMETERS`; ``decoding_mode``, ``early_exit_steps``, ``init_strategy``, ``fused_prefill``,
+    ``keep_final_prefix``, ``prefix_pin_steps``, ``instruction`` and ``max_image_age_s`` apply from the
+    next chunk. A new ``checkpoint`` is loaded and warmed up in the background and swapped in atomically; one that fails to load is reverted
     and the running one keeps going.
 """
 
@@ -106,6 +106,11 @@ PARAMETERS = (
           "early_exit: Jacobi capped at early_exit_steps", choices=DECODE_MODES),
     Param("early_exit_steps", 2, "Jacobi iterations in early_exit mode", minimum=1, maximum=256),
     Param("init_strategy", "random_prompt_tokens", "initial Jacobi block", choices=INIT_STRATEGIES),
+    Param("fused_prefill", False, "jacobi / early_exit: run the prompt and a guessed block in one forward, so "
+          "early exit at k costs k forward passes (k = 1: one per chunk) instead of k + 1; converged output "
+          "unchanged, small k less exact unless the student was distilled for it; ignored by ar"),
+    Param("keep_final_prefix", False, "jacobi / early_exit: keep the cache entries of the tokens already final "
+          "after each iteration and run only the rest of the block again (same outputs); ignored by ar"),
     Param("prefix_pin_steps", 0, "prefix pinning (Jacobi / early exit): pin the first N actions of a chunk to "
           "the previous chunk's (the steps executing while it decodes) and decode the rest; 0: off",
           minimum=0, maximum=64),
@@ -318,7 +323,8 @@ class PolicyNode(Node):
             if joints is None:
                 return self._skip("no joint state near the frame's stamp: not decoding")
         decode = DecodeSettings.from_parameters(settings["decoding_mode"], settings["early_exit_steps"],
-                                                settings["init_strategy"])
+                                                settings["init_strategy"], settings["fused_prefill"],
+                                                settings["keep_final_prefix"])
         steps_executed = None  # warm start: chunk steps the arm has executed since the last frame
         if self._previous_stamp is not None:
             steps_executed = max(0, round((stamp - self._previous_stamp) / metadata.dt))

@@ -74,6 +74,8 @@ class Probe:
     def set(self, name: str, value) -> tuple[bool, str]:
         if isinstance(value, str):
             parameter_value = ParameterValue(type=ParameterType.PARAMETER_STRING, string_value=value)
+        elif isinstance(value, bool):
+            parameter_value = ParameterValue(type=ParameterType.PARAMETER_BOOL, bool_value=value)
         else:
             parameter_value = ParameterValue(type=ParameterType.PARAMETER_INTEGER, integer_value=value)
         request = SetParameters.Request(parameters=[ParameterMsg(name=name, value=parameter_value)])
@@ -112,6 +114,7 @@ def policy(policy_process, wait_until):
     probe.image_age_s = 0.0
     probe.joint_positions = [0.1, -0.2, 0.3, 0.0]
     assert probe.set("decoding_mode", "early_exit")[0] and probe.set("early_exit_steps", 2)[0]
+    assert probe.set("fused_prefill", False)[0] and probe.set("keep_final_prefix", False)[0]
     mark = probe.count()
     assert wait_until(lambda: any(m.iterations == 2 for m in probe.since(mark)), 10.0), process.output()
     return process, probe
@@ -141,6 +144,36 @@ def test_early_exit_steps_set_live_changes_the_next_chunks(policy, wait_until):
     assert wait_until(lambda: any(m.decoding_mode == "ar" for m in probe.since(mark)), 10.0)
     ar = [m for m in probe.since(mark) if m.decoding_mode == "ar"][0]
     assert (ar.forward_passes, ar.iterations, ar.converged, ar.early_exit_steps) == (16, 15, True, 0)
+
+
+def test_fused_prefill_makes_early_exit_at_k_cost_k_forward_passes_and_ar_ignores_it(policy, wait_until):
+    process, probe = policy
+    assert probe.set("fused_prefill", True) == (True, "")
+    assert probe.set("early_exit_steps", 1) == (True, "")
+    mark = probe.count()
+    assert wait_until(lambda: any(m.iterations == 1 for m in probe.since(mark)), 10.0), process.output()
+    fused = [m for m in probe.since(mark) if m.iterations == 1][-1]
+    assert (fused.decoding_mode, fused.early_exit_steps, fused.forward_passes) == ("early_exit", 1, 1)
+    assert probe.set("decoding_mode", "ar")[0]
+    mark = probe.count()
+    assert wait_until(lambda: any(m.decoding_mode == "ar" for m in probe.since(mark)), 10.0)
+    ar = [m for m in probe.since(mark) if m.decoding_mode == "ar"][0]
+    assert (ar.forward_passes, ar.iterations) == (16, 15)
+
+
+def test_kept_prefix_jacobi_over_dds_still_equals_ar(policy, wait_until):
+    """Same frame and joints every time: greedy AR's chunk is the Jacobi fixed point, kept prefix or not."""
+    process, probe = policy
+    assert probe.set("decoding_mode", "ar")[0]
+    mark = probe.count()
+    assert wait_until(lambda: any(m.decoding_mode == "ar" for m in probe.since(mark)), 10.0)
+    ar = [m for m in probe.since(mark) if m.decoding_mode == "ar"][-1]
+    assert probe.set("keep_final_prefix", True)[0] and probe.set("decoding_mode", "jacobi")[0]
+    mark = probe.count()
+    assert wait_until(lambda: sum(m.decoding_mode == "jacobi" for m in probe.since(mark)) >= 2, 10.0)
+    kept = [m for m in probe.since(mark) if m.decoding_mode == "jacobi"]
+    assert all(m.converged for m in kept)
+    assert all(list(m.token_ids) == list(ar.token_ids) for m in kept)
 
 
 @pytest.mark.parametrize(
