@@ -14,8 +14,8 @@ Publishes
 Parameters (``ros2 param set /policy <name> <value>``)
     see :data:`PARAMETERS`; ``decoding_mode``, ``early_exit_steps``, ``init_strategy``, ``fused_prefill``,
     ``keep_final_prefix``, ``prefix_pin_steps``, ``instruction`` and ``max_image_age_s`` apply from the
-    next chunk. A new ``checkpoint`` is loaded and warmed up in the background and swapped in atomically; one that fails to load is reverted
-    and the running one keeps going.
+    next chunk. A new ``checkpoint`` is loaded and warmed up in the background and swapped in
+    atomically; one that fails to load is reverted and the running one keeps going.
 """
 
 from __future__ import annotations
