@@ -50,6 +50,12 @@ class MotionLimiter:
             raise ValueError(f"max_acceleration must be finite and > 0, got {self.max_acceleration.tolist()}")
         if not self.period_s > 0:
             raise ValueError(f"control period must be > 0 s, got {self.period_s}")
+        # constants of every step (the arm driver runs one per control period: 500 Hz and more)
+        self._a_t = self.max_acceleration * self.period_s
+        self._a_t_squared = self._a_t * self._a_t
+        self._two_a = 2.0 * self.max_acceleration
+        self._minus_max_velocity = -self.max_velocity
+        self._limit_rooms = np.empty((2,) + self.lower.shape)  # room to the upper / lower limit
 
     def reset(self, position: np.ndarray) -> np.ndarray:
         """Start at ``position`` (clamped into the limits), at rest."""
@@ -58,9 +64,14 @@ class MotionLimiter:
         return self.position.copy()
 
     def _stopping_bound(self, room: np.ndarray) -> np.ndarray:
-        """Largest speed toward a point ``room`` ahead from which braking at A stops before it."""
-        a_t = self.max_acceleration * self.period_s
-        return np.sqrt(a_t * a_t + 2.0 * self.max_acceleration * np.maximum(room, 0.0)) - a_t
+        """Largest speed toward a point ``room`` ahead from which braking at A stops before it:
+        ``sqrt((A T)^2 + 2 A max(room, 0)) - A T`` (``room`` (d,) or (2, d))."""
+        bound = np.maximum(room, 0.0)
+        bound *= self._two_a
+        bound += self._a_t_squared
+        np.sqrt(bound, out=bound)
+        bound -= self._a_t
+        return bound
 
     def step(self, target: np.ndarray | None, target_velocity: np.ndarray | None = None,
              stop_at: np.ndarray | None = None) -> np.ndarray:
@@ -68,38 +79,59 @@ class MotionLimiter:
 
         ``stop_at``: where the motion ends at rest (the chunk's last target; NaN for a joint: no
         cap): the speed toward it is capped so that braking at A stops on it, so a curve that stops
-        more sharply than A allows is not overshot (the goal only, feasibility is kept)."""
+        more sharply than A allows is not overshot (the goal only, feasibility is kept).
+
+        One call per control period: written with as few numpy calls as the formulas of the module
+        docstring allow (the same arithmetic, operation for operation, as the plain clip chain)."""
         if self.position is None:
             raise RuntimeError("MotionLimiter.step before reset")
-        p, v, period = self.position, self.velocity, self.period_s
+        p, v, period, lower, upper = self.position, self.velocity, self.period_s, self.lower, self.upper
         if target is None:
             goal = np.zeros_like(v)
         else:
-            target = np.clip(np.asarray(target, dtype=np.float64), self.lower, self.upper)
-            feed_forward = np.zeros_like(v) if target_velocity is None else np.asarray(target_velocity, float)
+            target = np.minimum(np.maximum(np.asarray(target, dtype=np.float64), lower), upper)
             # the target is where the command should be at the end of this period, moving on at
             # target_velocity: close the error relative to the moving target (on track: v' = x_dot
             # and p' = target exactly, no lead of one period)
-            error = target - p - feed_forward * period
-            goal = feed_forward + np.sign(error) * self._stopping_bound(np.abs(error))
+            if target_velocity is None:
+                error = target - p
+                goal = np.sign(error) * self._stopping_bound(np.abs(error))
+            else:
+                feed_forward = np.asarray(target_velocity, dtype=np.float64)
+                error = target - p
+                error -= feed_forward * period
+                goal = np.sign(error) * self._stopping_bound(np.abs(error))
+                goal += feed_forward
             if stop_at is not None:
                 stop_at = np.asarray(stop_at, dtype=np.float64)
-                room = np.clip(stop_at, self.lower, self.upper) - p
-                capped = np.where(room >= 0, np.minimum(goal, self._stopping_bound(room)),
-                                  np.maximum(goal, -self._stopping_bound(-room)))
-                goal = np.where(np.isfinite(stop_at), capped, goal)
-        a_t = self.max_acceleration * period
-        new_v = np.clip(goal, v - a_t, v + a_t)
-        new_v = np.clip(new_v, -self.max_velocity, self.max_velocity)
-        new_v = np.minimum(new_v, self._stopping_bound(self.upper - p))
-        new_v = np.maximum(new_v, -self._stopping_bound(p - self.lower))
-        position = np.clip(p + new_v * period, self.lower, self.upper)  # a no-op but for rounding
+                finite = np.isfinite(stop_at)
+                if finite.any():
+                    room = np.minimum(np.maximum(stop_at, lower), upper) - p
+                    bound = self._stopping_bound(np.abs(room))  # toward the stop, whichever side it is on
+                    capped = np.where(room >= 0, np.minimum(goal, bound), np.maximum(goal, -bound))
+                    goal = np.where(finite, capped, goal)
+        rooms = self._limit_rooms
+        np.subtract(upper, p, out=rooms[0])
+        np.subtract(p, lower, out=rooms[1])
+        limit_bounds = self._stopping_bound(rooms)
+        new_v = np.maximum(goal, v - self._a_t)
+        np.minimum(new_v, v + self._a_t, out=new_v)
+        np.maximum(new_v, self._minus_max_velocity, out=new_v)
+        np.minimum(new_v, self.max_velocity, out=new_v)
+        np.minimum(new_v, limit_bounds[0], out=new_v)
+        np.maximum(new_v, -limit_bounds[1], out=new_v)
+        position = new_v * period
+        position += p
+        np.maximum(position, lower, out=position)  # a no-op but for rounding
+        np.minimum(position, upper, out=position)
         if target is not None:  # on the target but for rounding: exactly on it (an exact hold, no dither)
             position = np.where(np.abs(position - target) <= 1e-12 * np.maximum(1.0, np.abs(target)),
                                 target, position)
         self.position = position
-        self.velocity = (self.position - p) / period
-        return self.position.copy()
+        velocity = position - p
+        velocity /= period
+        self.velocity = velocity
+        return position.copy()
 
     def hold(self) -> np.ndarray:
         """Freeze where the command is (an immediate stop: the velocity drops to 0 in one period,
