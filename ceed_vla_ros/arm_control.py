@@ -294,6 +294,8 @@ class ScheduledChunk:
     counts: np.ndarray | None = None  # (m,) and how many predictions were averaged
     curve: CubicChunk | None = None
     _tail_start: np.ndarray | None = field(default=None, init=False, repr=False)
+    _tail_all_from: float = field(default=np.inf, init=False, repr=False)
+    _last_target: np.ndarray | None = field(default=None, init=False, repr=False)
 
     def sample_with_velocity(self, now: float) -> tuple[np.ndarray, np.ndarray | None]:
         """(target, its velocity) at ``now``; the velocity is None on straight lines."""
@@ -316,6 +318,11 @@ class ScheduledChunk:
                     k -= 1
                 start[j] = self.times[k]
             self._tail_start = start
+            self._tail_all_from = float(start.max())
+            self._last_target = self.positions[-1].copy()
+            self._last_target.setflags(write=False)  # handed out every period from then on: never written
+        if now >= self._tail_all_from:
+            return self._last_target
         return np.where(now >= self._tail_start, self.positions[-1], np.nan)
 
     def sample(self, now: float) -> np.ndarray:

@@ -182,20 +182,30 @@ class CubicChunk:
             slopes[1:-1] = (knots[2:] - knots[:-2]) / (knot_times[2:] - knot_times[:-2])[:, None]
         return cls(knot_times, knots, slopes)
 
+    def __post_init__(self) -> None:
+        # per segment j: [p_j, h m_j, p_j+1, h m_j+1] (4, d), so one sample is one small matmul
+        widths = np.diff(self.times)
+        self._widths = widths.tolist()
+        self._segments = np.stack((self.positions[:-1], self.slopes[:-1] * widths[:, None], self.positions[1:],
+                                   self.slopes[1:] * widths[:, None]), axis=1)
+
     def sample(self, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """(position, velocity) of the curve at ``now`` (held at the ends)."""
+        """(position, velocity) of the curve at ``now`` (held at the ends). On segment j of width h,
+        with s = (now - t_j) / h: position = h00 p_j + h10 h m_j + h01 p_j+1 + h11 h m_j+1 (the cubic
+        Hermite basis h00 = 2s^3 - 3s^2 + 1, h10 = s^3 - 2s^2 + s, h01 = -2s^3 + 3s^2, h11 = s^3 - s^2),
+        velocity = the same with the basis' derivatives, divided by h."""
         if now >= self.times[-1]:
             return self.positions[-1].copy(), np.zeros(self.positions.shape[1])
         if now <= self.times[0]:
             return self.positions[0].copy(), self.slopes[0].copy()
         j = int(np.searchsorted(self.times, now, side="right")) - 1
-        h = self.times[j + 1] - self.times[j]
-        s = (now - self.times[j]) / h
-        p0, p1, m0, m1 = self.positions[j], self.positions[j + 1], self.slopes[j] * h, self.slopes[j + 1] * h
-        h00, h10, h01, h11 = 2 * s**3 - 3 * s**2 + 1, s**3 - 2 * s**2 + s, -2 * s**3 + 3 * s**2, s**3 - s**2
-        d00, d10, d01, d11 = 6 * s**2 - 6 * s, 3 * s**2 - 4 * s + 1, -6 * s**2 + 6 * s, 3 * s**2 - 2 * s
-        position = h00 * p0 + h10 * m0 + h01 * p1 + h11 * m1
-        velocity = (d00 * p0 + d10 * m0 + d01 * p1 + d11 * m1) / h
+        h = self._widths[j]
+        s = (now - float(self.times[j])) / h
+        s2 = s * s
+        s3 = s2 * s
+        basis = np.array(((2 * s3 - 3 * s2 + 1, s3 - 2 * s2 + s, -2 * s3 + 3 * s2, s3 - s2),
+                          ((6 * s2 - 6 * s) / h, (3 * s2 - 4 * s + 1) / h, (-6 * s2 + 6 * s) / h, (3 * s2 - 2 * s) / h)))
+        position, velocity = basis @ self._segments[j]
         return position, velocity
 
     def finished(self, now: float) -> bool:
