@@ -204,7 +204,8 @@ class CubicChunk:
         s2 = s * s
         s3 = s2 * s
         basis = np.array(((2 * s3 - 3 * s2 + 1, s3 - 2 * s2 + s, -2 * s3 + 3 * s2, s3 - s2),
-                          ((6 * s2 - 6 * s) / h, (3 * s2 - 4 * s + 1) / h, (-6 * s2 + 6 * s) / h, (3 * s2 - 2 * s) / h)))
+                          ((6 * s2 - 6 * s) / h, (3 * s2 - 4 * s + 1) / h, (-6 * s2 + 6 * s) / h,
+                           (3 * s2 - 2 * s) / h)))
         position, velocity = basis @ self._segments[j]
         return position, velocity
 
