@@ -149,3 +149,45 @@ def test_a_curve_that_stops_harder_than_the_limit_allows_is_not_overshot():
         results[capped] = np.max(np.array(stream), axis=0)
     assert np.any(results[False] > end + 1e-3)  # this curve is overshot without the cap
     assert np.all(results[True] <= end + 1e-9)
+
+
+def reference_step(p, v, target, target_velocity, stop_at):
+    """The limiter's formulas (module docstring) as plain numpy array operations: what the per-joint
+    float loop of MotionLimiter.step must reproduce bit for bit."""
+
+    def bound(room):
+        return np.sqrt((A * T) ** 2 + 2.0 * A * np.maximum(room, 0.0)) - A * T
+
+    if target is None:
+        goal = np.zeros_like(v)
+    else:
+        target = np.clip(target, LOWER, UPPER)
+        feed_forward = np.zeros_like(v) if target_velocity is None else target_velocity
+        error = target - p - feed_forward * T
+        goal = feed_forward + np.sign(error) * bound(np.abs(error))
+        if stop_at is not None:
+            room = np.clip(stop_at, LOWER, UPPER) - p
+            capped = np.where(room >= 0, np.minimum(goal, bound(room)), np.maximum(goal, -bound(-room)))
+            goal = np.where(np.isfinite(stop_at), capped, goal)
+    new_v = np.clip(np.clip(goal, v - A * T, v + A * T), -V, V)
+    new_v = np.maximum(np.minimum(new_v, bound(UPPER - p)), -bound(p - LOWER))
+    position = np.clip(p + new_v * T, LOWER, UPPER)
+    if target is not None:
+        position = np.where(np.abs(position - target) <= 1e-12 * np.maximum(1.0, np.abs(target)), target, position)
+    return position, (position - p) / T
+
+
+def test_the_float_loop_step_is_bitwise_the_array_formulas():
+    rng = np.random.default_rng(3)
+    motion = limiter()
+    motion.reset(np.array([0.3, -0.2, 1.0]))
+    for i in range(8000):
+        if i % 400 == 0:  # a far target (also beyond the limits) held for a while: limit braking, exact holds
+            far = rng.uniform(-3.0, 3.0, 3)
+        block = (i // 400) % 4
+        target = None if block == 3 else far if i % 400 < 300 or block == 0 else motion.position + rng.normal(0.0, 0.01, 3)
+        target_velocity = None if i % 3 == 0 else rng.normal(0.0, 1.0, 3)
+        stop_at = None if i % 2 == 0 else np.where(rng.random(3) < 0.5, rng.uniform(-3.0, 3.0, 3), np.nan)
+        expected = reference_step(motion.position, motion.velocity, target, target_velocity, stop_at)
+        command = motion.step(target, target_velocity, stop_at)
+        assert np.array_equal(command, expected[0]) and np.array_equal(motion.velocity, expected[1]), i
