@@ -185,7 +185,8 @@ def test_the_float_loop_step_is_bitwise_the_array_formulas():
         if i % 400 == 0:  # a far target (also beyond the limits) held for a while: limit braking, exact holds
             far = rng.uniform(-3.0, 3.0, 3)
         block = (i // 400) % 4
-        target = None if block == 3 else far if i % 400 < 300 or block == 0 else motion.position + rng.normal(0.0, 0.01, 3)
+        nearby = motion.position + rng.normal(0.0, 0.01, 3)
+        target = None if block == 3 else far if i % 400 < 300 or block == 0 else nearby
         target_velocity = None if i % 3 == 0 else rng.normal(0.0, 1.0, 3)
         stop_at = None if i % 2 == 0 else np.where(rng.random(3) < 0.5, rng.uniform(-3.0, 3.0, 3), np.nan)
         expected = reference_step(motion.position, motion.velocity, target, target_velocity, stop_at)
