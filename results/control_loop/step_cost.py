@@ -10,14 +10,18 @@ and the ratio. CPU-only, no ROS; the machine's load shifts both the same way.
 """
 
 import argparse
+import os
 import statistics
 import subprocess
 import sys
+import tempfile
 
 PROBE = r"""
 import sys, time
 import numpy as np
 from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
+import ceed_vla_ros
+ceed_vla_ros_file = ceed_vla_ros.__file__
 n = int(sys.argv[1])
 limits = JointLimits(names=tuple(f"j{i}" for i in range(n)), lower=(-2.0,) * n, upper=(2.0,) * n,
                      max_velocity=(2.0,) * n)
@@ -35,14 +39,18 @@ def run(periods):
 run(2000)
 start = time.perf_counter()
 run(10000)
-print((time.perf_counter() - start) / 10000 * 1e6)
+print((time.perf_counter() - start) / 10000 * 1e6, ceed_vla_ros_file)
 """
 
 
 def cost_us(src: str, joints: int) -> float:
-    result = subprocess.run([sys.executable, "-c", PROBE, str(joints)], env={"PYTHONPATH": src},
-                            capture_output=True, text=True, check=True)
-    return float(result.stdout.strip())
+    # run from an empty folder: ``python -c`` puts the working directory first on sys.path
+    result = subprocess.run([sys.executable, "-c", PROBE, str(joints)], env={"PYTHONPATH": os.path.abspath(src)},
+                            cwd=tempfile.gettempdir(), capture_output=True, text=True, check=True)
+    cost, package = result.stdout.split()
+    if not package.startswith(os.path.abspath(src)):
+        raise RuntimeError(f"{src}: the probe imported {package}")
+    return float(cost)
 
 
 def main() -> None:
