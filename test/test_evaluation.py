@@ -56,7 +56,7 @@ class _ConstantPolicy:
 
     def __init__(self, chunk: np.ndarray) -> None:
         self.chunk = chunk
-        self.metadata = SimpleNamespace(action_space="joint_delta")
+        self.metadata = SimpleNamespace(action_space="joint_delta", name="recorded", joint_names=list(JOINT_NAMES))
         self.queries: list[np.ndarray] = []
 
     def reset(self) -> None:

@@ -20,15 +20,26 @@ Tasks (``task=``):
   the same for every policy and control rate. Reaction time matters: a chunk decoded from an old
   frame aims where the cube was.
 
+* ``"pick"`` (robot ``gripper_arm`` only, see :data:`GRIPPER_TASKS`) - instruction ``"pick up the
+  <colour> cube"``. Success: the named cube's bottom has been at least ``PICK_LIFT`` (0.05 m) above
+  the table for ``PICK_HOLD_S`` (0.5 s) without a break (checked every physics step), while the
+  other cubes stay on the table (bottom below 0.01 m).
+
+Robots (``robot=``, :mod:`ceed_vla_ros.sim.robots`): ``arm`` (default; 4 joints, no gripper: reach,
+push, reach_moving) and ``gripper_arm`` (6 joints + a parallel gripper: pick, reach). Everything
+below that says "joints" means the robot's control vector ``joint_names``: for ``gripper_arm`` the
+six arm joints (rad) and last the gripper (finger position in m, 0 closed .. 0.055 open).
+
 Layout: the three cubes (6 cm, axis-aligned) are placed at random non-overlapping positions
 (centres >= 0.11 m apart) at 0.20-0.42 m from the arm base within +-0.95 rad of the +x axis;
 the arm starts every episode at ``HOME_QPOS`` (tool retracted above the base).
 
 Control (mirrors a ros2_control forward position controller): the action is an ABSOLUTE joint
-position target vector of shape ``(4,)`` in ``JOINT_NAMES`` order. :meth:`TabletopArmEnv.step`
+position target vector of shape ``(n,)`` in ``joint_names`` order (n = 4 for ``arm``, 7 for
+``gripper_arm``). :meth:`TabletopArmEnv.step`
 first limits the change relative to the previously applied target to ``+-max_joint_step`` rad per
 joint (the velocity limit; the previous target at reset is the home pose), then clips to the joint
-limits, applies it to the position actuators and integrates ``dt = 0.1`` s of physics (10 substeps
+limits (the gripper entry: its range, no rate limit), applies it to the position actuators and integrates ``dt = 0.1`` s of physics (10 substeps
 of 0.01 s). The applied target is reported in ``info["joint_target"]``.
 
 Real-time control (the ``sim_arm`` ROS node): instead of :meth:`~TabletopArmEnv.step`,
@@ -39,7 +50,8 @@ remainder is carried to the next call) and :meth:`~TabletopArmEnv.render_current
 as it is now. Episodes driven this way have no horizon and never end by themselves.
 
 Observation (the only thing a policy may use), see :class:`Observation`:
-``{"image": (H, W, 3) uint8 RGB, "joint_positions": (4,) float64 rad, "instruction": str}``.
+``{"image": (H, W, 3) uint8 RGB, "joint_positions": (n,) float64, "instruction": str}`` (the
+``front`` camera; the gripper arm's ``wrist`` camera renders through :meth:`TabletopArmEnv.render_camera`).
 
 Privileged state (object poses, goal, tool tip, the named cube's pixel position, ...) is returned
 separately as ``info`` by :meth:`~TabletopArmEnv.step` and by :meth:`~TabletopArmEnv.privileged`;
@@ -64,26 +76,32 @@ from ceed_vla_ros.sim.mjcf import (
     CUBE_HALF,
     GOAL_BODY,
     GOAL_RADIUS,
-    HOME_QPOS,
-    JOINT_LIMITS,
-    JOINT_NAMES,
     PHYSICS_TIMESTEP,
     TOOL_TIP_SITE,
-    build_scene_xml,
     cube_body_name,
 )
+from ceed_vla_ros.sim.robots import ARM, SimRobot, get_robot
 
 TASKS: tuple[str, ...] = ("reach", "push")
 """The static tasks (the shipped policies were trained on these)."""
 DYNAMIC_TASKS: tuple[str, ...] = ("reach_moving",)
 """Tasks whose target moves on its own; :data:`ALL_TASKS` = both."""
-ALL_TASKS: tuple[str, ...] = TASKS + DYNAMIC_TASKS
+GRIPPER_TASKS: tuple[str, ...] = ("pick",)
+"""Tasks that need a gripper (robot ``gripper_arm``)."""
+ALL_TASKS: tuple[str, ...] = TASKS + DYNAMIC_TASKS + GRIPPER_TASKS
 DEFAULT_INSTRUCTIONS: dict[str, str] = {
     "reach": "reach the {colour} cube",
     "push": "push the {colour} cube to the goal",
 }
-"""Instruction per static task (the tokenizer's vocabulary); ``reach_moving`` uses reach's."""
-DEFAULT_HORIZONS: dict[str, int] = {"reach": 40, "push": 100, "reach_moving": 50}
+"""Instruction per static task of the 4-joint arm (the shipped tokenizers' vocabulary);
+``reach_moving`` uses reach's."""
+PICK_INSTRUCTION = "pick up the {colour} cube"
+"""Instruction of the pick task (not in ``DEFAULT_INSTRUCTIONS``: the arm's tokenizers stay as shipped)."""
+DEFAULT_HORIZONS: dict[str, int] = {"reach": 40, "push": 100, "reach_moving": 50, "pick": 60}
+PICK_LIFT = 0.05
+"""Pick success: the named cube's bottom at least this high above the table (m) ..."""
+PICK_HOLD_S = 0.5
+"""... continuously for this long (s), while the other cubes stay on the table (bottom below 1 cm)."""
 COLOURS: tuple[str, ...] = tuple(CUBE_COLOURS)
 
 CONTROL_DT = 0.1
@@ -137,7 +155,7 @@ class Observation(TypedDict):
     """What a policy sees: camera image, measured joint positions and the instruction."""
 
     image: np.ndarray  # (H, W, 3) uint8 RGB, row 0 at the top
-    joint_positions: np.ndarray  # (4,) float64, rad, JOINT_NAMES order
+    joint_positions: np.ndarray  # (n,) float64, the robot's joint_names order
     instruction: str
 
 
@@ -189,28 +207,38 @@ class TabletopArmEnv:
         terminate_on_success: bool = True,
         reach_threshold: float = 0.03,
         push_threshold: float = GOAL_RADIUS,
+        robot: str | SimRobot = ARM,
     ) -> None:
+        self.robot = get_robot(robot) if isinstance(robot, str) else robot
         if task not in ALL_TASKS:
             raise ValueError(f"unknown task {task!r}; choose from {ALL_TASKS}")
+        if task not in self.robot.tasks:
+            raise ValueError(f"robot {self.robot.name} ({self.robot.description}) has no task {task!r}; "
+                             f"choose from {', '.join(self.robot.tasks)}")
         if image_size < 8:
             raise ValueError(f"image_size must be at least 8, got {image_size}")
         self.task = task
         self.image_size = int(image_size)
         self.horizon = int(horizon if horizon is not None else DEFAULT_HORIZONS[task])
-        self.instruction_template = instruction_template or DEFAULT_INSTRUCTIONS[
-            "reach" if task == "reach_moving" else task
-        ]
+        self.instruction_template = instruction_template or (
+            PICK_INSTRUCTION if task == "pick" else DEFAULT_INSTRUCTIONS["reach" if task == "reach_moving" else task]
+        )
         self.max_joint_step = float(max_joint_step)
         self.terminate_on_success = bool(terminate_on_success)
         self.reach_threshold = float(reach_threshold)
         self.push_threshold = float(push_threshold)
 
         self.dt = CONTROL_DT
-        self.joint_names: tuple[str, ...] = JOINT_NAMES
-        self.joint_limits = np.array(JOINT_LIMITS, dtype=np.float64)  # (4, 2): lower, upper
+        robot = self.robot
+        self.joint_names: tuple[str, ...] = robot.joint_names
+        self.joint_limits = np.array(robot.joint_limits, dtype=np.float64)  # (n, 2): lower, upper
+        self.home_qpos = np.array(robot.home_qpos, dtype=np.float64)
+        # per-step velocity limit: max_joint_step on the arm joints; a gripper moves its full range
+        self._max_step = np.full(len(self.joint_names), self.max_joint_step)
+        self._max_step[robot.arm_joints :] = self.joint_limits[robot.arm_joints :, 1] - self.joint_limits[robot.arm_joints :, 0]
         self.n_substeps = int(round(CONTROL_DT / PHYSICS_TIMESTEP))
 
-        xml = build_scene_xml(with_goal=task == "push", offscreen_size=max(256, self.image_size))
+        xml = robot.build_xml(task == "push", max(256, self.image_size))
         self.model = mujoco.MjModel.from_xml_string(xml)
         """Privileged: the MuJoCo model (for experts and tools, not policies)."""
         self.data = mujoco.MjData(self.model)
@@ -219,8 +247,17 @@ class TabletopArmEnv:
             self.model, self.image_size, self.image_size
         )
 
-        self._arm_qpos_adr = np.array([self.model.joint(n).qposadr[0] for n in JOINT_NAMES])
-        self._arm_dof_adr = np.array([self.model.joint(n).dofadr[0] for n in JOINT_NAMES])
+        self._arm_qpos_adr = np.array([self.model.joint(n).qposadr[0] for n in robot.measured_joints])
+        self._arm_dof_adr = np.array([self.model.joint(n).dofadr[0] for n in robot.measured_joints])
+        # control entry i -> its actuators (a gripper entry drives both fingers)
+        self._ctrl_entry = np.zeros(self.model.nu, dtype=np.int64)
+        for i, names in enumerate(robot.actuators):
+            for name in names:
+                self._ctrl_entry[self.model.actuator(name).id] = i
+        # finger joints follow the gripper entry at reset (both fingers at the same position)
+        self._finger_qpos_adr = np.array(
+            [self.model.joint(n).qposadr[0] for n in robot.actuators[-1]] if robot.has_gripper else [], dtype=np.int64
+        )
         self._cube_qpos_adr = {
             c: int(self.model.joint(cube_body_name(c)).qposadr[0]) for c in COLOURS
         }
@@ -238,7 +275,8 @@ class TabletopArmEnv:
         self.slide: Slide | None = None
         """Privileged: the named cube's slide in ``reach_moving`` (None otherwise)."""
         self.step_count = 0
-        self._joint_target = np.array(HOME_QPOS, dtype=np.float64)
+        self._joint_target = self.home_qpos.copy()
+        self._lifted_since: float | None = None  # pick: simulated time the named cube was first lifted
         self._image = np.zeros((self.image_size, self.image_size, 3), dtype=np.uint8)
         self._needs_reset = True
         self._unsimulated_s = 0.0  # advance(): time requested but not yet a whole physics step
@@ -259,9 +297,12 @@ class TabletopArmEnv:
         rng = self._rng
 
         mujoco.mj_resetData(self.model, self.data)
-        self.data.qpos[self._arm_qpos_adr] = HOME_QPOS
-        self._joint_target = np.array(HOME_QPOS, dtype=np.float64)
-        self.data.ctrl[:] = self._joint_target
+        self.data.qpos[self._arm_qpos_adr] = self.home_qpos
+        if self.robot.has_gripper:
+            self.data.qpos[self._finger_qpos_adr] = self.home_qpos[-1]
+        self._joint_target = self.home_qpos.copy()
+        self._apply_ctrl()
+        self._lifted_since = None
 
         while True:
             cubes = self._sample_cube_layout(rng)
@@ -305,12 +346,9 @@ class TabletopArmEnv:
         if self._needs_reset:
             raise RuntimeError("call reset() before step() (episode finished or never started)")
         target = np.asarray(joint_target, dtype=np.float64).reshape(-1)
-        if target.shape != (len(JOINT_NAMES),):
-            raise ValueError(f"joint_target must have shape (4,), got {np.shape(joint_target)}")
-        if not np.all(np.isfinite(target)):
-            raise ValueError("joint_target contains non-finite values")
+        self._check_target(target, joint_target)
         self._joint_target = self.clip_joint_target(target, self._joint_target)
-        self.data.ctrl[:] = self._joint_target
+        self._apply_ctrl()
         self._simulate(self.n_substeps)
         self.step_count += 1
         self._image = self._render_image()
@@ -322,7 +360,7 @@ class TabletopArmEnv:
 
     def clip_joint_target(self, target: np.ndarray, previous_target: np.ndarray) -> np.ndarray:
         """Velocity-limit ``target`` around ``previous_target``, then clip to the joint limits."""
-        step = np.clip(target - previous_target, -self.max_joint_step, self.max_joint_step)
+        step = np.clip(target - previous_target, -self._max_step, self._max_step)
         return np.clip(previous_target + step, self.joint_limits[:, 0], self.joint_limits[:, 1])
 
     # ------------------------------------------------------------------ real-time control
@@ -335,12 +373,9 @@ class TabletopArmEnv:
         """
         self._require_episode()
         target = np.asarray(joint_target, dtype=np.float64).reshape(-1)
-        if target.shape != (len(JOINT_NAMES),):
-            raise ValueError(f"joint_target must have shape (4,), got {np.shape(joint_target)}")
-        if not np.all(np.isfinite(target)):
-            raise ValueError("joint_target contains non-finite values")
+        self._check_target(target, joint_target)
         self._joint_target = np.clip(target, self.joint_limits[:, 0], self.joint_limits[:, 1])
-        self.data.ctrl[:] = self._joint_target
+        self._apply_ctrl()
         return self.joint_target
 
     def advance(self, seconds: float) -> int:
@@ -373,6 +408,8 @@ class TabletopArmEnv:
     def success(self) -> bool:
         """Whether the current state satisfies the task's success test."""
         cube = self.cube_position(self.colour)
+        if self.task == "pick":
+            return self._lifted_since is not None and self.sim_time - self._lifted_since >= PICK_HOLD_S - 1e-9
         if self.task in ("reach", "reach_moving"):
             top = cube + np.array([0.0, 0.0, CUBE_HALF])
             return bool(np.linalg.norm(self.tool_tip_position() - top) <= self.reach_threshold)
@@ -382,6 +419,18 @@ class TabletopArmEnv:
     def render(self) -> np.ndarray:
         """Camera image of the current state, ``(H, W, 3)`` uint8 RGB (a copy)."""
         return self._image.copy()
+
+    def render_camera(self, camera: str) -> np.ndarray:
+        """Render the current state from the named MuJoCo camera (``front``, or ``wrist`` on the
+        gripper arm) at ``image_size``; the observation image is not changed."""
+        if self._renderer is None:
+            raise RuntimeError("environment is closed")
+        try:
+            camera_id = int(self.model.camera(camera).id)
+        except KeyError:
+            raise ValueError(f"robot {self.robot.name} has no camera {camera!r}") from None
+        self._renderer.update_scene(self.data, camera=camera_id)
+        return self._renderer.render()
 
     def close(self) -> None:
         """Release the renderer (GL context). The environment cannot render afterwards."""
@@ -398,17 +447,17 @@ class TabletopArmEnv:
     # ------------------------------------------------------------------ state accessors
     @property
     def joint_positions(self) -> np.ndarray:
-        """Measured arm joint positions (rad), ``(4,)``."""
+        """Measured joint positions, ``(n,)`` in ``joint_names`` order (a gripper: finger position, m)."""
         return self.data.qpos[self._arm_qpos_adr].copy()
 
     @property
     def joint_velocities(self) -> np.ndarray:
-        """Measured arm joint velocities (rad/s), ``(4,)``."""
+        """Measured joint velocities, ``(n,)``."""
         return self.data.qvel[self._arm_dof_adr].copy()
 
     @property
     def joint_target(self) -> np.ndarray:
-        """The last applied (clipped) joint target (rad), ``(4,)``; the home pose after reset."""
+        """The last applied (clipped) joint target, ``(n,)``; the home pose after reset."""
         return self._joint_target.copy()
 
     def cube_position(self, colour: str) -> np.ndarray:
@@ -477,12 +526,18 @@ class TabletopArmEnv:
             "physics_timestep": PHYSICS_TIMESTEP,
             "joint_names": list(self.joint_names),
             "joint_limits": self.joint_limits.tolist(),
-            "home_qpos": list(HOME_QPOS),
+            "home_qpos": self.home_qpos.tolist(),
+            "robot": self.robot.name,
         }
 
     # ------------------------------------------------------------------ internals
     def _simulate(self, n_steps: int) -> None:
         """``n_steps`` physics steps; with a slide, the named cube's pose is set before each step."""
+        if self.task == "pick":
+            for _ in range(n_steps):
+                mujoco.mj_step(self.model, self.data)
+                self._update_lift()
+            return
         if self.slide is None:
             mujoco.mj_step(self.model, self.data, nstep=n_steps)
             return
@@ -491,6 +546,28 @@ class TabletopArmEnv:
             mujoco.mj_step(self.model, self.data)
         self._place_sliding_cube()
         mujoco.mj_forward(self.model, self.data)
+
+    def lifted(self) -> bool:
+        """Pick: the named cube's bottom is ``PICK_LIFT`` above the table and every other cube's below 1 cm."""
+        heights = {c: float(self.data.xpos[self._cube_body_id[c]][2]) - CUBE_HALF for c in COLOURS}
+        others_down = all(h < 0.01 for c, h in heights.items() if c != self.colour)
+        return heights[self.colour] >= PICK_LIFT and others_down
+
+    def _update_lift(self) -> None:
+        if not self.lifted():
+            self._lifted_since = None
+        elif self._lifted_since is None:
+            self._lifted_since = float(self.data.time)
+
+    def _check_target(self, target: np.ndarray, given: object) -> None:
+        if target.shape != (len(self.joint_names),):
+            raise ValueError(f"joint_target must have shape ({len(self.joint_names)},) "
+                             f"({', '.join(self.joint_names)}), got {np.shape(given)}")
+        if not np.all(np.isfinite(target)):
+            raise ValueError("joint_target contains non-finite values")
+
+    def _apply_ctrl(self) -> None:
+        self.data.ctrl[:] = self._joint_target[self._ctrl_entry]
 
     def _place_sliding_cube(self) -> None:
         assert self.slide is not None

@@ -15,6 +15,10 @@ Reach moving (``reach_moving``): the reach rule aimed at the cube's position 0.2
 Push: hover to an approach point behind the cube on the cube->goal line, descend to table
 height, then push along the (re-computed every step) cube->goal line, correcting sideways drift;
 if the pusher loses the cube it lifts and re-approaches.
+Pick (``pick``, gripper arm): :class:`PickExpert` plans in Cartesian space too, but solves the IK of
+the robot's URDF (:class:`~ceed_vla_ros.kinematics.ArmKinematics`, the arm driver's own IK) for the
+tip position AND a fixed orientation (tool straight down, fingers closing along world y: the cubes
+are axis-aligned), and commands the gripper.
 """
 
 from __future__ import annotations
@@ -183,6 +187,79 @@ class PushExpert(Expert):
         return np.array([approach[0], approach[1], height]), self.cartesian_step
 
 
-def make_expert(env: TabletopArmEnv) -> Expert:
-    """The scripted expert for ``env.task``."""
+class PickExpert:
+    """Pick up the named cube with the gripper arm: hover above it with the gripper open, descend
+    until the grasp centre is at the cube's centre, close, and lift once the fingers hold the cube.
+
+    A fixed rule of the current state (no memory), as the other experts: the fingers' measured
+    position tells closing from holding; a grasp that closed on nothing (fingers past the cube's
+    width) opens again and re-approaches. Arm joints as for :class:`Expert` (bounded Cartesian
+    waypoint, IK, bounded joint change); the gripper entry is fully open or fully closed.
+    """
+
+    hover_height = 0.13  # grasp-centre height while travelling (m)
+    lift_height = 0.15  # grasp-centre height the held cube is lifted to
+    align_tolerance = 0.01  # horizontal / vertical error (m) at which the gripper closes
+    funnel_start = 0.006
+    funnel_width = 0.06
+
+    def __init__(self, env: TabletopArmEnv, cartesian_step: float = 0.03, joint_step: float = 0.15) -> None:
+        from ceed_vla_ros.kinematics import ArmKinematics
+        from ceed_vla_ros.sim.robots import urdf_path
+
+        robot = env.robot
+        if not robot.has_gripper:
+            raise ValueError(f"the pick expert needs a gripper; robot {robot.name} has none")
+        self.arm_joints = robot.arm_joints
+        self.kinematics = ArmKinematics.from_file(
+            urdf_path(robot), robot.joint_names[: robot.arm_joints], "base_link", "tool_tip", max_iterations=30
+        )
+        self.rotation = np.eye(3)  # tool down, fingers along world y (the zero pose's orientation)
+        self.gripper_open = float(robot.gripper_open)
+        self.cartesian_step = float(cartesian_step)
+        self.joint_step = min(float(joint_step), env.max_joint_step)
+
+    def grip(self, finger: float, tip: np.ndarray, cube: np.ndarray) -> str:
+        """``holding`` (fingers closed on the cube), ``missed`` (closed on nothing) or ``free``."""
+        if finger < CUBE_HALF - 0.008:
+            return "missed"
+        near = float(np.linalg.norm(cube[:2] - tip[:2])) < 0.03 and abs(tip[2] - cube[2]) < 0.03
+        return "holding" if near and finger < CUBE_HALF + 0.004 else "free"
+
+    def plan(self, q: np.ndarray, info: dict[str, Any]) -> tuple[np.ndarray, bool]:
+        """(grasp-centre goal (3,), gripper closed?) for the current state."""
+        tip = np.asarray(info["tool_tip_position"], dtype=np.float64)
+        cube = np.asarray(info["target_position"], dtype=np.float64)
+        finger = float(q[self.arm_joints])
+        state = self.grip(finger, tip, cube)
+        if state == "holding":
+            return np.array([tip[0], tip[1], self.lift_height]), True
+        horizontal = float(np.linalg.norm(cube[:2] - tip[:2]))
+        aligned = horizontal < self.align_tolerance and abs(tip[2] - cube[2]) < self.align_tolerance
+        if aligned and state == "free":
+            return cube.copy(), True
+        blend = np.clip((horizontal - self.funnel_start) / self.funnel_width, 0.0, 1.0)
+        height = cube[2] + blend * (self.hover_height - cube[2])
+        if finger < self.gripper_open - 0.01:  # not open yet: stay clear of the cube's top
+            height = max(height, cube[2] + 0.06)
+        return np.array([cube[0], cube[1], height]), False
+
+    def act(self, obs: Observation, info: dict[str, Any]) -> np.ndarray:
+        """Next absolute target: six arm joints, then the gripper (finger position, m)."""
+        q = np.asarray(obs["joint_positions"], dtype=np.float64)
+        arm = q[: self.arm_joints]
+        tip = np.asarray(info["tool_tip_position"], dtype=np.float64)
+        goal, closed = self.plan(q, info)
+        delta = goal - tip
+        distance = float(np.linalg.norm(delta))
+        waypoint = goal if distance <= self.cartesian_step else tip + delta * (self.cartesian_step / distance)
+        solved = self.kinematics.solve(waypoint, self.rotation, arm).positions
+        target = arm + np.clip(solved - arm, -self.joint_step, self.joint_step)
+        return np.append(target, 0.0 if closed else self.gripper_open)
+
+
+def make_expert(env: TabletopArmEnv) -> Expert | PickExpert:
+    """The scripted expert for ``env.task`` (on the gripper arm: pick, or reach through its IK)."""
+    if env.task == "pick":
+        return PickExpert(env)
     return {"reach": ReachExpert, "push": PushExpert, "reach_moving": MovingReachExpert}[env.task](env)

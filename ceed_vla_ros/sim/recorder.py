@@ -32,12 +32,20 @@ HDF5 layout (format version 1; never pickled, strings are UTF-8 variable-length)
       after the env's velocity limit and joint-limit clipping); row t+1 of ``joint_positions``
       results from it (optional);
 
-    the optional arrays (auxiliary training targets, ``executed_target``) were added later within
+    * ``ee_pose`` (T, 6) float64 - end-effector robots (the gripper arm) only: the measured
+      ``tool_tip`` pose in ``base_link`` as x, y, z (m) and roll, pitch, yaw (rad, R = Rz Ry Rx),
+      by the forward kinematics of the robot's URDF (optional),
+    * ``ee_target`` (T, 6) float64 - the same for the label's arm joints ``joint_target[t, :6]``:
+      the end-effector target the label means (optional); the gripper label is the last column of
+      ``joint_target`` (a finger position, 0 closed .. the robot's open position);
+
+    the optional arrays (auxiliary training targets, ``executed_target``, the ee arrays) were added later within
     format version 1: files written before lack them and read back with ``None`` in their place;
 
     attributes: ``task``, ``instruction``, ``colour``, ``seed`` (int), ``success`` (bool: the
     episode ended successfully), ``num_steps``, ``dt``, ``image_size``, ``joint_names``,
-    ``goal_position`` (3 floats; push only), ``action_noise`` (float, rad; 0 = clean expert
+    ``goal_position`` (3 floats; push only), ``gripper_open`` (float: the last joint is a gripper and
+    this is its fully open position; robots with a gripper only), ``action_noise`` (float, rad; 0 = clean expert
     rollout) and ``noise_seed`` (int); the last two were added later, files written before lack
     them and read back as 0.0 / 0.
 
@@ -81,7 +89,7 @@ _STEP_ARRAYS: tuple[str, ...] = (
     "tool_tip_position",
 )
 # Privileged auxiliary targets added later within format version 1 (absent in older files).
-_OPTIONAL_STEP_ARRAYS: tuple[str, ...] = ("cube_pixels", "goal_pixel", "tool_tip_pixel")
+_OPTIONAL_STEP_ARRAYS: tuple[str, ...] = ("cube_pixels", "goal_pixel", "tool_tip_pixel", "ee_pose", "ee_target")
 # Only written for noise-injected (DART) episodes.
 _NOISE_STEP_ARRAYS: tuple[str, ...] = ("executed_target",)
 
@@ -109,6 +117,9 @@ class Episode:
     goal_pixel: np.ndarray | None = None  # (T, 2) float64, privileged, NaN for reach
     tool_tip_pixel: np.ndarray | None = None  # (T, 2) float64, privileged
     executed_target: np.ndarray | None = None  # (T, 4) float64, noisy applied target (DART only)
+    ee_pose: np.ndarray | None = None  # (T, 6) float64, measured tool_tip xyz + rpy (end-effector robots)
+    ee_target: np.ndarray | None = None  # (T, 6) float64, tool_tip xyz + rpy of the label's arm joints
+    gripper_open: float | None = None  # the gripper entry (last joint) when fully open; None: no gripper
     action_noise: float = 0.0  # std (rad) of the Gaussian noise on the executed expert target
     noise_seed: int = 0
 
@@ -152,9 +163,14 @@ def record_episode(
         raise ValueError(f"action_noise must be >= 0, got {action_noise}")
     noisy = action_noise > 0
     rng = np.random.default_rng([int(noise_seed), int(seed)]) if noisy else None
+    kinematics = end_effector_kinematics(env)
+    arm = env.robot.arm_joints
+    noise_mask = (np.arange(len(env.joint_names)) < arm).astype(np.float64)  # never on a gripper
     obs = env.reset(seed=seed)
     info = env.privileged()
     keys = _STEP_ARRAYS + _OPTIONAL_STEP_ARRAYS + (_NOISE_STEP_ARRAYS if noisy else ())
+    if kinematics is None:
+        keys = tuple(k for k in keys if k not in ("ee_pose", "ee_target"))
     steps: dict[str, list[np.ndarray]] = {key: [] for key in keys}
     done, success = False, False
     while not done:
@@ -173,7 +189,7 @@ def record_episode(
         clean = expert.act(obs, info)
         if noisy:
             label = env.clip_joint_target(clean, env.joint_target)
-            executed = clean + rng.normal(0.0, action_noise, size=clean.shape)
+            executed = clean + noise_mask * rng.normal(0.0, action_noise, size=clean.shape)
             next_obs, success, done, next_info = env.step(executed)
             steps["executed_target"].append(next_info["joint_target"])
         else:
@@ -181,6 +197,9 @@ def record_episode(
             label = next_info["joint_target"]
         steps["joint_target"].append(label)
         steps["action_delta"].append(label - obs["joint_positions"])
+        if kinematics is not None:
+            steps["ee_pose"].append(pose_vector(kinematics, obs["joint_positions"][:arm]))
+            steps["ee_target"].append(pose_vector(kinematics, label[:arm]))
         obs, info = next_obs, next_info
     arrays = {key: np.stack(values) for key, values in steps.items()}
     return Episode(
@@ -196,7 +215,27 @@ def record_episode(
         goal_position=None if env.goal_position is None else env.goal_position.copy(),
         action_noise=float(action_noise),
         noise_seed=int(noise_seed) if noisy else 0,
+        gripper_open=env.robot.gripper_open,
     )
+
+
+def end_effector_kinematics(env: TabletopArmEnv):
+    """The URDF kinematics of an end-effector robot (one with a gripper), else None."""
+    if not env.robot.has_gripper:
+        return None
+    from ceed_vla_ros.kinematics import ArmKinematics
+    from ceed_vla_ros.sim.robots import urdf_path
+
+    robot = env.robot
+    return ArmKinematics.from_file(urdf_path(robot), robot.joint_names[: robot.arm_joints], "base_link", "tool_tip")
+
+
+def pose_vector(kinematics, joints: np.ndarray) -> np.ndarray:
+    """(6,) x, y, z, roll, pitch, yaw of the tip at ``joints`` (forward kinematics)."""
+    from ceed_vla_ros.kinematics import rotation_values
+
+    position, rotation = kinematics.forward(np.asarray(joints, dtype=np.float64))
+    return np.concatenate((position, rotation_values(rotation, "rpy")))
 
 
 class DatasetWriter:
@@ -255,6 +294,8 @@ class DatasetWriter:
         attrs["joint_names"] = list(episode.joint_names)
         if episode.goal_position is not None:
             attrs["goal_position"] = np.asarray(episode.goal_position, dtype=np.float64)
+        if episode.gripper_open is not None:
+            attrs["gripper_open"] = float(episode.gripper_open)
         attrs["action_noise"] = float(episode.action_noise)
         attrs["noise_seed"] = int(episode.noise_seed)
         self.num_episodes += 1
@@ -311,6 +352,7 @@ class DatasetReader:
             goal_position=np.asarray(attrs["goal_position"]) if "goal_position" in attrs else None,
             action_noise=float(attrs.get("action_noise", 0.0)),
             noise_seed=int(attrs.get("noise_seed", 0)),
+            gripper_open=float(attrs["gripper_open"]) if "gripper_open" in attrs else None,
         )
 
     def __iter__(self) -> Iterator[Episode]:
@@ -326,6 +368,11 @@ class DatasetReader:
 
     def __exit__(self, *exc_info: object) -> None:
         self.close()
+
+
+def default_robot(task: str) -> str:
+    """The robot a task runs on unless one is named: pick needs the gripper arm."""
+    return "gripper_arm" if task == "pick" else "arm"
 
 
 def read_episodes(path: str | Path) -> Iterator[Episode]:
@@ -348,12 +395,14 @@ def record_dataset(
     progress: bool = True,
     action_noise: float = 0.0,
     noise_seed: int = 0,
+    robot: str | None = None,
 ) -> RecordSummary:
     """Record ``episodes`` expert demonstrations into ``out``; attempt ``i`` uses seed ``seed+i``.
 
     With ``only_successful`` failed attempts are dropped and further seeds are tried until
     ``episodes`` successes are written (at most ``2 * episodes + 10`` attempts). With
-    ``action_noise > 0`` the rollouts are noise-injected (DART, see the module docstring).
+    ``action_noise > 0`` the rollouts are noise-injected (DART, see the module docstring; never on a
+    gripper). ``robot``: ``arm`` or ``gripper_arm`` (default: ``gripper_arm`` for pick, else ``arm``).
     """
     from tqdm import tqdm
 
@@ -361,7 +410,7 @@ def record_dataset(
     max_attempts = 2 * episodes + 10 if only_successful else episodes
     attempts = successes = steps = 0
     with (
-        TabletopArmEnv(task=task, image_size=image_size, horizon=horizon) as env,
+        TabletopArmEnv(task=task, image_size=image_size, horizon=horizon, robot=robot or default_robot(task)) as env,
         DatasetWriter(out, env.config(), compression=compression, overwrite=overwrite) as writer,
         tqdm(total=episodes, unit="ep", disable=not progress, desc=f"record {task}") as bar,
     ):

@@ -62,7 +62,9 @@ from ceed_vla_ros.metadata import CheckpointError
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import CeedVlaPolicy
 from ceed_vla_ros.precision import add_precision_arguments, precision_from_args
+from ceed_vla_ros.sim.chunk_targets import ChunkTargets
 from ceed_vla_ros.sim.env import ALL_TASKS, TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.recorder import default_robot
 from ceed_vla_ros.tools.latency import LatencySpec, policy_decider, run_realtime_episode
 from ceed_vla_ros.tools.statistics import format_rate, wilson_interval
 
@@ -181,6 +183,7 @@ def summarize(setting, task, episodes, forward_passes, iterations, decode_ms, co
         "mean_iterations": float(np.mean(iterations)) if iterations else 0.0,
         "converged_fraction": float(np.mean(converged)) if converged else 0.0,
         "median_decode_ms": float(statistics.median(decode_ms)) if decode_ms else 0.0,
+        "refused_chunks": int(sum(x for r in records for x in r.refused)),  # by the driver's IK / latency
         "policy_hz": execute_steps * len(decode_ms) / total_s if total_s > 0 else 0.0,
         "wilson_low": low,
         "wilson_high": high,
@@ -199,7 +202,7 @@ def run_episode(
     """One closed-loop episode; appends the per-chunk stats to ``record``."""
     obs = env.reset(seed=seed)
     policy.reset()
-    delta = policy.metadata.action_space == "joint_delta"
+    to_targets = ChunkTargets(policy.metadata, env)
     done, success, steps, chunks = False, False, 0, 0
     while not done:
         out = policy.predict(
@@ -214,9 +217,11 @@ def run_episode(
         record.iterations.append(out.stats.iterations)
         record.decode_ms.append(out.stats.wall_time_ms)
         record.converged.append(out.stats.converged)
-        base = obs["joint_positions"].copy()
-        for action in out.actions[:execute_steps]:
-            target = base + action if delta else action
+        targets, _ = to_targets(out.actions[:execute_steps], obs["joint_positions"])
+        record.refused.append(targets is None)
+        if targets is None:  # the IK refused the chunk: the arm holds, as the driver holds it
+            targets = np.repeat(env.joint_target[None], execute_steps, axis=0)
+        for target in targets:
             obs, success, done, _ = env.step(target)
             steps += 1
             if done:
@@ -294,7 +299,7 @@ def evaluate(
     total = len(settings) * len(tasks) * episodes * len(latencies)
     bar = tqdm(total=total, unit="ep", disable=not progress, desc="eval")
     for task in tasks:
-        with TabletopArmEnv(task=task, image_size=image_size) as env:
+        with TabletopArmEnv(task=task, image_size=image_size, robot=default_robot(task)) as env:
             for latency in latencies:
                 for setting in settings:
                     policy = CeedVlaPolicy(checkpoints[setting.checkpoint], setting.decode, seed=seed)

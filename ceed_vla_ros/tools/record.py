@@ -12,6 +12,8 @@ from ceed_vla_ros.sim.recorder import record_dataset
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     """Arguments of ``ceed-vla record``."""
     parser.add_argument("--task", choices=ALL_TASKS, default="reach", help="task to demonstrate")
+    parser.add_argument("--robot", choices=("arm", "gripper_arm"), default=None,
+                        help="simulated robot (default: gripper_arm for pick, else arm)")
     parser.add_argument("--episodes", type=int, required=True, help="episodes to write")
     parser.add_argument("--seed", type=int, default=0, help="seed of the first episode")
     parser.add_argument("--out", type=Path, required=True, help="output HDF5 file")
@@ -53,7 +55,11 @@ def cli_main(args: argparse.Namespace) -> int:
             overwrite=args.overwrite,
             action_noise=args.action_noise,
             noise_seed=args.noise_seed,
+            robot=args.robot,
         )
+    except ValueError as error:
+        print(f"error: {error}")
+        return 1
     except FileExistsError as error:
         print(f"error: {error}")
         return 1

@@ -143,6 +143,7 @@ class TeacherConfig(_RunConfig):
     proprio_noise: float = 0.0
     init_checkpoint: Path | None = None
     init_norm: bool = False
+    init_partial: bool = False
     first_action_weight: float = 1.0
     freeze_vision: bool = False
     oversample_first_steps: int = 0
@@ -171,8 +172,11 @@ class TeacherConfig(_RunConfig):
         if not self.vision_channels or len(self.vision_channels) != len(self.vision_strides):
             raise ValueError(f"--vision-channels {list(self.vision_channels)} and --vision-strides "
                              f"{list(self.vision_strides)} need the same, non-zero number of values")
-        if (self.init_norm or self.freeze_vision) and self.init_checkpoint is None:
-            raise ValueError("--init-norm and --freeze-vision need --init-checkpoint")
+        if (self.init_norm or self.freeze_vision or self.init_partial) and self.init_checkpoint is None:
+            raise ValueError("--init-norm, --init-partial and --freeze-vision need --init-checkpoint")
+        if self.init_norm and self.init_partial:
+            raise ValueError("--init-norm keeps the init checkpoint's action statistics: not with --init-partial "
+                             "(another action layout)")
 
 
 @dataclass(frozen=True)

@@ -11,6 +11,15 @@ Definitions (exact):
   driver computes ``target_i = joints_at_image_stamp + a_i``); past the episode end the last
   applied ``joint_target`` is repeated (the arm holds the final pose). ``actions[t, 0]`` equals
   the recorder's ``action_delta[t]``.
+* **Chunk-relative end-effector deltas + gripper** (action space ``ee_delta``: episodes of a robot
+  with a gripper, which carry ``ee_pose`` / ``ee_target``; the metadata's ``delta_frame: base``,
+  ``delta_reference: image_pose``, rotation ``rpy``). With ``j = min(t + i, T - 1)``::
+
+      actions[t, i, 0:3] = ee_target[j, :3] - ee_pose[t, :3]                 (m, base frame)
+      actions[t, i, 3:6] = rpy(R(ee_target[j, 3:]) @ R(ee_pose[t, 3:])^T)    (R' = dR R)
+      actions[t, i, 6]   = joint_target[j, -1] / gripper_open                (1 open, 0 closed)
+
+  so the driver's ``target_i = (p_t + dp_i, dR_i R_t)`` through its IK reproduces the label.
 * **Statistics**: ``action_norm`` = per-dimension q01/q99 over ALL chunk positions of all samples
   (``NormStats.from_data(actions.reshape(-1, 4))``); ``proprio_norm`` = q01/q99 of the measured
   joint positions. Both go into the checkpoint metadata.
@@ -59,6 +68,40 @@ def chunk_relative_actions(episode: Episode, chunk_len: int) -> np.ndarray:
     return episode.joint_target[index] - episode.joint_positions[:, None, :]
 
 
+def rpy_to_matrix(rpy: np.ndarray) -> np.ndarray:
+    """(..., 3) roll, pitch, yaw -> (..., 3, 3) ``Rz(yaw) Ry(pitch) Rx(roll)`` (pinocchio's convention)."""
+    r, p, y = np.moveaxis(np.asarray(rpy, dtype=np.float64), -1, 0)
+    cr, sr, cp, sp, cy, sy = np.cos(r), np.sin(r), np.cos(p), np.sin(p), np.cos(y), np.sin(y)
+    rows = [
+        [cy * cp, cy * sp * sr - sy * cr, cy * sp * cr + sy * sr],
+        [sy * cp, sy * sp * sr + cy * cr, sy * sp * cr - cy * sr],
+        [-sp, cp * sr, cp * cr],
+    ]
+    return np.stack([np.stack(row, axis=-1) for row in rows], axis=-2)
+
+
+def matrix_to_rpy(matrix: np.ndarray) -> np.ndarray:
+    """Inverse of :func:`rpy_to_matrix` (pitch in [-pi/2, pi/2])."""
+    m = np.asarray(matrix, dtype=np.float64)
+    pitch = np.arcsin(np.clip(-m[..., 2, 0], -1.0, 1.0))
+    roll = np.arctan2(m[..., 2, 1], m[..., 2, 2])
+    yaw = np.arctan2(m[..., 1, 0], m[..., 0, 0])
+    return np.stack((roll, pitch, yaw), axis=-1)
+
+
+def chunk_relative_ee_actions(episode: Episode, chunk_len: int) -> np.ndarray:
+    """``(T, chunk_len, 7)`` chunk-relative end-effector deltas + gripper (see module docstring)."""
+    if episode.ee_pose is None or episode.ee_target is None or episode.gripper_open is None:
+        raise ValueError("ee_delta actions need an episode with ee_pose, ee_target and a gripper")
+    steps = episode.num_steps
+    index = np.minimum(np.arange(steps)[:, None] + np.arange(chunk_len)[None, :], steps - 1)
+    pose, target = episode.ee_pose, episode.ee_target[index]  # (T, 6), (T, k, 6)
+    translation = target[..., :3] - pose[:, None, :3]
+    delta = rpy_to_matrix(target[..., 3:]) @ np.swapaxes(rpy_to_matrix(pose[:, 3:]), -1, -2)[:, None]
+    gripper = episode.joint_target[index, -1:] / episode.gripper_open
+    return np.concatenate((translation, matrix_to_rpy(delta), gripper), axis=-1)
+
+
 def pixels_to_unit(uv: np.ndarray, image_size: int) -> np.ndarray:
     """(u, v) continuous pixel coordinates -> the vision encoder's [-1, 1] grid (pixel centres)."""
     return 2.0 * (np.asarray(uv, dtype=np.float64) - 0.5) / (image_size - 1) - 1.0
@@ -87,6 +130,8 @@ class TeacherData:
     dt: float = 0.1
     image_crop: str = "none"  # how the source frames were cropped before resizing (the checkpoint's ImageSpec.crop)
     proprio_norm: NormStats | None = None  # the dataset's own statistics, else computed
+    action_space: str = "joint_delta"  # or ee_delta (episodes of a robot with a gripper)
+    arm_joints: int | None = None  # ee_delta: the first arm_joints of joint_names are the arm's
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -112,6 +157,7 @@ def build_teacher_data(
     images, joints, actions, instr, task, epi, points, masks, targets = ([] for _ in range(9))
     joint_names: tuple[str, ...] | None = None
     dt = None
+    action_space: str | None = None
     instructions: list[str] = []
     tasks: list[str] = []
     image_size = None
@@ -130,9 +176,17 @@ def build_teacher_data(
             instructions.append(episode.instruction)
         if episode.task not in tasks:
             tasks.append(episode.task)
+        space = "ee_delta" if episode.ee_target is not None else "joint_delta"
+        if action_space is None:
+            action_space = space
+        elif space != action_space:
+            raise ValueError(f"episodes mix {action_space} and {space} actions (robots with and without a gripper)")
         images.append(episode.images)
         joints.append(episode.joint_positions)
-        actions.append(chunk_relative_actions(episode, chunk_len))
+        if space == "ee_delta":
+            actions.append(chunk_relative_ee_actions(episode, chunk_len))
+        else:
+            actions.append(chunk_relative_actions(episode, chunk_len))
         instr.append(np.full(steps, instructions.index(episode.instruction)))
         task.append(np.full(steps, tasks.index(episode.task)))
         epi.append(np.full(steps, count))
@@ -176,6 +230,8 @@ def build_teacher_data(
         dt=dt,
         image_crop=image_crop,
         proprio_norm=proprio_norm,
+        action_space=action_space,
+        arm_joints=len(joint_names) - 1 if action_space == "ee_delta" else None,
     )
 
 

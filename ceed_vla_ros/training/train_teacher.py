@@ -49,7 +49,7 @@ from transformers import GenerationConfig
 
 from ceed_vla_ros.action_tokenizer import ActionTokenizer
 from ceed_vla_ros.datasets import add_data_arguments
-from ceed_vla_ros.metadata import CheckpointMetadata, ImageSpec, Provenance
+from ceed_vla_ros.metadata import CheckpointMetadata, EndEffectorSpec, GripperSpec, ImageSpec, Provenance
 from ceed_vla_ros.model import CeedVlaForActionPrediction, build_tokenizer, encode_prompt, make_model_config, new_model
 from ceed_vla_ros.paths import add_model_dir_argument, model_dir_argument
 from ceed_vla_ros.policy import preprocess_images
@@ -207,6 +207,38 @@ def widen_projector_input(state: dict[str, torch.Tensor], vla: CeedVlaForActionP
     return {**state, PROJECTOR_INPUT: widened}
 
 
+VOCABULARY_ROWS = ("language_model.model.embed_tokens.weight", "language_model.lm_head.weight")
+
+
+def partial_state(
+    init_model: CeedVlaForActionPrediction, init_tokenizer, vla: CeedVlaForActionPrediction, tokenizer
+) -> tuple[dict[str, torch.Tensor], list[str]]:
+    """``vla``'s state dict with every tensor of ``init_model`` that fits copied in (``--init-partial``):
+    same name and shape; the token embedding and output rows by token STRING (a vocabulary with
+    other words has other ids); the image-token MLP's input widened as by :func:`widen_projector_input`.
+    Returns the state and the names left at ``vla``'s fresh initialisation (e.g. a proprio layer of
+    another width)."""
+    old = widen_projector_input(init_model.state_dict(), vla)
+    state = vla.state_dict()
+    old_vocab, new_vocab = init_tokenizer.get_vocab(), tokenizer.get_vocab()
+    fresh = []
+    for name, tensor in state.items():
+        source = old.get(name)
+        if name.endswith(VOCABULARY_ROWS) and source is not None and source.shape[1:] == tensor.shape[1:]:
+            rows = tensor.clone()
+            shared = [(new_vocab[t], i) for t, i in old_vocab.items() if t in new_vocab and i < len(source)]
+            for new_id, old_id in shared:
+                rows[new_id] = source[old_id]
+            state[name] = rows
+            if len(shared) < len(new_vocab):
+                fresh.append(f"{name} ({len(new_vocab) - len(shared)} new tokens)")
+        elif source is not None and source.shape == tensor.shape:
+            state[name] = source.clone()
+        else:
+            fresh.append(name)
+    return state, fresh
+
+
 @torch.no_grad()
 def cache_vision_features(
     vla: CeedVlaForActionPrediction,
@@ -232,15 +264,27 @@ def cache_vision_features(
 
 
 def build_metadata(config: TeacherConfig, data: TeacherData) -> CheckpointMetadata:
+    """Joint data: joint_delta over its joints. End-effector data (a robot with a gripper): ee_delta
+    of ``tool_tip`` in ``base_link`` (rpy, base frame, image pose) + a binary gripper (0 closed, 1
+    open); the arm joints are the driven joints, every joint (gripper included) is proprio."""
+    names = list(data.joint_names or JOINT_NAMES)
+    layout: dict = {"action_space": "joint_delta", "joint_names": names, "action_dims": len(names)}
+    if data.action_space == "ee_delta":
+        layout = {
+            "action_space": "ee_delta",
+            "joint_names": names[: data.arm_joints],
+            "action_dims": data.actions.shape[-1],
+            "end_effector": EndEffectorSpec(base_frame="base_link", tip_frame="tool_tip", rotation="rpy",
+                                            delta_frame="base", delta_reference="image_pose"),
+            "gripper": GripperSpec(mode="binary", closed_value=0.0, open_value=1.0, threshold=0.5),
+        }
     return CheckpointMetadata(
         name=config.name,
-        action_space="joint_delta",
-        joint_names=list(data.joint_names or JOINT_NAMES),
-        action_dims=len(data.joint_names or JOINT_NAMES),
+        **layout,
         chunk_len=config.chunk_len,
         dt=data.dt,
         action_norm=data.action_stats(),
-        proprio_names=list(data.joint_names or JOINT_NAMES),
+        proprio_names=names,
         proprio_norm=data.proprio_stats(),
         n_bins=config.n_bins,
         image=ImageSpec(height=data.image_size, width=data.image_size, crop=data.image_crop),
@@ -320,12 +364,19 @@ def train(config: TeacherConfig) -> Path:
         from ceed_vla_ros.checkpoint import load_checkpoint_path
 
         init = load_checkpoint_path(config.init_checkpoint)
-        if init.tokenizer.get_vocab() != tokenizer.get_vocab():
-            raise SystemExit(f"--init-checkpoint {config.init_checkpoint}: vocabulary differs")
-        try:
-            vla.load_state_dict(widen_projector_input(init.model.state_dict(), vla), strict=True)
-        except RuntimeError as error:
-            raise SystemExit(f"--init-checkpoint {config.init_checkpoint}: architecture differs ({error})") from None
+        if config.init_partial:
+            state, fresh = partial_state(init.model, init.tokenizer, vla, tokenizer)
+            vla.load_state_dict(state, strict=True)
+            accelerator.print(f"--init-partial: {len(state) - len(fresh)} tensors from {config.init_checkpoint}, "
+                              f"fresh: {', '.join(fresh) or 'none'}")
+        elif init.tokenizer.get_vocab() != tokenizer.get_vocab():
+            raise SystemExit(f"--init-checkpoint {config.init_checkpoint}: vocabulary differs (--init-partial copies "
+                             "what fits)")
+        else:
+            try:
+                vla.load_state_dict(widen_projector_input(init.model.state_dict(), vla), strict=True)
+            except RuntimeError as error:
+                raise SystemExit(f"--init-checkpoint {config.init_checkpoint}: architecture differs ({error})") from None
         vla.train()
         seeds = {**metadata.provenance.seeds, "init": init.metadata.provenance.seeds.get("init", -1)}
         provenance = init.metadata.provenance
@@ -542,6 +593,13 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --init-checkpoint: keep its action/proprio q01/q99 statistics instead of recomputing them from "
         "--data (the token bins keep their meaning when the new data, e.g. noise-injected demos, is wider)",
+    )
+    parser.add_argument(
+        "--init-partial",
+        action="store_true",
+        help="with --init-checkpoint: copy only what fits (tensors of the same name and shape; token embedding and "
+        "output rows by token string), the rest starts fresh: for another robot (action dims, proprio) or "
+        "vocabulary, e.g. reusing a trained CNN with --freeze-vision",
     )
     parser.add_argument(
         "--first-action-weight",
