@@ -168,6 +168,18 @@ SETUPS: dict[str, Setup] = {
             LaunchArgument("seed", "layout seed of the first episode", parameters=(("sim_arm", "seed"),)),
         ),
     ),
+    "sim_gripper_arm": Setup(
+        name="sim_gripper_arm",
+        description="MuJoCo 6-joint arm with a parallel gripper (pick) + camera subscriber + policy (end-effector "
+        "actions + gripper) + arm driver (IK, gripper joint), all on this computer",
+        params_file="sim_gripper_arm.yaml",
+        nodes=(SIM_ARM, CAMERA, POLICY, DRIVER),
+        arguments=_COMMON_ARGUMENTS
+        + (
+            LaunchArgument("task", "pick | reach", parameters=(("sim_arm", "task"),)),
+            LaunchArgument("seed", "layout seed of the first episode", parameters=(("sim_arm", "seed"),)),
+        ),
+    ),
     "real_arm": Setup(
         name="real_arm",
         description="camera subscriber + policy + arm driver for a ros2_control arm and a camera driver you start",

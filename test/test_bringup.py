@@ -52,6 +52,25 @@ def test_real_arm_is_safe_by_default():
     assert sections["arm_driver"]["enable_actuation"] is False
 
 
+def test_sim_gripper_arm_matches_the_simulated_gripper_arm():
+    from ceed_vla_ros.sim.robots import GRIPPER_ARM
+
+    sections = read_parameters(get_setup("sim_gripper_arm").params_path(CONFIG))
+    assert (sections["sim_arm"]["robot"], sections["sim_arm"]["task"]) == ("gripper_arm", "pick")
+    driver = sections["arm_driver"]
+    arm = GRIPPER_ARM.arm_joints
+    assert driver["joint_names"] == list(GRIPPER_ARM.joint_names[:arm])
+    assert [list(pair) for pair in zip(driver["position_lower"], driver["position_upper"])] == [
+        list(limits) for limits in GRIPPER_ARM.joint_limits[:arm]]
+    assert len(driver["max_velocity"]) == len(driver["max_acceleration"]) == arm
+    assert (driver["gripper_interface"], driver["gripper_joint"]) == ("joint", GRIPPER_ARM.joint_names[arm])
+    assert (driver["gripper_closed_position"], driver["gripper_open_position"]) == GRIPPER_ARM.joint_limits[arm]
+    assert (CONFIG.parent / driver["urdf_file"]).is_file() and driver["urdf_file"] == f"config/{GRIPPER_ARM.urdf}"
+    for node in ("camera_subscriber", "policy"):
+        assert sections[node]["checkpoint"] == "sim_gripper_student"
+    assert (sections["policy"]["decoding_mode"], sections["policy"]["early_exit_steps"]) == ("early_exit", 2)
+
+
 def test_argument_defaults_are_the_parameter_file_values():
     setup = get_setup("sim_arm")
     values = {a.name: argument_default(setup, a, CONFIG) for a in setup.arguments}

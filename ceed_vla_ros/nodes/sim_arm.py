@@ -5,6 +5,14 @@ position controller, joint trajectory controller) plus a camera and an episode i
 rest of the stack cannot tell it from hardware. It is a thin wrapper: physics, rendering, scene
 layout and success tests live in :class:`ceed_vla_ros.sim.env.TabletopArmEnv`.
 
+Two robots (``robot``, :mod:`ceed_vla_ros.sim.robots`): ``arm`` (default), the 4-joint arm without a
+gripper (joints base_yaw, shoulder_pitch, elbow_pitch, wrist_pitch; tasks reach | push), and
+``gripper_arm``, the 6-joint arm with a parallel gripper (joints base_yaw, shoulder_pitch,
+elbow_pitch, forearm_roll, wrist_pitch, wrist_roll, then ``gripper``: a finger position in m, 0
+closed .. 0.055 open; tasks pick | reach; a wrist camera). "The joints" below are the robot's
+joints in that order, the gripper included: joint states, commands and trajectories treat it as
+one more joint.
+
 Physics runs in real time: a steady-clock timer at 50 Hz, and every publisher, command and reset
 callback before it acts, integrates the wall time elapsed since the last update in 0.01 s physics
 steps (the remainder is carried over). So published states are current and commands take effect
@@ -14,11 +22,16 @@ factor (simulated / wall time) is logged at shutdown.
 
 Published topics:
 
-* ``/joint_states`` (sensor_msgs/JointState) at ``joint_state_rate_hz``: name, position (rad),
-  velocity (rad/s) of the four joints; stamp = node clock now.
+* ``/joint_states`` (sensor_msgs/JointState) at ``joint_state_rate_hz``: name, position (rad; the
+  gripper: m), velocity (rad/s; m/s) of the joints (4 for ``arm``, 7 for ``gripper_arm``); stamp =
+  node clock now.
 * ``camera/image_raw`` (sensor_msgs/Image, SensorData QoS) at ``camera_rate_hz``: rgb8,
   ``image_size`` square, frame_id ``front_camera``, stamp = when the frame was rendered; plus one
   frame right at every reset (the first frame of the episode).
+* ``wrist_camera/image_raw`` (sensor_msgs/Image, SensorData QoS; only a robot with a wrist camera:
+  ``gripper_arm``): the wrist camera, looking along the tool at the fingers; the same rate, size,
+  encoding and reset frame as ``camera/image_raw``, frame_id ``wrist_camera``, and each frame has
+  the stamp of the front frame rendered from the same state.
 * ``/ceed_vla/instruction`` (std_msgs/String, depth 1, reliable, transient local: late joiners
   get the current one) at every reset.
 * ``~/success`` (std_msgs/Bool) at ``joint_state_rate_hz``, with each joint state: whether the
@@ -31,22 +44,25 @@ Published topics:
 Subscribed topics:
 
 * ``/forward_position_controller/commands`` (std_msgs/Float64MultiArray): absolute joint position
-  targets, one per joint in ``/joint_states`` name order, clipped to the joint limits (no rate
-  limit here: the arm driver limits the rate, as in front of a real position controller). A wrong
-  length or a non-finite value: throttled warning, message ignored.
+  targets, one per joint in ``/joint_states`` name order (``gripper_arm``: 7, the gripper last),
+  clipped to the joint limits (no rate limit here: the arm driver limits the rate, as in front of a
+  real position controller). A wrong length or a non-finite value: throttled warning, message
+  ignored.
 * ``/joint_trajectory_controller/joint_trajectory`` (trajectory_msgs/JointTrajectory): executed
   in time like a joint_trajectory_controller: point j is reached at ``header.stamp`` (zero: on
   receipt) + its ``time_from_start``, linearly interpolated from the target in force when the
   message arrived; a new message replaces the rest of the old one, points already in the past are
-  skipped; joints are matched by ``joint_names`` and joints not named keep their target. Unknown
+  skipped; joints are matched by ``joint_names`` (``gripper`` is one of them on ``gripper_arm``)
+  and joints not named keep their target. Unknown
   or repeated names, a length mismatch, non-finite values, times that do not increase, or no
   point still ahead: throttled warning, message ignored.
 
 Services:
 
-* ``~/reset_episode`` (ceed_vla_ros/srv/ResetEpisode): new episode of ``task`` ("reach" | "push";
-  empty keeps the current task) with layout ``seed`` (>= 0) and named cube ``colour`` (empty: by
-  seed). The arm is put back at its home pose, and so is the command. The instruction is
+* ``~/reset_episode`` (ceed_vla_ros/srv/ResetEpisode): new episode of ``task`` (one of the robot's
+  tasks: "reach" | "push" on ``arm``, "pick" | "reach" on ``gripper_arm``; empty keeps the current
+  task) with layout ``seed`` (>= 0) and named cube ``colour`` (empty: by seed). The arm is put back
+  at its home pose (the gripper open), and so is the command. The instruction is
   returned and published. On success ``message`` ends with ``episode start stamp <sec>.<nanosec>``,
   the stamp of the reset frame on ``camera/image_raw``: frames stamped earlier show the previous
   episode. Invalid requests: ``success`` false, ``message`` says why, nothing changes.
@@ -54,19 +70,23 @@ Services:
 Parameters (all read-only: set them at start-up, e.g. ``--ros-args -p task:=push``; rates are
 doubles, write ``15.0`` not ``15``; a rejected start-up value stops the node with exit code 1):
 
-* ``task`` (string, default ``reach``): task of the first episode, reach | push.
+* ``robot`` (string, default ``arm``): the simulated robot, arm | gripper_arm.
+* ``task`` (string, default ``reach``): task of the first episode, one of the robot's tasks: reach |
+  push (``arm``), pick | reach (``gripper_arm``).
 * ``seed`` (int >= 0, default 0): layout seed of the first episode.
 * ``colour`` (string, default ""): named cube of the first episode, red | green | blue, or ""
   (chosen by the seed).
 * ``joint_state_rate_hz`` (double 1-1000, default 100.0): rate of /joint_states and ~/success.
-* ``camera_rate_hz`` (double 0.1-60, default 15.0): rate of camera/image_raw.
-* ``image_size`` (int 8-1024, default 64): width = height of the camera images (px).
+* ``camera_rate_hz`` (double 0.1-60, default 15.0): rate of camera/image_raw (and wrist_camera/image_raw).
+* ``image_size`` (int 8-1024, default 64): width = height of the camera images (px; both cameras).
 * ``end_on_success`` (bool, default true): the first success ends the episode (see ``~/success``).
 * ``expert_teleop`` (bool, default false): the scripted expert of :mod:`ceed_vla_ros.sim.expert`
   acts as a teleoperator: every ``CONTROL_DT`` (0.1 s) it computes the next absolute joint target
   from the simulator's privileged state (the same target, velocity limited, that ``ceed-vla
   record`` stores as the label) and PUBLISHES it on ``/forward_position_controller/commands``,
-  where this node (and an ``episode_recorder``) receive it like any other command. After an
+  where this node (and an ``episode_recorder``) receive it like any other command (``gripper_arm``:
+  7 entries, the gripper fully open or closed; the pick expert plans through the IK of
+  ``config/sim_gripper_arm.urdf``). After an
   ``end_on_success`` success it publishes the held pose. For recording demonstrations over DDS
   (``ceed-vla launch record_sim``); leave it off when a policy drives the arm.
 """
@@ -94,16 +114,22 @@ from ceed_vla_ros.nodes.interfaces import (
     TRAJECTORY_TOPIC,
 )
 from ceed_vla_ros.nodes.interfaces import SIM_CAMERA_TOPIC as IMAGE_TOPIC
-from ceed_vla_ros.nodes.parameters import Param, declare_parameters, run_node
-from ceed_vla_ros.sim.env import COLOURS, CONTROL_DT, TASKS, TabletopArmEnv
-from ceed_vla_ros.sim.expert import Expert, make_expert
+from ceed_vla_ros.nodes.parameters import Param, StartupError, declare_parameters, run_node
+from ceed_vla_ros.sim.env import COLOURS, CONTROL_DT, DYNAMIC_TASKS, TabletopArmEnv
+from ceed_vla_ros.sim.expert import Expert, PickExpert, make_expert
 from ceed_vla_ros.sim.mjcf import PHYSICS_TIMESTEP
+from ceed_vla_ros.sim.robots import ROBOTS
 from ceed_vla_ros.srv import ResetEpisode
 
 NODE_NAME = "sim_arm"
 SUCCESS_TOPIC = "~/success"
 RESET_SERVICE = "~/reset_episode"
 CAMERA_FRAME_ID = "front_camera"
+WRIST_IMAGE_TOPIC = "wrist_camera/image_raw"  # relative, as camera/image_raw
+WRIST_CAMERA_FRAME_ID = "wrist_camera"
+ROBOT_TASKS: dict[str, tuple[str, ...]] = {
+    name: tuple(t for t in robot.tasks if t not in DYNAMIC_TASKS) for name, robot in ROBOTS.items()}
+"""Tasks the node runs, per robot (the environment's, less the dynamic ones)."""
 
 PHYSICS_RATE_HZ = 50.0
 """Least rate of physics updates (callbacks that publish or command update physics first too)."""
@@ -117,14 +143,17 @@ def _colour_problem(value: str) -> str | None:
 
 
 PARAMETERS = (
-    Param("task", "reach", "task of the first episode; ~/reset_episode changes episodes", choices=TASKS,
-          read_only=True),
+    Param("robot", "arm", "the simulated robot", choices=tuple(ROBOTS), read_only=True),
+    Param("task", "reach", "task of the first episode, one of the robot's ("
+          + "; ".join(f"{robot}: {', '.join(tasks)}" for robot, tasks in ROBOT_TASKS.items())
+          + "); ~/reset_episode changes episodes", read_only=True),
     Param("seed", 0, "layout seed of the first episode", minimum=0, maximum=2**63 - 1, read_only=True),
     Param("colour", "", "named cube of the first episode; empty: chosen by the seed", read_only=True,
           check=_colour_problem),
     Param("joint_state_rate_hz", 100.0, "rate of /joint_states and ~/success (Hz)", minimum=1.0, maximum=1000.0,
           read_only=True),
-    Param("camera_rate_hz", 15.0, "rate of camera/image_raw (Hz)", minimum=0.1, maximum=60.0, read_only=True),
+    Param("camera_rate_hz", 15.0, "rate of camera/image_raw and wrist_camera/image_raw (Hz)", minimum=0.1,
+          maximum=60.0, read_only=True),
     Param("image_size", 64, "width and height of the camera images (px)", minimum=8, maximum=1024, read_only=True),
     Param("end_on_success", True, "the first success ends the episode: the arm holds and ignores commands "
           "until ~/reset_episode", read_only=True),
@@ -133,13 +162,14 @@ PARAMETERS = (
 )
 
 
-def episode_request_error(task: str, colour: str, seed: int) -> str | None:
-    """Why ``(task, colour, seed)`` cannot start an episode, or ``None`` if it can.
+def episode_request_error(task: str, colour: str, seed: int, robot: str = "arm") -> str | None:
+    """Why ``(task, colour, seed)`` cannot start an episode of ``robot``, or ``None`` if it can.
 
     An empty ``task`` means "keep the current task", an empty ``colour`` "chosen by the seed".
     """
-    if task and task not in TASKS:
-        return f"unknown task {task!r}: expected one of {', '.join(TASKS)}"
+    tasks = ROBOT_TASKS[robot]
+    if task and task not in tasks:
+        return f"unknown task {task!r} for robot {robot}: expected one of {', '.join(tasks)}"
     if colour and colour not in COLOURS:
         return f"unknown colour {colour!r}: expected one of {', '.join(COLOURS)} or empty"
     if seed < 0:
@@ -166,12 +196,20 @@ class SimArmNode(Node):
         declare_parameters(self, PARAMETERS)
         self._image_size: int = self.get_parameter("image_size").value
         self._end_on_success: bool = self.get_parameter("end_on_success").value
+        self._robot = ROBOTS[self.get_parameter("robot").value]
+        task = self.get_parameter("task").value
+        if task not in ROBOT_TASKS[self._robot.name]:
+            raise StartupError(f"invalid start-up parameter: task: {task!r} is not one of "
+                               f"{', '.join(ROBOT_TASKS[self._robot.name])} (robot {self._robot.name})")
 
-        self._env = self._env_for(self.get_parameter("task").value)
+        self._env = self._env_for(task)
 
         self._joint_state_pub = self.create_publisher(JointState, JOINT_STATES_TOPIC, 10)
         self._success_pub = self.create_publisher(Bool, SUCCESS_TOPIC, 10)
         self._image_pub = self.create_publisher(Image, IMAGE_TOPIC, qos_profile_sensor_data)
+        self._wrist_pub = None
+        if self._robot.wrist_camera is not None:
+            self._wrist_pub = self.create_publisher(Image, WRIST_IMAGE_TOPIC, qos_profile_sensor_data)
         self._instruction_pub = self.create_publisher(String, INSTRUCTION_TOPIC, LATCHED_QOS)
 
         self.create_subscription(
@@ -188,7 +226,7 @@ class SimArmNode(Node):
 
         if self.get_parameter("expert_teleop").value:
             self._expert_pub = self.create_publisher(Float64MultiArray, FORWARD_COMMAND_TOPIC, 10)
-            self._experts: dict[str, Expert] = {}
+            self._experts: dict[str, Expert | PickExpert] = {}
             self.create_timer(CONTROL_DT, self._publish_expert_command, clock=steady)
 
         colour = self.get_parameter("colour").value
@@ -196,13 +234,15 @@ class SimArmNode(Node):
         # Simulated time starts with the first update: the executor may start spinning later.
         self._last_update: float | None = None
         joints = ", ".join(self._env.joint_names)
-        self.get_logger().info(f"simulated arm ready: task {self._env.task}, joints {joints}")
+        cameras = "front" + (", wrist" if self._wrist_pub is not None else "")
+        self.get_logger().info(f"simulated arm ready: robot {self._robot.name}, task {self._env.task}, "
+                               f"joints {joints}; cameras {cameras}")
 
     # ------------------------------------------------------------------ physics
     def _env_for(self, task: str) -> TabletopArmEnv:
         """The environment of ``task`` (one per task, created on first use)."""
         if task not in self._envs:
-            self._envs[task] = TabletopArmEnv(task=task, image_size=self._image_size)
+            self._envs[task] = TabletopArmEnv(task=task, image_size=self._image_size, robot=self._robot)
         return self._envs[task]
 
     def _update_physics(self) -> None:
@@ -249,8 +289,13 @@ class SimArmNode(Node):
         self._publish_frame(self._env.render_current())
 
     def _publish_frame(self, rgb: np.ndarray) -> Header:
+        """Publish the front frame ``rgb`` and, with a wrist camera, its frame of the same state (same stamp)."""
         header = Header(stamp=self.get_clock().now().to_msg(), frame_id=CAMERA_FRAME_ID)
         self._image_pub.publish(Image(header=header, **rgb_to_image_fields(rgb)))
+        if self._wrist_pub is not None:
+            wrist = self._env.render_camera(self._robot.wrist_camera)
+            self._wrist_pub.publish(Image(header=Header(stamp=header.stamp, frame_id=WRIST_CAMERA_FRAME_ID),
+                                          **rgb_to_image_fields(wrist)))
         return header
 
     # ------------------------------------------------------------------ commands
@@ -351,7 +396,7 @@ class SimArmNode(Node):
 
     def _on_reset_episode(self, request: ResetEpisode.Request,
                           response: ResetEpisode.Response) -> ResetEpisode.Response:
-        error = episode_request_error(request.task, request.colour, request.seed)
+        error = episode_request_error(request.task, request.colour, request.seed, self._robot.name)
         if error is not None:
             response.success, response.message = False, error
             self.get_logger().warning(f"reset_episode rejected: {error}")

@@ -61,7 +61,11 @@ COMMANDS: dict[str, tuple[str, str]] = {
         "ceed_vla_ros.training.train_student",
         "Consistency-distil a student from a teacher's Jacobi trajectories.",
     ),
-    "demo": ("ceed_vla_ros.tools.demo", "Run the simulated-arm suite for a few episodes with live progress."),
+    "demo": (
+        "ceed_vla_ros.tools.demo",
+        "Run a simulated robot's suite (arm, gripper_arm) for a few episodes with live progress; --video: "
+        "a captioned mp4 / gif.",
+    ),
     "episode": (
         "ceed_vla_ros.tools.episode",
         "Start, stop (save) or discard an episode of a running episode recorder.",
@@ -89,7 +93,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     ),
     "launch": (
         "ceed_vla_ros.tools.launcher",
-        "Start a bring-up (sim_arm, real_arm, record, record_sim) without ros2 launch.",
+        "Start a bring-up (sim_arm, sim_gripper_arm, real_arm, record, record_sim) without ros2 launch.",
     ),
     "record": ("ceed_vla_ros.tools.record", "Record scripted-expert demonstrations to HDF5."),
     "soak": (

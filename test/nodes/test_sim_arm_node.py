@@ -186,6 +186,7 @@ def test_camera_images_are_rgb8_with_frame_id_at_the_default_rate(sim, wait_unti
     (info,) = sim.probe.get_publishers_info_by_topic("/camera/image_raw")
     assert info.node_name == "sim_arm"
     assert info.qos_profile.reliability == ReliabilityPolicy.BEST_EFFORT  # SensorData QoS
+    assert not sim.probe.get_publishers_info_by_topic("/wrist_camera/image_raw")  # the arm has no wrist camera
 
 
 def test_forward_position_command_moves_the_joints_and_bad_ones_are_ignored(sim, wait_until):
@@ -337,7 +338,7 @@ def test_success_turns_true_when_the_tool_reaches_the_named_cube_and_ends_the_ep
 def test_parameters_are_described_and_read_only(sim, wait_until, make_client):
     client = make_client(sim.probe, "sim_arm")
     assert client.wait_for_services(timeout_sec=10.0)
-    names = ["task", "seed", "colour", "joint_state_rate_hz", "camera_rate_hz", "image_size", "end_on_success"]
+    names = ["robot", "task", "seed", "colour", "joint_state_rate_hz", "camera_rate_hz", "image_size", "end_on_success"]
     future = client.describe_parameters(names)
     assert wait_until(future.done, 5.0)
     descriptors = {d.name: d for d in future.result().descriptors}
