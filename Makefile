@@ -70,6 +70,7 @@ test: $(PKG_STAMP) lint
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(shuf -i 1-100 -n 1)} $(VENV)/bin/pytest $(PYTEST_ARGS)
 
 # The sim suite on the shipped distilled checkpoint: a few episodes with live progress.
+# A captioned video of the episodes: make demo DEMO_ARGS="--episodes 3 --video demo.mp4 --video demo.gif"
 DEMO_ARGS ?=
 demo: $(PKG_STAMP)
 	ROS_DOMAIN_ID=$${ROS_DOMAIN_ID:-$$(shuf -i 1-100 -n 1)} $(VENV)/bin/ceed-vla demo $(DEMO_ARGS)
