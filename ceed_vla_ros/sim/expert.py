@@ -259,7 +259,9 @@ class PickExpert:
 
 
 def make_expert(env: TabletopArmEnv) -> Expert | PickExpert:
-    """The scripted expert for ``env.task`` (on the gripper arm: pick, or reach through its IK)."""
+    """The scripted expert for ``env.task`` (the gripper arm has one for pick only)."""
     if env.task == "pick":
         return PickExpert(env)
+    if env.robot.has_gripper:
+        raise ValueError(f"no scripted expert for {env.task!r} on robot {env.robot.name}: only pick")
     return {"reach": ReachExpert, "push": PushExpert, "reach_moving": MovingReachExpert}[env.task](env)
