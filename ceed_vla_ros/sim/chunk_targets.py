@@ -33,8 +33,10 @@ class ChunkTargets:
                 raise ValueError(f"checkpoint {metadata.name} drives joints {metadata.joint_names}; the simulated "
                                  f"{robot.name} has {arm_names}")
             if (metadata.gripper is not None) != robot.has_gripper:
-                raise ValueError(f"checkpoint {metadata.name} {'has' if metadata.gripper else 'has no'} gripper "
-                                 f"action; the simulated {robot.name} {'has' if robot.has_gripper else 'has no'} gripper")
+                ours = "has" if metadata.gripper else "has no"
+                theirs = "has" if robot.has_gripper else "has no"
+                raise ValueError(f"checkpoint {metadata.name} {ours} gripper action; the simulated {robot.name} "
+                                 f"{theirs} gripper")
             spec = metadata.end_effector
             self.kinematics = ArmKinematics.from_file(urdf_path(robot), arm_names, spec.base_frame, spec.tip_frame)
         elif list(metadata.joint_names) != list(robot.joint_names):

@@ -39,8 +39,9 @@ position target vector of shape ``(n,)`` in ``joint_names`` order (n = 4 for ``a
 ``gripper_arm``). :meth:`TabletopArmEnv.step`
 first limits the change relative to the previously applied target to ``+-max_joint_step`` rad per
 joint (the velocity limit; the previous target at reset is the home pose), then clips to the joint
-limits (the gripper entry: its range, no rate limit), applies it to the position actuators and integrates ``dt = 0.1`` s of physics (10 substeps
-of 0.01 s). The applied target is reported in ``info["joint_target"]``.
+limits (the gripper entry: its range, no rate limit), applies it to the position actuators and
+integrates ``dt = 0.1`` s of physics (10 substeps of 0.01 s).
+The applied target is reported in ``info["joint_target"]``.
 
 Real-time control (the ``sim_arm`` ROS node): instead of :meth:`~TabletopArmEnv.step`,
 :meth:`~TabletopArmEnv.set_joint_command` applies a target clipped to the joint limits only (no
@@ -235,7 +236,8 @@ class TabletopArmEnv:
         self.home_qpos = np.array(robot.home_qpos, dtype=np.float64)
         # per-step velocity limit: max_joint_step on the arm joints; a gripper moves its full range
         self._max_step = np.full(len(self.joint_names), self.max_joint_step)
-        self._max_step[robot.arm_joints :] = self.joint_limits[robot.arm_joints :, 1] - self.joint_limits[robot.arm_joints :, 0]
+        rest = self.joint_limits[robot.arm_joints :]
+        self._max_step[robot.arm_joints :] = rest[:, 1] - rest[:, 0]
         self.n_substeps = int(round(CONTROL_DT / PHYSICS_TIMESTEP))
 
         xml = robot.build_xml(task == "push", max(256, self.image_size))

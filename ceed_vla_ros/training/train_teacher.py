@@ -376,7 +376,8 @@ def train(config: TeacherConfig) -> Path:
             try:
                 vla.load_state_dict(widen_projector_input(init.model.state_dict(), vla), strict=True)
             except RuntimeError as error:
-                raise SystemExit(f"--init-checkpoint {config.init_checkpoint}: architecture differs ({error})") from None
+                message = f"--init-checkpoint {config.init_checkpoint}: architecture differs ({error})"
+                raise SystemExit(message) from None
         vla.train()
         seeds = {**metadata.provenance.seeds, "init": init.metadata.provenance.seeds.get("init", -1)}
         provenance = init.metadata.provenance

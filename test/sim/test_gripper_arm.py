@@ -19,9 +19,9 @@ def env():
 
 
 def test_mjcf_and_urdf_agree_on_forward_kinematics(env):
-    from ceed_vla_ros.kinematics import ArmKinematics
-
     import mujoco
+
+    from ceed_vla_ros.kinematics import ArmKinematics
 
     kinematics = ArmKinematics.from_file(urdf_path(GRIPPER_ARM), ARM_JOINT_NAMES, "base_link", "tool_tip")
     data = mujoco.MjData(env.model)

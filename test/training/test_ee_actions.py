@@ -61,8 +61,8 @@ def test_ee_chunks_through_the_driver_ik_give_the_recorded_joint_labels(pick_epi
     the driver's IK seeded at the measured joints -> joint targets = the expert's labels."""
     data = build_teacher_data(pick_episodes, 4)
     assert data.action_space == "ee_delta" and data.arm_joints == 6 and data.actions.shape[-1] == 7
-    from ceed_vla_ros.training.train_teacher import build_metadata
     from ceed_vla_ros.training.config import TeacherConfig
+    from ceed_vla_ros.training.train_teacher import build_metadata
 
     metadata = build_metadata(TeacherConfig(data=("x.h5",), name="pick_test"), data)
     assert metadata.action_space == "ee_delta" and metadata.joint_names == list(ARM_JOINT_NAMES)
@@ -87,8 +87,8 @@ def test_ee_chunks_through_the_driver_ik_give_the_recorded_joint_labels(pick_epi
 
 def test_a_chunk_the_ik_cannot_reach_is_refused(pick_episodes):
     data = build_teacher_data(pick_episodes[:1], 4)
-    from ceed_vla_ros.training.train_teacher import build_metadata
     from ceed_vla_ros.training.config import TeacherConfig
+    from ceed_vla_ros.training.train_teacher import build_metadata
 
     metadata = build_metadata(TeacherConfig(data=("x.h5",), name="pick_test"), data)
     with TabletopArmEnv(task="pick", robot="gripper_arm") as env:
