@@ -57,6 +57,7 @@ from __future__ import annotations
 
 import bisect
 import collections
+import math
 import threading
 from dataclasses import dataclass, field
 
@@ -293,9 +294,12 @@ class ScheduledChunk:
     weights: np.ndarray | None = None  # (m,) temporal ensemble: summed weights of the predictions
     counts: np.ndarray | None = None  # (m,) and how many predictions were averaged
     curve: CubicChunk | None = None
-    _tail_start: np.ndarray | None = field(default=None, init=False, repr=False)
+    _tail_start: list[float] | None = field(default=None, init=False, repr=False)
     _tail_all_from: float = field(default=np.inf, init=False, repr=False)
-    _last_target: np.ndarray | None = field(default=None, init=False, repr=False)
+    _last_target: list[float] | None = field(default=None, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._end_time = float(self.times[-1])
 
     def sample_with_velocity(self, now: float) -> tuple[np.ndarray, np.ndarray | None]:
         """(target, its velocity) at ``now``; the velocity is None on straight lines."""
@@ -303,27 +307,41 @@ class ScheduledChunk:
             return self.curve.sample(now)
         return self.sample(now), None
 
-    def stop_at(self, now: float) -> np.ndarray | None:
+    def sample_with_velocity_floats(self, now: float) -> tuple[list[float], list[float] | None]:
+        """:meth:`sample_with_velocity` as lists of floats (the control period's path)."""
+        if self.curve is not None:
+            return self.curve.sample_floats(now)
+        return self.sample(now).tolist(), None
+
+    def _find_tail(self) -> None:
+        steps = np.diff(self.positions, axis=0)
+        start = np.zeros(self.positions.shape[1])
+        for j in range(self.positions.shape[1]):
+            k = len(steps)
+            while k > 0 and (np.all(steps[k - 1:, j] >= 0) or np.all(steps[k - 1:, j] <= 0)):
+                k -= 1
+            start[j] = self.times[k]
+        self._tail_start = start.tolist()
+        self._tail_all_from = float(start.max())
+        self._last_target = self.positions[-1].tolist()
+
+    def stop_at_floats(self, now: float) -> list[float] | None:
         """Where the motion comes to rest (the last target), per joint once the targets left run
         monotonically to it (NaN before: a chunk that passes the last target on the way and comes
-        back is followed as it is); None on straight lines."""
+        back is followed as it is); None on straight lines. From the tail on, the same list every
+        period (read it, never write it)."""
         if self.curve is None:
             return None
         if self._tail_start is None:  # per joint: the first knot of the monotone run to the end
-            steps = np.diff(self.positions, axis=0)
-            start = np.zeros(self.positions.shape[1])
-            for j in range(self.positions.shape[1]):
-                k = len(steps)
-                while k > 0 and (np.all(steps[k - 1:, j] >= 0) or np.all(steps[k - 1:, j] <= 0)):
-                    k -= 1
-                start[j] = self.times[k]
-            self._tail_start = start
-            self._tail_all_from = float(start.max())
-            self._last_target = self.positions[-1].copy()
-            self._last_target.setflags(write=False)  # handed out every period from then on: never written
+            self._find_tail()
         if now >= self._tail_all_from:
             return self._last_target
-        return np.where(now >= self._tail_start, self.positions[-1], np.nan)
+        return [last if now >= start else math.nan for last, start in zip(self._last_target, self._tail_start)]
+
+    def stop_at(self, now: float) -> np.ndarray | None:
+        """:meth:`stop_at_floats` as an array."""
+        stops = self.stop_at_floats(now)
+        return None if stops is None else np.array(stops)
 
     def sample(self, now: float) -> np.ndarray:
         if self.curve is not None:
@@ -337,8 +355,13 @@ class ScheduledChunk:
         w = (now - t0) / (t1 - t0)
         return (1 - w) * self.positions[index - 1] + w * self.positions[index]
 
+    def sample_floats(self, now: float) -> list[float]:
+        if self.curve is not None:
+            return self.curve.sample_floats(now)[0]
+        return self.sample(now).tolist()
+
     def finished(self, now: float) -> bool:
-        return now >= self.times[-1]
+        return now >= self._end_time
 
 
 @dataclass
@@ -534,15 +557,15 @@ class ArmDriverCore:
             while tick < until:
                 tick += 1
                 t = now + tick * period
-                twin.step(*chunk.sample_with_velocity(t), chunk.stop_at(t))
+                twin.step_floats(*chunk.sample_with_velocity_floats(t), chunk.stop_at_floats(t))
             positions[j], velocities[j] = twin.position, twin.velocity
         # run on to rest at the last target (bounded: a full stroke at the velocity limit and a stop)
-        last = chunk.sample(np.inf)
-        goal = np.clip(last, twin.lower, twin.upper)
+        last = chunk.sample_floats(np.inf)
+        goal = np.clip(last, twin.lower, twin.upper).tolist()
         limit = tick + int(np.ceil(self._stroke_time_bound() / period)) + 2
-        while tick < limit and not (twin.at_rest(1e-9) and np.allclose(twin.position, goal, rtol=0, atol=1e-9)):
+        while tick < limit and not (twin.at_rest(1e-9) and twin.at(goal, 1e-9)):
             tick += 1
-            twin.step(last, None, last)
+            twin.step_floats(last, None, last)
         if tick > ticks[-1]:
             ticks[-1] = tick
         positions[-1], velocities[-1] = twin.position, 0.0
@@ -642,37 +665,45 @@ class ArmDriverCore:
 
     # -- control cycle ----------------------------------------------------------------------------
     def step(self, now: float) -> DriverCommand:
-        previous = self._command_in_force()
-        if previous is None:
-            return DriverCommand(None, True, "waiting for joint states")
-        velocity = None  # the target's velocity (feed-forward); desired None: brake to rest
+        """One control period at ``now``: the command to send (or None) and why. Runs on the control
+        thread every period, so it works on lists of floats (no numpy but the returned array)."""
+        motion = self._motion
+        if motion.position_floats is None:
+            measured = self._command_in_force()
+            if measured is None:
+                return DriverCommand(None, True, "waiting for joint states")
+        chunk = self._chunk
+        desired = velocity = None  # the target and its velocity (feed-forward); desired None: brake to rest
         if self._estopped:
-            desired, holding, reason = None, True, "e-stop latched"
-        elif self._chunk is None:
-            desired, holding, reason = None, True, self._idle_reason
-        elif now - self._chunk.received_at > self.watchdog_timeout_s:
-            self._chunk = None
+            holding, reason = True, "e-stop latched"
+        elif chunk is None:
+            holding, reason = True, self._idle_reason
+        elif now - chunk.received_at > self.watchdog_timeout_s:
+            self._chunk = chunk = None
             self._idle_reason = f"watchdog: no fresh actions for {self.watchdog_timeout_s:g} s"
-            desired, holding, reason = None, True, self._idle_reason
-        elif self._chunk.finished(now):
-            desired, holding, reason = self._chunk.sample(now), True, "chunk used up"
+            holding, reason = True, self._idle_reason
+        elif chunk.finished(now):
+            desired, holding, reason = chunk.sample_floats(now), True, "chunk used up"
         else:
-            (desired, velocity), holding, reason = self._chunk.sample_with_velocity(now), False, "following actions"
+            (desired, velocity), holding, reason = chunk.sample_with_velocity_floats(now), False, "following actions"
         if not self.enable_actuation:
-            if self._motion.position is not None:  # nothing is sent: a later start begins at rest
-                self._motion.velocity = np.zeros_like(self._motion.position)
+            motion.stop_moving()  # nothing is sent: a later start begins at rest
             return DriverCommand(None, holding, reason + " (actuation disabled)")
-        if self._motion.position is None:
-            self._motion.reset(previous)
+        if motion.position_floats is None:
+            motion.reset(measured)
+        previous = motion.position_floats
         if self.motion == "linear":  # the former profile: position + velocity limits, holds freeze
-            command = limit_command(previous if desired is None else desired, previous, self._limits,
+            previous = np.array(previous)
+            command = limit_command(previous if desired is None else np.array(desired), previous, self._limits,
                                     self.control_period_s)
-            self._motion.set_state(command, (command - previous) / self.control_period_s)
+            motion.set_state(command, (command - previous) / self.control_period_s)
+            command = command.tolist()
         elif self._estopped and self.estop_stop == "immediate":
-            command = self._motion.hold()
+            motion.stop_moving()
+            command = previous
         else:
-            if desired is not None:
-                desired = np.where(np.isfinite(desired), desired, previous)
-            command = self._motion.step(desired, velocity, self._chunk.stop_at(now) if desired is not None else None)
-        gripper = float(command[-1]) if self.gripper is not None else None
-        return DriverCommand(command[: self.limits.dims].copy(), holding, reason, gripper)
+            if desired is not None and not all(map(math.isfinite, desired)):
+                desired = [d if math.isfinite(d) else p for d, p in zip(desired, previous)]
+            command = motion.step_floats(desired, velocity, None if desired is None else chunk.stop_at_floats(now))
+        gripper = command[-1] if self.gripper is not None else None
+        return DriverCommand(np.array(command[: self.limits.dims]), holding, reason, gripper)

@@ -77,6 +77,19 @@ def sleep_until_ns(deadline_ns: int) -> None:
         time.sleep(remaining * 1e-9)
 
 
+def _reused_request_sleeper() -> Callable[[int], None]:
+    """:func:`sleep_until_ns` with one request struct allocated once (for one thread's loop)."""
+    request = _Timespec()
+    reference, nanosleep = ctypes.byref(request), _CLOCK_NANOSLEEP
+
+    def sleep_until(deadline_ns: int) -> None:
+        request.tv_sec, request.tv_nsec = divmod(deadline_ns, 1_000_000_000)
+        while nanosleep(CLOCK_MONOTONIC, TIMER_ABSTIME, reference, None) == EINTR:
+            pass
+
+    return sleep_until
+
+
 def set_realtime_priority(priority: int) -> str:
     """Ask for ``SCHED_FIFO`` at ``priority`` for the CALLING thread; return what happened, in words.
 
@@ -169,6 +182,8 @@ class DeadlineLoop:
         self._start_ns = self._clock_ns()
         self._started.set()
         callback, period_ns, clock_ns, sleep_until = self._callback, self.period_ns, self._clock_ns, self._sleep_until
+        if sleep_until is sleep_until_ns and _CLOCK_NANOSLEEP is not None:
+            sleep_until = _reused_request_sleeper()
         start_ns, index = self._start_ns, 0
         try:
             while not self._stop.is_set():

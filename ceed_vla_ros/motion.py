@@ -26,6 +26,7 @@ chunk's targets at their times with Catmull-Rom tangents, and arrives at the las
 
 from __future__ import annotations
 
+import bisect
 import math
 from dataclasses import dataclass, field
 
@@ -43,13 +44,19 @@ def _sign(value: float) -> float:
 
 @dataclass
 class MotionLimiter:
+    """The limited command stream. Its state, the last command :attr:`position` and its
+    :attr:`velocity`, is kept as lists of Python floats (the arrays those properties give are
+    copies): the control thread calls :meth:`step_floats` on lists once per period, where numpy's
+    per-call overhead on 4-7 joints would cost several times the arithmetic, more so with the
+    caches cold between periods. :meth:`step` is the same on arrays."""
+
     lower: np.ndarray
     upper: np.ndarray
     max_velocity: np.ndarray
     max_acceleration: np.ndarray
     period_s: float
-    position: np.ndarray | None = field(default=None, init=False)
-    velocity: np.ndarray | None = field(default=None, init=False)
+    _position: list[float] | None = field(default=None, init=False, repr=False)
+    _velocity: list[float] | None = field(default=None, init=False, repr=False)
 
     def __post_init__(self) -> None:
         for name in ("lower", "upper", "max_velocity", "max_acceleration"):
@@ -60,43 +67,74 @@ class MotionLimiter:
             raise ValueError(f"max_acceleration must be finite and > 0, got {self.max_acceleration.tolist()}")
         if not self.period_s > 0:
             raise ValueError(f"control period must be > 0 s, got {self.period_s}")
-        # per joint (lower, upper, V, A T, (A T)^2, 2 A) as Python floats: the step runs once per control
-        # period (500 Hz and more) on a few joints, where a loop over floats costs a fraction of numpy's
-        # per-call overhead (see step)
+        # per joint (lower, upper, V, A T, (A T)^2, 2 A) as Python floats (see step_floats)
         a_t = self.max_acceleration * self.period_s
         self._joint_constants = tuple(zip(self.lower.tolist(), self.upper.tolist(), self.max_velocity.tolist(),
                                           a_t.tolist(), (a_t * a_t).tolist(), (2.0 * self.max_acceleration).tolist()))
 
+    @property
+    def position(self) -> np.ndarray | None:
+        """The last command (a copy; None before :meth:`reset`)."""
+        return None if self._position is None else np.array(self._position)
+
+    @position.setter
+    def position(self, value) -> None:
+        self._position = None if value is None else np.asarray(value, dtype=np.float64).tolist()
+
+    @property
+    def velocity(self) -> np.ndarray | None:
+        """The last command's velocity (a copy; None before :meth:`reset`)."""
+        return None if self._velocity is None else np.array(self._velocity)
+
+    @velocity.setter
+    def velocity(self, value) -> None:
+        self._velocity = None if value is None else np.asarray(value, dtype=np.float64).tolist()
+
+    @property
+    def position_floats(self) -> list[float] | None:
+        """The last command as the limiter's own list (no copy: read it, never write it)."""
+        return self._position
+
     def reset(self, position: np.ndarray) -> np.ndarray:
         """Start at ``position`` (clamped into the limits), at rest."""
-        self.position = np.clip(np.asarray(position, dtype=np.float64), self.lower, self.upper)
-        self.velocity = np.zeros_like(self.position)
-        return self.position.copy()
+        clamped = np.clip(np.asarray(position, dtype=np.float64), self.lower, self.upper)
+        self._position = clamped.tolist()
+        self._velocity = [0.0] * len(self._position)
+        return clamped
+
+    def stop_moving(self) -> None:
+        """Set the velocity to 0 and keep the position (nothing was sent: a later start is at rest)."""
+        if self._position is not None:
+            self._velocity = [0.0] * len(self._position)
 
     def step(self, target: np.ndarray | None, target_velocity: np.ndarray | None = None,
              stop_at: np.ndarray | None = None) -> np.ndarray:
-        """The next command toward ``target`` (None: brake to rest where the arm is).
+        """:meth:`step_floats` on arrays (or anything ``np.asarray`` takes); returns the command."""
+        targets = None if target is None else np.asarray(target, dtype=np.float64).tolist()
+        feed_forward = None if target_velocity is None else np.asarray(target_velocity, dtype=np.float64).tolist()
+        stops = None if stop_at is None else np.asarray(stop_at, dtype=np.float64).tolist()
+        return np.array(self.step_floats(targets, feed_forward, stops))
 
-        ``target_velocity``: the target's velocity (feed-forward; None: 0). ``stop_at``: where the
-        motion ends at rest (the chunk's last target; NaN for a joint: no cap): the speed toward it
-        is capped so that braking at A stops on it, so a curve that stops more sharply than A allows
-        is not overshot (the goal only, feasibility is kept).
+    def step_floats(self, targets: list[float] | None, feed_forward: list[float] | None = None,
+                    stops: list[float] | None = None) -> list[float]:
+        """The next command toward ``targets`` (None: brake to rest where the arm is), as the
+        limiter's own list (read it, never write it).
+
+        ``feed_forward``: the target's velocity (None: 0). ``stops``: where the motion ends at rest
+        (the chunk's last target; NaN for a joint: no cap): the speed toward it is capped so that
+        braking at A stops on it, so a curve that stops more sharply than A allows is not overshot
+        (the goal only, feasibility is kept).
 
         Per joint, with ``b(r) = sqrt((A T)^2 + 2 A max(r, 0)) - A T`` (the largest speed from which
         braking at A stops within ``r``): ``x = clip(target)``, ``e = x - p - x_dot T``,
         ``goal = x_dot + sign(e) b(|e|)`` (capped by ``b`` toward ``stop_at``), then ``v'`` = goal
         clipped to ``v +- A T``, to ``+-V``, to ``b(U - p)`` and ``-b(p - L)``; ``p' = clip(p + v' T)``.
-        Written as a loop over Python floats: on 4-7 joints, once per control period, that costs
-        about a third of the same formulas in numpy (whose per-call overhead dominates such small
-        arrays, the more so with cold caches between periods), with the same IEEE operations in
-        the same order (bitwise the same commands)."""
-        if self.position is None:
+        The same IEEE operations in the same order as these formulas on arrays (bitwise the same
+        commands; test_motion checks it)."""
+        if self._position is None:
             raise RuntimeError("MotionLimiter.step before reset")
         period = self.period_s
-        positions, velocities = self.position.tolist(), self.velocity.tolist()
-        targets = None if target is None else np.asarray(target, dtype=np.float64).tolist()
-        feed_forward = None if target_velocity is None else np.asarray(target_velocity, dtype=np.float64).tolist()
-        stops = None if stop_at is None else np.asarray(stop_at, dtype=np.float64).tolist()
+        positions, velocities = self._position, self._velocity
         sqrt, isfinite = math.sqrt, math.isfinite
         new_positions, new_velocities = [], []
         for j, (lower, upper, max_velocity, a_t, a_t_squared, two_a) in enumerate(self._joint_constants):
@@ -128,28 +166,26 @@ class MotionLimiter:
                 position = x  # on the target but for rounding: exactly on it (an exact hold, no dither)
             new_positions.append(position)
             new_velocities.append((position - p) / period)
-        self.position = np.array(new_positions)
-        self.velocity = np.array(new_velocities)
-        return self.position.copy()
+        self._position, self._velocity = new_positions, new_velocities
+        return new_positions
 
     def hold(self) -> np.ndarray:
         """Freeze where the command is (an immediate stop: the velocity drops to 0 in one period,
         which breaks the acceleration limit on purpose)."""
-        if self.position is None:
+        if self._position is None:
             raise RuntimeError("MotionLimiter.hold before reset")
-        self.velocity = np.zeros_like(self.position)
-        return self.position.copy()
+        self.stop_moving()
+        return np.array(self._position)
 
     def set_state(self, position: np.ndarray, velocity: np.ndarray) -> None:
         """Take over a command stream made elsewhere (its last position and velocity)."""
-        self.position = np.asarray(position, dtype=np.float64).copy()
-        self.velocity = np.asarray(velocity, dtype=np.float64).copy()
+        self.position, self.velocity = position, velocity
 
     def copy(self) -> MotionLimiter:
         """An independent limiter in the same state (to plan ahead without moving this one)."""
         twin = MotionLimiter(self.lower, self.upper, self.max_velocity, self.max_acceleration, self.period_s)
-        if self.position is not None:
-            twin.set_state(self.position, self.velocity)
+        if self._position is not None:  # the lists are replaced, never written: sharing them is safe
+            twin._position, twin._velocity = self._position, self._velocity
         return twin
 
     def braking_time_bound(self) -> float:
@@ -157,7 +193,11 @@ class MotionLimiter:
         return float(np.max(self.max_velocity / self.max_acceleration)) + self.period_s
 
     def at_rest(self, tolerance: float = 1e-9) -> bool:
-        return self.velocity is not None and bool(np.all(np.abs(self.velocity) <= tolerance))
+        return self._velocity is not None and all(abs(v) <= tolerance for v in self._velocity)
+
+    def at(self, goal: list[float], tolerance: float = 1e-9) -> bool:
+        """Whether every joint of the command is within ``tolerance`` of ``goal``."""
+        return self._position is not None and all(abs(p - g) <= tolerance for p, g in zip(self._position, goal))
 
 
 @dataclass
@@ -182,31 +222,42 @@ class CubicChunk:
         return cls(knot_times, knots, slopes)
 
     def __post_init__(self) -> None:
-        # per segment j: [p_j, h m_j, p_j+1, h m_j+1] (4, d), so one sample is one small matmul
+        # per segment j and joint k: (p_jk, h m_jk, p_j+1,k, h m_j+1,k) as Python floats, so a sample
+        # is a few float operations per joint (see sample_floats)
         widths = np.diff(self.times)
         self._widths = widths.tolist()
-        self._segments = np.stack((self.positions[:-1], self.slopes[:-1] * widths[:, None], self.positions[1:],
-                                   self.slopes[1:] * widths[:, None]), axis=1)
+        self._times = np.asarray(self.times, dtype=np.float64).tolist()
+        segments = np.stack((self.positions[:-1], self.slopes[:-1] * widths[:, None], self.positions[1:],
+                             self.slopes[1:] * widths[:, None]), axis=2)  # (m - 1, d, 4)
+        self._segments = [[tuple(joint) for joint in segment] for segment in segments.tolist()]
+        self._first = (self.positions[0].tolist(), self.slopes[0].tolist())
+        self._last = self.positions[-1].tolist()
 
     def sample(self, now: float) -> tuple[np.ndarray, np.ndarray]:
-        """(position, velocity) of the curve at ``now`` (held at the ends). On segment j of width h,
-        with s = (now - t_j) / h: position = h00 p_j + h10 h m_j + h01 p_j+1 + h11 h m_j+1 (the cubic
-        Hermite basis h00 = 2s^3 - 3s^2 + 1, h10 = s^3 - 2s^2 + s, h01 = -2s^3 + 3s^2, h11 = s^3 - s^2),
-        velocity = the same with the basis' derivatives, divided by h."""
-        if now >= self.times[-1]:
-            return self.positions[-1].copy(), np.zeros(self.positions.shape[1])
-        if now <= self.times[0]:
-            return self.positions[0].copy(), self.slopes[0].copy()
-        j = int(np.searchsorted(self.times, now, side="right")) - 1
+        """(position, velocity) of the curve at ``now`` as arrays (see :meth:`sample_floats`)."""
+        position, velocity = self.sample_floats(now)
+        return np.array(position), np.array(velocity)
+
+    def sample_floats(self, now: float) -> tuple[list[float], list[float]]:
+        """(position, velocity) of the curve at ``now`` (held at the ends), as new lists. On segment
+        j of width h, with s = (now - t_j) / h: position = h00 p_j + h10 h m_j + h01 p_j+1 + h11 h m_j+1
+        (the cubic Hermite basis h00 = 2s^3 - 3s^2 + 1, h10 = s^3 - 2s^2 + s, h01 = -2s^3 + 3s^2,
+        h11 = s^3 - s^2), velocity = the same with the basis' derivatives, divided by h."""
+        times = self._times
+        if now >= times[-1]:
+            return list(self._last), [0.0] * len(self._last)
+        if now <= times[0]:
+            return list(self._first[0]), list(self._first[1])
+        j = bisect.bisect_right(times, now) - 1
         h = self._widths[j]
-        s = (now - float(self.times[j])) / h
+        s = (now - times[j]) / h
         s2 = s * s
         s3 = s2 * s
-        basis = np.array(((2 * s3 - 3 * s2 + 1, s3 - 2 * s2 + s, -2 * s3 + 3 * s2, s3 - s2),
-                          ((6 * s2 - 6 * s) / h, (3 * s2 - 4 * s + 1) / h, (-6 * s2 + 6 * s) / h,
-                           (3 * s2 - 2 * s) / h)))
-        position, velocity = basis @ self._segments[j]
-        return position, velocity
+        b0, b1, b2, b3 = 2 * s3 - 3 * s2 + 1, s3 - 2 * s2 + s, -2 * s3 + 3 * s2, s3 - s2
+        d0, d1, d2, d3 = (6 * s2 - 6 * s) / h, (3 * s2 - 4 * s + 1) / h, (-6 * s2 + 6 * s) / h, (3 * s2 - 2 * s) / h
+        segment = self._segments[j]
+        return ([b0 * p0 + b1 * m0 + b2 * p1 + b3 * m1 for p0, m0, p1, m1 in segment],
+                [d0 * p0 + d1 * m0 + d2 * p1 + d3 * m1 for p0, m0, p1, m1 in segment])
 
     def finished(self, now: float) -> bool:
         return now >= self.times[-1]

@@ -192,3 +192,24 @@ def test_the_float_loop_step_is_bitwise_the_array_formulas():
         expected = reference_step(motion.position, motion.velocity, target, target_velocity, stop_at)
         command = motion.step(target, target_velocity, stop_at)
         assert np.array_equal(command, expected[0]) and np.array_equal(motion.velocity, expected[1]), i
+
+
+def test_the_state_arrays_are_copies_and_the_float_step_is_the_array_step():
+    motion, twin = limiter(), limiter()
+    motion.reset(np.array([0.3, -0.2, 1.0]))
+    twin.reset(np.array([0.3, -0.2, 1.0]))
+    motion.position[0] = 5.0  # a copy: the limiter's state is unchanged
+    assert motion.position[0] == 0.3
+    target, feed_forward, stop = np.array([1.0, 0.0, -1.0]), np.array([0.5, 0.0, 0.0]), np.array([np.nan, 0.1, -1.0])
+    for _ in range(50):
+        floats = twin.step_floats(target.tolist(), feed_forward.tolist(), stop.tolist())
+        assert np.array_equal(motion.step(target, feed_forward, stop), np.array(floats))
+    assert np.array_equal(motion.velocity, twin.velocity)
+
+
+def test_the_cubic_lands_exactly_on_its_knots():
+    rng = np.random.default_rng(5)
+    times = np.cumsum(rng.uniform(0.05, 0.2, 6))
+    curve = CubicChunk.through(0.0, rng.normal(size=3), rng.normal(size=3), times, rng.normal(size=(6, 3)))
+    for t, knot in zip(curve.times[1:-1], curve.positions[1:-1]):
+        assert curve.sample(t)[0].tolist() == knot.tolist()
