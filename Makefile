@@ -26,7 +26,7 @@ PY            := $(VENV)/bin/python
 PIP           := $(PY) -m pip --disable-pip-version-check
 DEPS_STAMP    := $(VENV)/.ceed-deps-installed
 PKG_STAMP     := $(VENV)/.ceed-package-installed
-PACKAGE_SOURCES := $(shell find ceed_vla_ros msg srv launch config models -type f \
+PACKAGE_SOURCES := $(shell find ceed_vla_ros msg srv src launch config models -type f \
                      -not -name '*.pyc' -not -path '*/__pycache__/*' 2>/dev/null) \
                    CMakeLists.txt setup.py package.xml pyproject.toml
 PYTEST_ARGS   ?=
