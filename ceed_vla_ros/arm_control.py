@@ -664,6 +664,15 @@ class ArmDriverCore:
         return self._limits.clamp(latest)
 
     # -- control cycle ----------------------------------------------------------------------------
+    def stream_state(self) -> tuple:
+        """Everything :meth:`step` changes (the command stream, the chunk in force, why there is
+        none), to :meth:`restore_stream_state` when commands planned ahead are taken back."""
+        return self._motion.state(), self._chunk, self._idle_reason
+
+    def restore_stream_state(self, state: tuple) -> None:
+        motion, self._chunk, self._idle_reason = state
+        self._motion.restore(motion)
+
     def step(self, now: float) -> DriverCommand:
         """One control period at ``now``: the command to send (or None) and why. Runs on the control
         thread every period, so it works on lists of floats (no numpy but the returned array)."""

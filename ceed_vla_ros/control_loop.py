@@ -20,13 +20,16 @@ the control step itself and wakes late whenever another callback runs.
 
 from __future__ import annotations
 
+import collections
 import ctypes
 import ctypes.util
 import os
 import sys
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Protocol
 
 CLOCK_MONOTONIC = 1
 TIMER_ABSTIME = 1
@@ -210,3 +213,123 @@ class DeadlineLoop:
             self._stop.set()
             if self._on_error is not None:
                 self._on_error(error)
+
+
+class CommandSink(Protocol):
+    """Where :class:`LookaheadPlanner` queues commands: a streamer that publishes period ``k``'s
+    command at its deadline (``ceed_vla_ros.nodes.command_streamer``: a native thread)."""
+
+    def push(self, index: int, values: Sequence[float], gripper: float) -> bool:
+        """Queue period ``index``'s command; False if that period is already past or too far ahead."""
+
+    def truncate(self) -> int:
+        """Drop every queued command not yet published; return the next period to publish."""
+
+    def next_index(self) -> int:
+        """The next period to publish (every earlier one is published, skipped or was empty)."""
+
+
+@dataclass
+class PlannedPeriod:
+    """What the plan decided for one period: ``sent`` whether a command was queued for it."""
+
+    index: int
+    holding: bool
+    reason: str
+    sent: bool
+
+
+class LookaheadPlanner:
+    """The driver's command stream planned a few periods ahead of a streamer (ROS-free).
+
+    Period ``k`` is due at the monotonic deadline ``first_deadline_s + k * period_s``; its command
+    is ``core.step(t_k)``, ``t_k`` the driver's clock at that deadline
+    (``clock_now() + deadline - monotonic_now()``). :meth:`plan` steps the core for every period
+    not yet planned up to ``sink.next_index() + lookahead_periods``, queues each command
+    (``to_values(command)`` -> (values, gripper); a command without positions queues nothing:
+    that period sends nothing), and keeps the core's stream state from before each planned period.
+
+    :meth:`replan` takes the plan back for an event (a chunk, an e-stop or its reset, a changed
+    parameter): the sink drops what it has not published and names the next period ``j``; the
+    core returns to its state before ``j`` (after the last published command); ``event()`` runs;
+    :meth:`plan` runs again. So the stream published is the one a loop calling ``core.step`` once
+    per period sends, with every event between the same two periods as its replan
+    (test/test_control_loop.py checks this, command for command, on random events).
+    Not thread-safe: the owner serialises :meth:`plan`, :meth:`replan` and :meth:`take_published`.
+    """
+
+    def __init__(self, core, sink: CommandSink, period_s: float, first_deadline_s: float,
+                 lookahead_periods: int, clock_now: Callable[[], float],
+                 to_values: Callable[[object], tuple[Sequence[float], float]],
+                 monotonic_now: Callable[[], float] = time.monotonic) -> None:
+        if lookahead_periods < 1:
+            raise ValueError(f"lookahead must be >= 1 period, got {lookahead_periods}")
+        self.core, self.sink = core, sink
+        self.period_s, self.first_deadline_s = float(period_s), float(first_deadline_s)
+        self.lookahead_periods = int(lookahead_periods)
+        self._clock_now, self._monotonic_now, self._to_values = clock_now, monotonic_now, to_values
+        self._planned_to = 0  # the first period not planned yet
+        self._states: collections.deque[tuple[int, tuple]] = collections.deque()
+        self._periods: collections.deque[PlannedPeriod] = collections.deque()
+        self._first_sent: int | None = None  # the period of the stream's first queued command
+        self.replans = 0
+        self.refused_pushes = 0  # commands the sink refused (their period had passed: planning late)
+
+    def plan(self) -> None:
+        """Fill the queue up to ``lookahead_periods`` past the next period to publish."""
+        published_to = self.sink.next_index()
+        while self._states and self._states[0][0] < published_to:
+            self._states.popleft()
+        start, end = max(self._planned_to, published_to), published_to + self.lookahead_periods
+        if start >= end:
+            return
+        core, sink, to_values = self.core, self.sink, self._to_values
+        offset = self._clock_now() - self._monotonic_now()
+        first, period = self.first_deadline_s + offset, self.period_s
+        for index in range(start, end):
+            self._states.append((index, core.stream_state()))
+            command = core.step(first + index * period)
+            sent = False
+            if command.positions is not None:
+                values, gripper = to_values(command)
+                sent = sink.push(index, values, gripper)
+                if not sent:
+                    self.refused_pushes += 1
+                elif self._first_sent is None:
+                    self._first_sent = index
+            self._periods.append(PlannedPeriod(index, command.holding, command.reason, sent))
+        self._planned_to = end
+
+    def replan(self, event: Callable[[], object] | None = None):
+        """Take back the unpublished plan, run ``event()`` on the core as it is after the last
+        published command, plan again; returns what ``event`` returned."""
+        next_index = self.sink.truncate()
+        for index, state in self._states:
+            if index == next_index:
+                self.core.restore_stream_state(state)
+                break
+        while self._states and self._states[-1][0] >= next_index:
+            self._states.pop()
+        while self._periods and self._periods[-1].index >= next_index:
+            self._periods.pop()
+        if self._first_sent is not None and self._first_sent >= next_index:
+            self._first_sent = None
+        self._planned_to = next_index
+        self.replans += 1
+        result = event() if event is not None else None
+        self.plan()
+        return result
+
+    @property
+    def stream_started(self) -> bool:
+        """Whether a command has been published: until then the first command starts from the
+        measured joints, so the owner re-plans on every joint state (after, they change nothing)."""
+        return self._first_sent is not None and self._first_sent < self.sink.next_index()
+
+    def take_published(self) -> list[PlannedPeriod]:
+        """The planned periods now past (published, skipped or empty), oldest first, each once."""
+        published_to = self.sink.next_index()
+        past = []
+        while self._periods and self._periods[0].index < published_to:
+            past.append(self._periods.popleft())
+        return past

@@ -188,6 +188,15 @@ class MotionLimiter:
             twin._position, twin._velocity = self._position, self._velocity
         return twin
 
+    def state(self) -> tuple[list[float] | None, list[float] | None]:
+        """The stream's state (position, velocity), to :meth:`restore` later (shared lists: safe,
+        they are replaced, never written)."""
+        return self._position, self._velocity
+
+    def restore(self, state: tuple[list[float] | None, list[float] | None]) -> None:
+        """Go back to a :meth:`state`."""
+        self._position, self._velocity = state
+
     def braking_time_bound(self) -> float:
         """Longest time braking from any allowed speed takes: max over joints of V / A (+ one period)."""
         return float(np.max(self.max_velocity / self.max_acceleration)) + self.period_s

@@ -6,8 +6,12 @@ import os
 import threading
 import time
 
+import numpy as np
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from ceed_vla_ros.arm_control import ArmDriverCore, JointLimits
 from ceed_vla_ros.control_loop import DeadlineLoop, set_realtime_priority, sleep_until_ns
 
 PERIOD_NS = 2_000_000  # 500 Hz
@@ -139,3 +143,121 @@ def test_realtime_priority_is_applied_to_the_loop_thread_or_the_refusal_is_expla
     else:
         assert "not permitted" in loop.realtime_status and "CAP_SYS_NICE" in loop.realtime_status
         assert seen["policy"] == os.SCHED_OTHER
+
+
+# -- the command stream planned ahead (LookaheadPlanner) --------------------------------------------
+
+class RecordingSink:
+    """A streamer stand-in in the test's own time: :meth:`publish_next` is one deadline passing."""
+
+    def __init__(self, capacity: int) -> None:
+        self.capacity = capacity
+        self.queued: dict[int, tuple[list[float], float]] = {}
+        self.next = 0
+        self.published: list[tuple[int, list[float], float]] = []
+        self.empty = 0
+
+    def push(self, index, values, gripper) -> bool:
+        if not self.next <= index < self.next + self.capacity:
+            return False
+        self.queued[index] = (list(values), gripper)
+        return True
+
+    def truncate(self) -> int:
+        self.queued.clear()
+        return self.next
+
+    def next_index(self) -> int:
+        return self.next
+
+    def publish_next(self) -> None:
+        command = self.queued.pop(self.next, None)
+        if command is None:
+            self.empty += 1
+        else:
+            self.published.append((self.next, *command))
+        self.next += 1
+
+
+STREAM_LIMITS = JointLimits(names=("j1", "j2"), lower=(-1.0, -0.5), upper=(1.0, 0.5), max_velocity=(2.0, 1.0),
+                            max_acceleration=(20.0, 5.0))
+STREAM_PERIOD = 0.002
+
+stream_event = st.one_of(
+    st.tuples(st.just("chunk"), st.lists(st.lists(st.floats(-2, 2), min_size=2, max_size=2), min_size=1, max_size=5),
+              st.sampled_from(["joint_delta", "joint_absolute"]), st.floats(-0.2, 0.0), st.floats(0.005, 0.2)),
+    st.tuples(st.just("estop"), st.booleans()),
+    st.tuples(st.just("actuation"), st.booleans()),
+    st.tuples(st.just("joints"), st.lists(st.floats(-1, 1), min_size=2, max_size=2)),
+)
+
+
+def apply_stream_event(core: ArmDriverCore, event, now: float) -> None:
+    kind = event[0]
+    if kind == "chunk":
+        _, actions, space, offset, dt = event
+        core.on_chunk(now + offset, np.array(actions), space, dt, now=now)
+    elif kind == "estop":
+        core.trigger_estop() if event[1] else core.reset_estop()
+    elif kind == "actuation":
+        core.enable_actuation = event[1]
+    else:
+        core.on_joint_state(now, np.array(event[1]))
+
+
+@settings(max_examples=150, deadline=None)
+@given(timed=st.lists(st.tuples(st.integers(0, 399), st.floats(0.0, 0.999), stream_event), max_size=25),
+       plan_every=st.sampled_from([1, 3, 10]), transition=st.sampled_from(["replace", "temporal_ensemble"]),
+       estop_stop=st.sampled_from(["decelerate", "immediate"]), start_with_joints=st.booleans())
+def test_planned_ahead_stream_equals_stepping_once_per_period(timed, plan_every, transition, estop_stop,
+                                                               start_with_joints):
+    """The commands a LookaheadPlanner queues (planning every ``plan_every`` periods, twice that
+    ahead; each event re-plans) are, period for period and bit for bit, those of a core stepped
+    once per period with each event applied between the same two deadlines. Events: chunks,
+    e-stops and resets, actuation switched, joint states (the first one starts the stream)."""
+    from ceed_vla_ros.control_loop import LookaheadPlanner
+
+    def make():
+        core = ArmDriverCore(limits=STREAM_LIMITS, control_period_s=STREAM_PERIOD, watchdog_timeout_s=0.1,
+                             enable_actuation=True, chunk_transition=transition, estop_stop=estop_stop,
+                             plan_trajectories=False)
+        if start_with_joints:
+            core.on_joint_state(0.0, np.array([0.2, -0.1]))
+        return core
+
+    first, periods = 1.0, 400
+    deadline = [first + k * STREAM_PERIOD for k in range(periods)]
+    events = sorted(((k, fraction), event) for k, fraction, event in timed)  # (period before which, where)
+
+    reference, expected = make(), []
+    pending = list(events)
+    for k in range(periods):
+        while pending and pending[0][0][0] == k:
+            (_, fraction), event = pending.pop(0)
+            apply_stream_event(reference, event, deadline[k] - (1 - fraction) * STREAM_PERIOD)
+        command = reference.step(deadline[k])
+        if command.positions is not None:
+            expected.append((k, command.positions.tolist()))
+
+    core, sink, clock = make(), RecordingSink(capacity=4 * plan_every), [0.0]
+    planner = LookaheadPlanner(core, sink, STREAM_PERIOD, first, 2 * plan_every, clock_now=lambda: clock[0],
+                               monotonic_now=lambda: clock[0],
+                               to_values=lambda command: (command.positions.tolist(), 0.0))
+    pending = list(events)
+    for k in range(periods):
+        clock[0] = deadline[k] - STREAM_PERIOD
+        if k % plan_every == 0:
+            planner.plan()
+        while pending and pending[0][0][0] == k:
+            (_, fraction), event = pending.pop(0)
+            clock[0] = deadline[k] - (1 - fraction) * STREAM_PERIOD
+            if event[0] == "joints" and planner.stream_started:  # the node re-plans on joint states only
+                apply_stream_event(core, event, clock[0])  # until the first command is out
+            else:
+                planner.replan(lambda event=event: apply_stream_event(core, event, clock[0]))
+        sink.publish_next()
+    published = [(k, values) for k, values, _ in sink.published]
+    assert published == expected
+    assert planner.refused_pushes == 0
+    periods_reported = [period.index for period in planner.take_published()]
+    assert periods_reported == list(range(periods))  # every period reported once, in order
