@@ -122,7 +122,8 @@ _COMMON_ARGUMENTS = (
     ),
     LaunchArgument(
         "control_loop",
-        "thread (deadline thread) | rclpy_timer (the previous loop, for comparison)",
+        "streamer (native thread publishes the planned commands) | thread (Python deadline thread) | "
+        "rclpy_timer (the previous loop, for comparison)",
         parameters=(("arm_driver", "control_loop"),),
     ),
     LaunchArgument(

@@ -28,12 +28,19 @@ Publishes (``command_interface``)
     ``~/holding`` (std_msgs/Bool): true while the driver holds the arm (no actions, watchdog,
     e-stop, chunk used up), published on change.
 
-Timing: the commands are computed and published by a dedicated thread
-(:class:`ceed_vla_ros.control_loop.DeadlineLoop`) woken at absolute deadlines on the monotonic
-clock, not by an rclpy timer; the executor (main thread) serves the subscriptions, services and
-diagnostics, and both share the core under one lock. The command messages are allocated once
-and refilled in place every period. ``realtime_priority`` > 0 asks for SCHED_FIFO for that
-thread (logged when the system does not permit it).
+Timing (``control_loop``): ``streamer`` (default, ``forward_position``): a native thread
+(:mod:`ceed_vla_ros.nodes.command_streamer`, C) publishes each period's command at its absolute
+deadline on the monotonic clock, with no Python in the period; a Python thread plans the
+commands ``stream_plan_period_s`` at a time, twice that ahead
+(:class:`ceed_vla_ros.control_loop.LookaheadPlanner`), and every event that changes them (a
+chunk, an e-stop or its reset, a parameter, the first joint states) re-plans at once from the
+next unpublished period, so the stream is the one a per-period loop would send. ``~/holding``
+and the log report a period once it has passed. ``thread`` (and ``streamer`` where the library
+is missing or with ``joint_trajectory``): a Python thread (:class:`ceed_vla_ros.control_loop.
+DeadlineLoop`) computes and publishes every period at absolute deadlines. ``rclpy_timer``: the
+executor's timer (the former loop). The executor (main thread) serves the subscriptions,
+services and diagnostics; all share the core under one lock. ``realtime_priority`` > 0 asks for
+SCHED_FIFO for the control threads (logged when the system does not permit it).
 """
 
 from __future__ import annotations
@@ -60,7 +67,7 @@ from ceed_vla_ros.arm_control import (
     GripperLimits,
     JointLimits,
 )
-from ceed_vla_ros.control_loop import DeadlineLoop
+from ceed_vla_ros.control_loop import DeadlineLoop, LookaheadPlanner
 from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
@@ -80,7 +87,7 @@ from ceed_vla_ros.nodes.rclpy_compat import low_overhead_executor
 from ceed_vla_ros.paths import resolve_model_dir, share_directory
 
 COMMAND_INTERFACES = ("forward_position", "joint_trajectory")
-CONTROL_LOOPS = ("thread", "rclpy_timer")
+CONTROL_LOOPS = ("streamer", "thread", "rclpy_timer")
 GRIPPER_INTERFACES = ("none", "joint", "topic")
 WARN_PERIOD_S = 2.0
 
@@ -104,9 +111,12 @@ PARAMETERS = (
     Param("realtime_priority", 0, "SCHED_FIFO priority of the control thread (1-99; 0: normal scheduling). "
           "Needs CAP_SYS_NICE or an rtprio limit; without it the driver logs a warning and runs normally",
           minimum=0, maximum=99, read_only=True),
-    Param("control_loop", "thread", "what runs the control periods: the deadline thread, or an rclpy timer on the "
-          "executor (the previous loop, kept for `ceed-vla bench-pipeline --compare-timer`)",
-          choices=CONTROL_LOOPS, read_only=True),
+    Param("control_loop", "streamer", "what runs the control periods: streamer (a native thread publishes the "
+          "commands a Python thread plans ahead; forward_position only, else thread), thread (a Python deadline "
+          "thread computes and publishes every period), or rclpy_timer (the executor's timer, the former loop, "
+          "kept for `ceed-vla bench-pipeline --compare-timer`)", choices=CONTROL_LOOPS, read_only=True),
+    Param("stream_plan_period_s", 0.02, "control_loop streamer: plan the commands this often, twice this far "
+          "ahead (events re-plan at once: it adds no latency)", minimum=0.002, maximum=0.2, read_only=True),
     Param("watchdog_timeout_s", 0.5, "hold the arm when no fresh action arrived for this long",
           minimum=0.02, maximum=10.0),
     Param("enable_actuation", False, "send commands at all (false: compute and log only)"),
@@ -246,17 +256,33 @@ class ArmDriverNode(Node):
         # The GIL: a waiting thread asks the running one to let go after this interval (default 5 ms,
         # more than a 500 Hz period); the loop thread must not wait that long behind a callback.
         sys.setswitchinterval(min(sys.getswitchinterval(), max(0.0005, self.control_period_s / 4)))
-        self.loop = DeadlineLoop(self.control_period_s, self._on_control_period, name="arm-driver-control",
-                                 realtime_priority=values["realtime_priority"], on_error=self._on_loop_error)
-        if values["control_loop"] == "thread":
+        self.planner: LookaheadPlanner | None = None
+        self.streamer = None
+        self.control_loop = values["control_loop"]
+        if self.control_loop == "streamer":
+            unavailable = self._start_streamer(values["stream_plan_period_s"], values["realtime_priority"])
+            if unavailable is not None:
+                self.get_logger().warning(f"control_loop streamer unavailable ({unavailable}): using the Python "
+                                          "deadline thread")
+                self.control_loop = "thread"
+        if self.control_loop != "streamer":
+            self.loop = DeadlineLoop(self.control_period_s, self._on_control_period, name="arm-driver-control",
+                                     realtime_priority=values["realtime_priority"], on_error=self._on_loop_error)
+        if self.control_loop == "thread":
             self.loop.start()
-        else:  # the executor's timer (no deadline thread; its counters stay 0)
+        elif self.control_loop == "rclpy_timer":  # the executor's timer (no deadline thread; its counters stay 0)
             self.loop.realtime_status = ("rclpy timer on the executor (control_loop rclpy_timer; "
                                          "realtime_priority unused)")
             self.create_timer(self.control_period_s, lambda: self._on_control_period(0.0, 0.0))
-        log_scheduling = self.get_logger().warning if values["realtime_priority"] > 0 and not \
-            self.loop.realtime_status.startswith("SCHED_FIFO") else self.get_logger().info
-        log_scheduling(f"control thread: {self.loop.realtime_status}")
+        threads = [("control thread", self.loop.realtime_status)]
+        if self.streamer is not None:
+            threads = [(f"native command streamer (planned every {values['stream_plan_period_s'] * 1000:g} ms, "
+                        f"{self.planner.lookahead_periods} periods ahead)", self.streamer.status),
+                       ("planning thread", self.loop.realtime_status)]
+        for thread, status in threads:
+            log_scheduling = self.get_logger().warning if values["realtime_priority"] > 0 and not \
+                status.startswith("SCHED_FIFO") else self.get_logger().info
+            log_scheduling(f"{thread}: {status}")
         self.get_logger().info(
             f"{len(self.joint_names)} joints at {values['control_rate_hz']:.0f} Hz via {self.command_interface}; "
             f"gripper {self.gripper_interface}; chunk transition {values['chunk_transition']}; "
@@ -276,10 +302,55 @@ class ArmDriverNode(Node):
         self._gripper_message = Float64MultiArray(data=[0.0])
         self._gripper_positions = np.frombuffer(self._gripper_message.data, dtype=np.float64)
 
+    def _start_streamer(self, plan_period_s: float, realtime_priority: int) -> str | None:
+        """Start the native streamer and the planning thread (``self.loop``); None, or why not."""
+        if self.command_interface != "forward_position":
+            return "joint_trajectory publishes one trajectory per chunk, not a command per period"
+        from ceed_vla_ros.nodes.command_streamer import NativeCommandStreamer
+
+        plan_periods = max(1, int(round(plan_period_s / self.control_period_s)))
+        lookahead = 2 * plan_periods
+        joints = len(self.joint_names)
+        width = joints + (1 if self.gripper_interface == "joint" else 0)
+        try:
+            streamer = NativeCommandStreamer(self.command_publisher, width, self.control_period_s, lookahead + 2,
+                                             gripper_publisher=self.gripper_publisher)
+        except OSError as error:
+            return str(error)
+        if self.gripper_interface == "joint":
+            def to_values(command):
+                return [*command.positions.tolist(), command.gripper], 0.0
+        else:
+            def to_values(command):
+                return command.positions.tolist(), command.gripper or 0.0
+        first_deadline_ns = time.monotonic_ns() + 2 * streamer.period_ns
+        self.planner = LookaheadPlanner(self.core, streamer, self.control_period_s, first_deadline_ns * 1e-9,
+                                        lookahead, clock_now=self._now, to_values=to_values)
+        self.streamer = streamer
+        with self._lock:
+            self.planner.plan()
+        streamer.start(first_deadline_ns, realtime_priority)
+        self.loop = DeadlineLoop(plan_periods * self.control_period_s, self._on_plan_period, name="arm-driver-plan",
+                                 realtime_priority=realtime_priority, on_error=self._on_loop_error)
+        self.loop.start()
+        return None
+
+    def _change_stream(self, event):
+        """Run ``event()`` (a core change; the caller holds ``self._lock``), re-planning the
+        streamer's queue around it; returns what ``event`` returned."""
+        if self.planner is None:
+            return event()
+        return self.planner.replan(event)
+
     def destroy_node(self) -> None:
         loop = getattr(self, "loop", None)
         if loop is not None:
             loop.stop()  # no publishing from the control thread into a destroyed node
+        streamer = getattr(self, "streamer", None)
+        if streamer is not None:
+            streamer.stop()  # before its publishers go
+            streamer.close()
+            self.streamer = None
         super().destroy_node()
 
     def _on_loop_error(self, error: BaseException) -> None:
@@ -297,17 +368,27 @@ class ArmDriverNode(Node):
         else:
             level, message = OK, "following actions"
         loop = self.loop
-        values |= {"control_scheduling": loop.realtime_status,
+        values |= {"control_loop": self.control_loop, "control_scheduling": loop.realtime_status,
                    "control_max_lateness_ms": round(1000.0 * loop.max_lateness_s, 3)}
+        counters = {"commands_sent": self.commands_sent, "control_periods": loop.periods,
+                    "control_periods_missed": loop.missed}
+        if self.streamer is not None:  # the native thread's periods; loop: the planning thread's
+            stream = self.streamer.counters()
+            values |= {"control_scheduling": self.streamer.status, "planning_scheduling": loop.realtime_status,
+                       "control_max_lateness_ms": round(stream["max_late_ns"] * 1e-6, 3),
+                       "planning_max_lateness_ms": round(1000.0 * loop.max_lateness_s, 3)}
+            counters = {"commands_sent": stream["published"],
+                        "control_periods": stream["published"] + stream["empty"],
+                        "control_periods_missed": stream["missed"], "publish_errors": stream["errors"],
+                        "plans": loop.periods, "replans": self.planner.replans,
+                        "planned_too_late": self.planner.refused_pushes}
+            if stream["errors"]:
+                level, message = ERROR, f"command publishing failed: {self.streamer.last_error()}"
         if loop.error is not None:
             level, message = ERROR, f"control loop stopped: {loop.error}"
-        return Health(level, message, values, counters={"commands_sent": self.commands_sent,
-                                                        "trajectories_sent": self.trajectories_sent,
-                                                        "chunks_accepted": self.chunks_accepted,
-                                                        "chunks_refused": self.refused,
-                                                        "ik_refusals": self.core.ik_refusals,
-                                                        "control_periods": loop.periods,
-                                                        "control_periods_missed": loop.missed})
+        return Health(level, message, values, counters=counters | {
+            "trajectories_sent": self.trajectories_sent, "chunks_accepted": self.chunks_accepted,
+            "chunks_refused": self.refused, "ik_refusals": self.core.ik_refusals})
 
     # -- checkpoints -------------------------------------------------------------------------------
     def _kinematics_for(self, base_frame: str, tip_frame: str):
@@ -393,7 +474,8 @@ class ArmDriverNode(Node):
             return self._refuse(f"duplicate sequence {msg.sequence}")
         stamp = stamp_to_seconds(msg.header.stamp)
         with self._lock:
-            accepted, reason = self.core.on_chunk(stamp, actions, layout, msg.step_dt, self._now())
+            accepted, reason = self._change_stream(lambda: self.core.on_chunk(stamp, actions, layout, msg.step_dt,
+                                                                              self._now()))
             trajectory = self.core.last_trajectory if accepted else None
         if not accepted:
             return self._refuse(reason)
@@ -408,7 +490,7 @@ class ArmDriverNode(Node):
             index = list(msg.name).index(self.gripper_joint)
             if index < len(msg.position):
                 with self._lock:
-                    self.core.on_gripper_state(float(msg.position[index]))
+                    self.core.on_gripper_state(float(msg.position[index]))  # the start command (below)
         picked = self._joints.pick(msg)
         if picked is None:
             self.get_logger().warning(f"joint state without all of {self.joint_names}: ignored",
@@ -419,6 +501,8 @@ class ArmDriverNode(Node):
         try:
             with self._lock:
                 self.core.on_joint_state(stamp, positions)
+                if self.planner is not None and not self.planner.stream_started:
+                    self.planner.replan()  # the first command starts from the measured joints
         except ValueError as error:
             self.get_logger().warning(f"joint state ignored: {error}", throttle_duration_sec=WARN_PERIOD_S)
 
@@ -428,7 +512,7 @@ class ArmDriverNode(Node):
 
     def _latch_estop(self, source: str) -> None:
         with self._lock:
-            self.core.trigger_estop()
+            self._change_stream(self.core.trigger_estop)
         self.get_logger().error(f"E-STOP latched ({source}); holding until ~/reset_estop")
 
     def _on_estop_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
@@ -439,37 +523,27 @@ class ArmDriverNode(Node):
     def _on_reset_service(self, request: Trigger.Request, response: Trigger.Response) -> Trigger.Response:
         with self._lock:
             was_latched = self.core.estopped
-            self.core.reset_estop()
+            self._change_stream(self.core.reset_estop)
         message = "e-stop reset: waiting for fresh actions" if was_latched else "e-stop was not latched"
         self.get_logger().warning(message)
         response.success, response.message = True, "e-stop cleared" if was_latched else "e-stop was not latched"
         return response
 
     def _on_parameters_changed(self, parameters) -> None:
+        attributes = {"enable_actuation": bool, "watchdog_timeout_s": float, "chunk_transition": str,
+                      "ensemble_decay": float}
         for parameter in parameters:
-            with self._lock:
-                if parameter.name == "enable_actuation":
-                    self.core.enable_actuation = bool(parameter.value)
-                elif parameter.name == "watchdog_timeout_s":
-                    self.core.watchdog_timeout_s = float(parameter.value)
-                elif parameter.name == "chunk_transition":
-                    self.core.chunk_transition = str(parameter.value)
-                elif parameter.name == "ensemble_decay":
-                    self.core.ensemble_decay = float(parameter.value)
+            if parameter.name in attributes:
+                value = attributes[parameter.name](parameter.value)
+                with self._lock:
+                    self._change_stream(lambda name=parameter.name, value=value: setattr(self.core, name, value))
 
     def _on_control_period(self, deadline_s: float, now_s: float) -> None:
         """One control period, on the control thread (``deadline_s``, ``now_s``: monotonic clock)."""
         now = self._now()
         with self._lock:
             command = self.core.step(now)
-        self._last_reason = command.reason
-        # a controller holds at a used-up trajectory's last point by itself: re-send only for the other holds
-        started_holding = command.holding and self._holding is False and command.reason != "chunk used up"
-        if command.holding != self._holding:
-            self._holding = command.holding
-            self.holding_publisher.publish(Bool(data=command.holding))
-            log = self.get_logger().info if command.holding else self.get_logger().debug
-            log(f"{'holding' if command.holding else 'moving'}: {command.reason}")
+        started_holding = self._report(command.holding, command.reason)
         if command.positions is None:
             return
         self.commands_sent += 1
@@ -485,6 +559,26 @@ class ArmDriverNode(Node):
             with self._lock:
                 stop = self.core.stop_trajectory()
             self._publish_trajectory(None, stop.time_from_stamp, stop.positions, stop.velocities)
+
+    def _report(self, holding: bool, reason: str) -> bool:
+        """Keep the reason, publish ``~/holding`` and log on a change; True when a hold starts that
+        a controller does not make by itself (not a used-up chunk: it holds at its last point)."""
+        self._last_reason = reason
+        started_holding = holding and self._holding is False and reason != "chunk used up"
+        if holding != self._holding:
+            self._holding = holding
+            self.holding_publisher.publish(Bool(data=holding))
+            log = self.get_logger().info if holding else self.get_logger().debug
+            log(f"{'holding' if holding else 'moving'}: {reason}")
+        return started_holding
+
+    def _on_plan_period(self, deadline_s: float, now_s: float) -> None:
+        """control_loop streamer: plan ahead, then report the periods the streamer has passed."""
+        with self._lock:
+            self.planner.plan()
+            periods = self.planner.take_published()
+        for period in periods:
+            self._report(period.holding, period.reason)
 
     def _publish_trajectory(self, stamp, time_from_stamp: np.ndarray, positions: np.ndarray,
                             velocities: np.ndarray) -> None:

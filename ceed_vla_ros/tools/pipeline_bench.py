@@ -404,6 +404,12 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
         help="also measure every rate with the driver's previous loop (control_loop:=rclpy_timer), side by side",
     )
     parser.add_argument(
+        "--loops",
+        type=lambda text: tuple(part for part in text.split(",") if part),
+        default=None,
+        help="control loops to measure side by side at every rate, e.g. streamer,thread (default: the setup's)",
+    )
+    parser.add_argument(
         "--load-processes",
         type=int,
         default=os.cpu_count() or 2,
@@ -422,7 +428,9 @@ def cli_main(args: argparse.Namespace) -> int:
     if "control_rate_hz" in values:
         control_rate = float(values["control_rate_hz"])
     rates = args.rates or [control_rate]
-    loops = ("thread", "rclpy_timer") if args.compare_timer else (values.get("control_loop", "thread"),)
+    loops = args.loops or (values.get("control_loop", "streamer"),)
+    if args.compare_timer and "rclpy_timer" not in loops:
+        loops = (*loops, "rclpy_timer")
     results: dict[str, dict] = {}
     logs: list[str] = []
     for rate in rates:

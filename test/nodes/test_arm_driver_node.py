@@ -179,10 +179,11 @@ def test_estop_latches_until_reset_and_reset_needs_fresh_actions(driver, ros_nod
     assert wait_until(lambda: np.abs(probe.commands_since(mark) - frozen[0]).max(initial=0) > 0.05, 10.0)
 
 
-def test_500_hz_on_the_deadline_thread_keeps_the_limits_and_stops_cleanly(start_node, tiny_model_dir, ros_node,
-                                                                          wait_until):
-    """control_rate_hz 500 with a real-time request: commands flow within the 500 Hz velocity bound,
-    the scheduling outcome is logged, /diagnostics counts the control periods, SIGINT stops it with code 0."""
+@pytest.mark.parametrize("control_loop", ["streamer", "thread"])
+def test_500_hz_keeps_the_limits_and_stops_cleanly(start_node, tiny_model_dir, ros_node, wait_until, control_loop):
+    """control_rate_hz 500 with a real-time request, on the native streamer (the default) and on the
+    Python deadline thread: commands flow within the 500 Hz velocity bound, the scheduling outcome
+    is logged, /diagnostics names the loop and counts its periods, SIGINT stops it with code 0."""
     from diagnostic_msgs.msg import DiagnosticArray
 
     diagnostics: list[dict[str, str]] = []
@@ -195,11 +196,13 @@ def test_500_hz_on_the_deadline_thread_keeps_the_limits_and_stops_cleanly(start_
     ros_node.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
     process = start_node("arm_driver", ["-r", "__node:=arm_driver", "--params-file", str(REPO / "config/sim_arm.yaml"),
                                         "-p", f"model_dir:={tiny_model_dir}", "-p", "control_rate_hz:=500.0",
-                                        "-p", "realtime_priority:=10"])
+                                        "-p", "realtime_priority:=10", "-p", f"control_loop:={control_loop}"])
     probe = Probe(ros_node, load_metadata(tiny_model_dir, "tiny_sim"))
     assert wait_until(lambda: probe.command_count() > 50, 20.0), process.output()
-    assert "control thread: SCHED_FIFO priority 10" in process.output() or (
-        "control thread: normal scheduling: SCHED_FIFO priority 10 not permitted" in process.output())
+    thread = "native command streamer (planned every 20 ms, 20 periods ahead)" if control_loop == "streamer" \
+        else "control thread"
+    assert f"{thread}: SCHED_FIFO priority 10" in process.output() or (
+        f"{thread}: normal scheduling: SCHED_FIFO priority 10 not permitted" in process.output()), process.output()
     assert "joints at 500 Hz" in process.output()
     mark = probe.command_count()
     probe.send_chunk(np.full((4, 4), 0.3))
@@ -207,6 +210,8 @@ def test_500_hz_on_the_deadline_thread_keeps_the_limits_and_stops_cleanly(start_
     moved = probe.commands_since(mark - 1)
     assert np.all(moved >= LOWER - 1e-9) and np.all(moved <= UPPER + 1e-9)
     assert np.abs(np.diff(moved, axis=0)).max() <= 2.0 / 500.0 + 1e-9  # max_velocity / 500 Hz per command
+    assert np.abs(np.diff(moved, n=2, axis=0)).max() <= 20.0 / 500.0**2 + 1e-9  # max_acceleration T^2
     assert wait_until(lambda: any(int(d.get("control_periods", 0)) > 500 for d in diagnostics), 10.0)
-    assert any(d.get("control_scheduling", "").startswith(("SCHED_FIFO", "normal")) for d in diagnostics)
+    assert diagnostics[-1]["control_loop"] == control_loop
+    assert diagnostics[-1]["control_scheduling"].startswith(("SCHED_FIFO", "normal"))
     assert process.stop() == 0, process.output()
