@@ -222,8 +222,9 @@ class CommandSink(Protocol):
     def push(self, index: int, values: Sequence[float], gripper: float) -> bool:
         """Queue period ``index``'s command; False if that period is already past or too far ahead."""
 
-    def truncate(self) -> int:
-        """Drop every queued command not yet published; return the next period to publish."""
+    def truncate(self, keep: int = 0) -> int:
+        """Drop every queued command from ``keep`` periods after the next one to publish on;
+        return the first period dropped."""
 
     def next_index(self) -> int:
         """The next period to publish (every earlier one is published, skipped or was empty)."""
@@ -250,20 +251,23 @@ class LookaheadPlanner:
     that period sends nothing), and keeps the core's stream state from before each planned period.
 
     :meth:`replan` takes the plan back for an event (a chunk, an e-stop or its reset, a changed
-    parameter): the sink drops what it has not published and names the next period ``j``; the
-    core returns to its state before ``j`` (after the last published command); ``event()`` runs;
-    :meth:`plan` runs again. So the stream published is the one a loop calling ``core.step`` once
-    per period sends, with every event between the same two periods as its replan
-    (test/test_control_loop.py checks this, command for command, on random events).
+    parameter): the sink drops its queue from ``replan_margin_periods`` after the next period to
+    publish on, and names the first period dropped, ``j``; the core returns to its state before
+    ``j``; ``event()`` runs; :meth:`plan` runs again. So the stream published is the one a loop
+    calling ``core.step`` once per period sends, with every event applied just before period
+    ``j`` (test/test_control_loop.py checks this, command for command, on random events).
     Not thread-safe: the owner serialises :meth:`plan`, :meth:`replan` and :meth:`take_published`.
     """
 
     def __init__(self, core, sink: CommandSink, period_s: float, first_deadline_s: float,
                  lookahead_periods: int, clock_now: Callable[[], float],
                  to_values: Callable[[object], tuple[Sequence[float], float]],
-                 monotonic_now: Callable[[], float] = time.monotonic) -> None:
+                 monotonic_now: Callable[[], float] = time.monotonic, replan_margin_periods: int = 1) -> None:
         if lookahead_periods < 1:
             raise ValueError(f"lookahead must be >= 1 period, got {lookahead_periods}")
+        if not 0 <= replan_margin_periods < lookahead_periods:
+            raise ValueError(f"replan margin must be 0..{lookahead_periods - 1} periods, got {replan_margin_periods}")
+        self.replan_margin_periods = int(replan_margin_periods)
         self.core, self.sink = core, sink
         self.period_s, self.first_deadline_s = float(period_s), float(first_deadline_s)
         self.lookahead_periods = int(lookahead_periods)
@@ -301,20 +305,25 @@ class LookaheadPlanner:
         self._planned_to = end
 
     def replan(self, event: Callable[[], object] | None = None):
-        """Take back the unpublished plan, run ``event()`` on the core as it is after the last
-        published command, plan again; returns what ``event`` returned."""
-        next_index = self.sink.truncate()
-        for index, state in self._states:
-            if index == next_index:
-                self.core.restore_stream_state(state)
-                break
-        while self._states and self._states[-1][0] >= next_index:
-            self._states.pop()
-        while self._periods and self._periods[-1].index >= next_index:
-            self._periods.pop()
-        if self._first_sent is not None and self._first_sent >= next_index:
-            self._first_sent = None
-        self._planned_to = next_index
+        """Take back the plan from ``replan_margin_periods`` after the next period to publish on
+        (those few keep their commands, so that the new plan is queued before their deadlines
+        pass), run ``event()`` on the core as it is before the first period taken back, plan
+        again; returns what ``event`` returned. An event so takes effect from the period after
+        the margin: the stream equals stepping once per period with the event applied just
+        before that period."""
+        first = self.sink.truncate(self.replan_margin_periods)
+        if first < self._planned_to:
+            for index, state in self._states:
+                if index == first:
+                    self.core.restore_stream_state(state)
+                    break
+            while self._states and self._states[-1][0] >= first:
+                self._states.pop()
+            while self._periods and self._periods[-1].index >= first:
+                self._periods.pop()
+            if self._first_sent is not None and self._first_sent >= first:
+                self._first_sent = None
+            self._planned_to = first
         self.replans += 1
         result = event() if event is not None else None
         self.plan()

@@ -10,8 +10,10 @@
 // (counted in `missed`); their queued commands are dropped, not sent in a burst.
 //
 // Re-planning (a new chunk, an e-stop, a reset): ceed_streamer_truncate drops every queued slot
-// from the next unpublished period on and returns that period's index, under the same mutex the
-// thread holds while it takes a slot, so each period publishes either the old plan or the new one.
+// from `keep` periods after the next unpublished one on and returns the first dropped period's
+// index, under the same mutex the thread holds while it takes a slot, so each period publishes
+// either the old plan or the new one. The kept periods give the new plan time to be queued: with
+// keep 0 the next deadline may come before it, and that period would send nothing.
 //
 // Error handling: rcl errors are counted (`errors`), their text kept (ceed_streamer_last_error),
 // and the thread goes on; the thread stops only on ceed_streamer_stop.
@@ -261,16 +263,18 @@ int ceed_streamer_push(ceed_streamer_t * s, int64_t index, const double * joints
   return result;
 }
 
-// Drop every queued command from the next unpublished period on; return that period's index.
-int64_t ceed_streamer_truncate(ceed_streamer_t * s)
+// Drop every queued command from period next_index + keep on; return that period's index.
+int64_t ceed_streamer_truncate(ceed_streamer_t * s, int64_t keep)
 {
   pthread_mutex_lock(&s->lock);
+  int64_t first = s->next_index + (keep > 0 ? keep : 0);
   for (size_t i = 0; i < s->capacity; i++) {
-    s->slot_index[i] = -1;
+    if (s->slot_index[i] >= first) {
+      s->slot_index[i] = -1;
+    }
   }
-  int64_t next = s->next_index;
   pthread_mutex_unlock(&s->lock);
-  return next;
+  return first;
 }
 
 // The next period the thread will publish (every earlier one is published, skipped or empty).

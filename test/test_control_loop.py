@@ -163,9 +163,10 @@ class RecordingSink:
         self.queued[index] = (list(values), gripper)
         return True
 
-    def truncate(self) -> int:
-        self.queued.clear()
-        return self.next
+    def truncate(self, keep: int = 0) -> int:
+        first = self.next + keep
+        self.queued = {index: command for index, command in self.queued.items() if index < first}
+        return first
 
     def next_index(self) -> int:
         return self.next
@@ -208,13 +209,15 @@ def apply_stream_event(core: ArmDriverCore, event, now: float) -> None:
 @settings(max_examples=150, deadline=None)
 @given(timed=st.lists(st.tuples(st.integers(0, 399), st.floats(0.0, 0.999), stream_event), max_size=25),
        plan_every=st.sampled_from([1, 3, 10]), transition=st.sampled_from(["replace", "temporal_ensemble"]),
-       estop_stop=st.sampled_from(["decelerate", "immediate"]), start_with_joints=st.booleans())
+       estop_stop=st.sampled_from(["decelerate", "immediate"]), start_with_joints=st.booleans(),
+       margin=st.sampled_from([0, 1, 2]))
 def test_planned_ahead_stream_equals_stepping_once_per_period(timed, plan_every, transition, estop_stop,
-                                                               start_with_joints):
+                                                               start_with_joints, margin):
     """The commands a LookaheadPlanner queues (planning every ``plan_every`` periods, twice that
-    ahead; each event re-plans) are, period for period and bit for bit, those of a core stepped
-    once per period with each event applied between the same two deadlines. Events: chunks,
-    e-stops and resets, actuation switched, joint states (the first one starts the stream)."""
+    ahead; each event re-plans, keeping ``margin`` periods of the old plan) are, period for period
+    and bit for bit, those of a core stepped once per period with each event applied ``margin``
+    periods later than it came. Events: chunks, e-stops and resets, actuation switched, joint
+    states (the first one starts the stream)."""
     from ceed_vla_ros.control_loop import LookaheadPlanner
 
     def make():
@@ -225,6 +228,7 @@ def test_planned_ahead_stream_equals_stepping_once_per_period(timed, plan_every,
             core.on_joint_state(0.0, np.array([0.2, -0.1]))
         return core
 
+    margin = min(margin, 2 * plan_every - 1)  # within the lookahead
     first, periods = 1.0, 400
     deadline = [first + k * STREAM_PERIOD for k in range(periods)]
     events = sorted(((k, fraction), event) for k, fraction, event in timed)  # (period before which, where)
@@ -232,9 +236,9 @@ def test_planned_ahead_stream_equals_stepping_once_per_period(timed, plan_every,
     reference, expected = make(), []
     pending = list(events)
     for k in range(periods):
-        while pending and pending[0][0][0] == k:
-            (_, fraction), event = pending.pop(0)
-            apply_stream_event(reference, event, deadline[k] - (1 - fraction) * STREAM_PERIOD)
+        while pending and pending[0][0][0] + margin == k:
+            (came, fraction), event = pending.pop(0)
+            apply_stream_event(reference, event, deadline[came] - (1 - fraction) * STREAM_PERIOD)
         command = reference.step(deadline[k])
         if command.positions is not None:
             expected.append((k, command.positions.tolist()))
@@ -242,7 +246,8 @@ def test_planned_ahead_stream_equals_stepping_once_per_period(timed, plan_every,
     core, sink, clock = make(), RecordingSink(capacity=4 * plan_every), [0.0]
     planner = LookaheadPlanner(core, sink, STREAM_PERIOD, first, 2 * plan_every, clock_now=lambda: clock[0],
                                monotonic_now=lambda: clock[0],
-                               to_values=lambda command: (command.positions.tolist(), 0.0))
+                               to_values=lambda command: (command.positions.tolist(), 0.0),
+                               replan_margin_periods=margin)
     pending = list(events)
     for k in range(periods):
         clock[0] = deadline[k] - STREAM_PERIOD

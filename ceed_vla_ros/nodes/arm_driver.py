@@ -324,8 +324,11 @@ class ArmDriverNode(Node):
             def to_values(command):
                 return command.positions.tolist(), command.gripper or 0.0
         first_deadline_ns = time.monotonic_ns() + 2 * streamer.period_ns
+        # an event re-plans from the period after the next 2 ms or so: time to queue the new plan
+        margin = max(1, round(0.002 / self.control_period_s))
         self.planner = LookaheadPlanner(self.core, streamer, self.control_period_s, first_deadline_ns * 1e-9,
-                                        lookahead, clock_now=self._now, to_values=to_values)
+                                        lookahead, clock_now=self._now, to_values=to_values,
+                                        replan_margin_periods=min(margin, lookahead - 1))
         self.streamer = streamer
         with self._lock:
             self.planner.plan()

@@ -61,7 +61,7 @@ def load_library() -> ctypes.CDLL:
         "ceed_streamer_create": (void_p, [void_p, ctypes.c_size_t, void_p, int64, ctypes.c_size_t]),
         "ceed_streamer_start": (ctypes.c_int, [void_p, int64, ctypes.c_int]),
         "ceed_streamer_push": (ctypes.c_int, [void_p, int64, ctypes.POINTER(ctypes.c_double), ctypes.c_double]),
-        "ceed_streamer_truncate": (int64, [void_p]),
+        "ceed_streamer_truncate": (int64, [void_p, int64]),
         "ceed_streamer_next_index": (int64, [void_p]),
         "ceed_streamer_counters": (None, [void_p, ctypes.POINTER(int64)]),
         "ceed_streamer_status": (ctypes.c_char_p, [void_p]),
@@ -112,8 +112,8 @@ class NativeCommandStreamer:
         buffer[:] = values
         return self._lib.ceed_streamer_push(self._handle, index, buffer, gripper) == 0
 
-    def truncate(self) -> int:
-        return self._lib.ceed_streamer_truncate(self._handle)
+    def truncate(self, keep: int = 0) -> int:
+        return self._lib.ceed_streamer_truncate(self._handle, keep)
 
     def next_index(self) -> int:
         return self._lib.ceed_streamer_next_index(self._handle)

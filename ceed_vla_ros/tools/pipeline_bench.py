@@ -26,8 +26,9 @@ rate, period error p50/p99/max at the receiver (and p99 at the source), and the 
 driver, idle and loaded. ``--realtime-priority N`` starts the driver with ``realtime_priority:=N``;
 ``--probe-realtime-priority N`` runs the receiving probe's threads SCHED_FIFO (a real controller
 receives in a real-time thread; a normal-priority probe on a busy machine measures its own
-scheduling delays); ``--compare-timer`` measures every rate also with the previous loop
-(``control_loop:=rclpy_timer``).
+scheduling delays); ``--loops streamer,thread`` measures every rate with each of those driver
+loops (``control_loop``), a fresh suite each, side by side in the table; ``--compare-timer`` adds
+the previous loop (``control_loop:=rclpy_timer``).
 """
 
 from __future__ import annotations

@@ -69,14 +69,14 @@ def test_queued_commands_arrive_in_order_then_empty_periods_send_nothing(streami
     assert streamer.next_index() == 60 + counters["empty"] + counters["missed"]
 
 
-def test_truncate_takes_back_exactly_the_unpublished_commands(streaming, wait_until):
+def test_truncate_takes_back_exactly_the_commands_after_the_kept_ones(streaming, wait_until):
     streamer, receiver, _ = streaming
     for index in range(200):
         streamer.push(index, values_of(index), 0.0)
     streamer.start(time.monotonic_ns() + 100_000_000)
     assert wait_until(lambda: receiver.count() >= 30, 10.0)
-    next_index = streamer.truncate()
-    assert 30 <= next_index < 200
+    next_index = streamer.truncate(keep=3)  # the first period taken back
+    assert 33 <= next_index < 200
     # the new plan: nothing for 5 periods, then other values
     for index in range(next_index + 5, next_index + 25):
         assert streamer.push(index, [-1.0, -2.0, -3.0, float(index)], 0.0)
@@ -88,6 +88,8 @@ def test_truncate_takes_back_exactly_the_unpublished_commands(streaming, wait_un
     indices = [round(message[0] - 0.25) for message in old]
     assert old == [values_of(i) for i in indices]
     assert indices == sorted(set(indices)) and indices[-1] < next_index  # only periods before the cut
+    kept = set(range(next_index - 3, next_index))  # published from the old plan (but a skipped period)
+    assert len(kept & set(indices)) >= 3 - streamer.counters()["missed"]
     assert new == [[-1.0, -2.0, -3.0, float(index)] for index in range(next_index + 5, next_index + 25)]
     assert streamer.counters()["published"] == len(received)
 
