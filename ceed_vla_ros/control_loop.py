@@ -31,6 +31,10 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
+#: The driver's ``control_loop`` choices: the native streamer fed by a :class:`LookaheadPlanner`, a
+#: :class:`DeadlineLoop` thread that steps and publishes every period, or an rclpy timer (the old loop).
+CONTROL_LOOPS = ("streamer", "thread", "rclpy_timer")
+
 CLOCK_MONOTONIC = 1
 TIMER_ABSTIME = 1
 EINTR = 4

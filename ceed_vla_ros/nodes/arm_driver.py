@@ -67,7 +67,7 @@ from ceed_vla_ros.arm_control import (
     GripperLimits,
     JointLimits,
 )
-from ceed_vla_ros.control_loop import DeadlineLoop, LookaheadPlanner
+from ceed_vla_ros.control_loop import CONTROL_LOOPS, DeadlineLoop, LookaheadPlanner
 from ceed_vla_ros.metadata import CheckpointError, CheckpointMetadata, list_checkpoints, load_metadata
 from ceed_vla_ros.msg import ActionTokens
 from ceed_vla_ros.nodes.diagnostics import ERROR, OK, WARN, DiagnosticsPublisher, Health, WarningThrottle
@@ -87,7 +87,6 @@ from ceed_vla_ros.nodes.rclpy_compat import low_overhead_executor
 from ceed_vla_ros.paths import resolve_model_dir, share_directory
 
 COMMAND_INTERFACES = ("forward_position", "joint_trajectory")
-CONTROL_LOOPS = ("streamer", "thread", "rclpy_timer")
 GRIPPER_INTERFACES = ("none", "joint", "topic")
 WARN_PERIOD_S = 2.0
 

@@ -47,7 +47,7 @@ from pathlib import Path
 import numpy as np
 
 from ceed_vla_ros.bringup import get_setup
-from ceed_vla_ros.control_loop import set_realtime_priority
+from ceed_vla_ros.control_loop import CONTROL_LOOPS, set_realtime_priority
 from ceed_vla_ros.tools.launcher import NodeSuite
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -216,6 +216,10 @@ def node_stats(suite: NodeSuite) -> dict[str, dict[str, float]]:
     }
 
 
+DRIVER_STATUS = "ceed_vla_ros: arm_driver"  # the driver's /diagnostics status
+DRIVER_KEYS = ("control_loop", "control_scheduling", "control_periods_missed")  # kept with each window
+
+
 def measure(
     suite: NodeSuite,
     probe: Probe,
@@ -248,7 +252,9 @@ def measure(
         for name, s in start_stats.items()
         if name in end_stats
     }
-    return {"seconds": wall, "episodes": episode, **window.summary(control_rate_hz), "nodes": nodes}
+    driver = probe.diagnostics.get(DRIVER_STATUS, {})
+    return {"seconds": wall, "episodes": episode, **window.summary(control_rate_hz), "nodes": nodes,
+            "driver": {key: driver[key] for key in DRIVER_KEYS if key in driver}}
 
 
 def measure_idle_and_loaded(
@@ -381,6 +387,16 @@ def parse_rates(text: str) -> list[float]:
     return rates
 
 
+def parse_loops(text: str) -> tuple[str, ...]:
+    """``streamer,thread`` -> ('streamer', 'thread'); each one of the driver's control_loop choices."""
+    loops = tuple(part.strip() for part in text.split(",") if part.strip())
+    unknown = [loop for loop in loops if loop not in CONTROL_LOOPS]
+    if not loops or unknown:
+        choices = ", ".join(CONTROL_LOOPS)
+        raise argparse.ArgumentTypeError(f"--loops: comma-separated, each one of {choices}; got {text!r}")
+    return loops
+
+
 def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seconds", type=float, default=60.0, help="measured seconds per condition")
     parser.add_argument(
@@ -406,7 +422,7 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument(
         "--loops",
-        type=lambda text: tuple(part for part in text.split(",") if part),
+        type=parse_loops,
         default=None,
         help="control loops to measure side by side at every rate, e.g. streamer,thread (default: the setup's)",
     )
@@ -418,7 +434,9 @@ def add_cli_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--episode-seconds", type=float, default=8.0, help="reset the sim episode this often")
     parser.add_argument("--seed", type=int, default=2_000_000, help="seed of the first episode")
-    parser.add_argument("--out", type=Path, default=None, help="write results.json and pipeline.md here")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="write pipeline.json, pipeline.md and pipeline_nodes.log here"
+    )
     parser.add_argument("assignments", nargs="*", metavar="name:=value", help="sim_arm launch arguments")
 
 
@@ -433,6 +451,7 @@ def cli_main(args: argparse.Namespace) -> int:
     if args.compare_timer and "rclpy_timer" not in loops:
         loops = (*loops, "rclpy_timer")
     results: dict[str, dict] = {}
+    headings: dict[str, str] = {}
     logs: list[str] = []
     for rate in rates:
         for control_loop in loops:
@@ -445,7 +464,13 @@ def cli_main(args: argparse.Namespace) -> int:
                 ),
                 args.probe_realtime_priority,
             )
-            results[key] = runs
+            heading = f"{rate:g} Hz" if len(loops) == 1 else f"{rate:g} Hz, control_loop {control_loop}"
+            ran = "/".join(sorted({str(run.get("driver", {}).get("control_loop")) for run in runs.values()}))
+            if ran != control_loop:  # e.g. streamer without its library: the driver fell back to thread
+                print(f"WARNING: asked for control_loop {control_loop}, the driver's /diagnostics said {ran} "
+                      "(its log is in pipeline_nodes.log)", flush=True)
+                key, heading = f"{key} (ran {ran})", f"{heading} (the driver ran {ran})"
+            results[key], headings[key] = runs, heading
             logs.append(f"== {key}\n{log}")
             print(pipeline_table(runs), flush=True)
     control = control_loop_table(results)
@@ -454,7 +479,7 @@ def cli_main(args: argparse.Namespace) -> int:
         args.out.mkdir(parents=True, exist_ok=True)
         payload = next(iter(results.values())) if len(results) == 1 else results
         (args.out / "pipeline.json").write_text(json.dumps(payload, indent=2))
-        tables = "\n\n".join(f"### {key} Hz\n\n{pipeline_table(runs)}" for key, runs in results.items())
+        tables = "\n\n".join(f"### {headings[key]}\n\n{pipeline_table(runs)}" for key, runs in results.items())
         (args.out / "pipeline.md").write_text(tables + "\n\n### control loop\n\n" + control + "\n")
         (args.out / "pipeline_nodes.log").write_text("\n".join(logs))
     return 0
