@@ -116,6 +116,9 @@ def test_ee_delta_checkpoint_drives_the_sim_arm_through_ik_one_trajectory_per_ch
     assert wait_until(lambda: probe.actions.get_subscription_count() > 0 and len(probe.gripper) > 20
                       and probe.latest_joints() is not None, 30.0), driver.output() + sim.output()
     assert probe.gripper[-1] == pytest.approx(0.04)  # no gripper joint state: assumed open
+    # the default control_loop (streamer) sends a command per period: not what joint_trajectory does
+    assert "control_loop streamer unavailable (joint_trajectory publishes one trajectory per chunk" \
+        in driver.output(), driver.output()
     kinematics = ArmKinematics.from_file(REPO / "config/sim_arm.urdf", JOINTS, "base_link", "tool_tip")
     start_tip, _ = kinematics.forward(probe.latest_joints())
     steps = np.linspace(0.25, 1.0, 4)[:, None] * np.array([0.05, 0.03, -0.05])  # ramp to (+5, +3, -5) cm
