@@ -45,7 +45,8 @@ def test_two_loops_side_by_side_report_the_loop_the_driver_ran(tiny_model_dir, t
         idle = runs["idle"]
         assert idle["driver"]["control_loop"] == key.split()[1]
         assert idle["chunks"] > 0 and idle["command_rate_hz"] > 0
-        assert idle["command_period_error_p99_ms"] >= 0 and int(idle["driver"]["control_periods_missed"]) >= 0
+        assert idle["command_period_error_p99_ms"] >= 0  # False for NaN: no command intervals received
+        assert idle["driver"]["control_periods_missed"].isdigit()  # the driver's count is kept with the window
     report = (out / "pipeline.md").read_text()
     assert "### 500 Hz, control_loop streamer" in report and "### 500 Hz, control_loop thread" in report
     rows = [line for line in report.splitlines() if line.startswith("| 500 ")]

@@ -17,6 +17,11 @@ from rclpy.node import Node
 OK, WARN, ERROR = DiagnosticStatus.OK, DiagnosticStatus.WARN, DiagnosticStatus.ERROR
 
 
+def status_name(node_name: str) -> str:
+    """The ``DiagnosticStatus.name`` a node of the suite publishes under: ``ceed_vla_ros: <node name>``."""
+    return f"ceed_vla_ros: {node_name}"
+
+
 @dataclass
 class Health:
     level: bytes
@@ -45,7 +50,7 @@ class DiagnosticsPublisher:
         self._previous_counters, self._previous_time = dict(health.counters), now
         status = DiagnosticStatus(
             level=health.level,
-            name=f"ceed_vla_ros: {self.node.get_name()}",
+            name=status_name(self.node.get_name()),
             message=health.message,
             hardware_id=self.node.get_fully_qualified_name(),
             values=[KeyValue(key=key, value=_format(value)) for key, value in values.items()],

@@ -48,6 +48,7 @@ import numpy as np
 
 from ceed_vla_ros.bringup import get_setup
 from ceed_vla_ros.control_loop import CONTROL_LOOPS, set_realtime_priority
+from ceed_vla_ros.nodes.diagnostics import status_name
 from ceed_vla_ros.tools.launcher import NodeSuite
 
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -216,7 +217,6 @@ def node_stats(suite: NodeSuite) -> dict[str, dict[str, float]]:
     }
 
 
-DRIVER_STATUS = "ceed_vla_ros: arm_driver"  # the driver's /diagnostics status
 DRIVER_KEYS = ("control_loop", "control_scheduling", "control_periods_missed")  # kept with each window
 
 
@@ -252,7 +252,8 @@ def measure(
         for name, s in start_stats.items()
         if name in end_stats
     }
-    driver = probe.diagnostics.get(DRIVER_STATUS, {})
+    with probe.lock:
+        driver = dict(probe.diagnostics.get(status_name("arm_driver"), {}))
     return {"seconds": wall, "episodes": episode, **window.summary(control_rate_hz), "nodes": nodes,
             "driver": {key: driver[key] for key in DRIVER_KEYS if key in driver}}
 
@@ -532,8 +533,8 @@ def soak_main(args: argparse.Namespace) -> int:
     for node, stats in result["first_minute"]["nodes"].items():
         end = result["last_minute"]["nodes"].get(node, {}).get("rss_end_mib", float("nan"))
         print(f"| {node} | {stats['rss_start_mib']:.0f} | {end:.0f} |")
-    camera = result["diagnostics_at_end"].get("ceed_vla_ros: camera_subscriber", {})
-    policy = result["diagnostics_at_end"].get("ceed_vla_ros: policy", {})
+    camera = result["diagnostics_at_end"].get(status_name("camera_subscriber"), {})
+    policy = result["diagnostics_at_end"].get(status_name("policy"), {})
     print(
         f"\nframes dropped by the camera node: {camera.get('frames_dropped', '?')}, frames skipped by the policy: "
         f"{policy.get('frames_skipped', '?')}, error lines: {len(error_lines)}, dead nodes: {result['dead_nodes']}"
